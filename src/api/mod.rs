@@ -1,0 +1,62 @@
+//! The HTTP API: health, the metrics summary as JSON, and the example resource.
+
+pub mod body;
+pub mod error;
+pub mod health;
+pub mod items;
+pub mod metrics_summary;
+
+use std::time::Instant;
+
+use rocket::http::Status;
+use rocket::{Catcher, Request, Route};
+
+use crate::request_record::RequestRecord;
+use error::JsonError;
+
+/// When this process started, for `uptime_seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct Started(pub Instant);
+
+impl Started {
+    pub fn uptime_seconds(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}
+
+/// Every API route, wrapped so that handler panics are counted as such.
+pub fn routes() -> Vec<Route> {
+    let mut routes = rocket::routes![health::health, metrics_summary::summary];
+    routes.extend(items::routes());
+    crate::metrics::panics::instrument(routes)
+}
+
+/// JSON answers for every error status, including a data guard's refusal.
+pub fn catchers() -> Vec<Catcher> {
+    rocket::catchers![json_catcher]
+}
+
+#[rocket::catch(default)]
+fn json_catcher(status: Status, request: &Request<'_>) -> JsonError {
+    if let Some(rejection) = RequestRecord::of(request).rejection() {
+        if rejection.status == status {
+            return rejection.clone();
+        }
+    }
+    let (reason, message) = match status.code {
+        404 => (
+            "not_found",
+            format!("no route for {} {}", request.method(), request.uri().path()),
+        ),
+        422 => (
+            "invalid_request",
+            "the request could not be processed".to_string(),
+        ),
+        500 => (
+            "internal_error",
+            "the server failed to handle the request".to_string(),
+        ),
+        _ => ("error", status.reason_lossy().to_string()),
+    };
+    JsonError::new(status, reason, message)
+}

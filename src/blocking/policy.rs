@@ -1,0 +1,79 @@
+//! The blocking policy: deny list first, then the rate limit.
+
+use std::net::IpAddr;
+
+use super::rate_limit::ClientRateLimiter;
+use super::BlockReason;
+use crate::config::{BlockingSettings, CidrList};
+
+pub struct Policy {
+    deny: CidrList,
+    rate_limit: Option<ClientRateLimiter>,
+}
+
+impl Policy {
+    pub fn new(settings: &BlockingSettings) -> Self {
+        Policy {
+            deny: settings.deny.clone(),
+            rate_limit: settings.rate_limit.map(ClientRateLimiter::new),
+        }
+    }
+
+    /// Whether a request from `client` may pass. A denied client does not use up its
+    /// rate-limit budget.
+    pub fn check(&self, client: IpAddr) -> Result<(), BlockReason> {
+        if self.deny.contains(client) {
+            return Err(BlockReason::DenyList);
+        }
+        if let Some(limiter) = &self.rate_limit {
+            limiter
+                .check(client)
+                .map_err(|retry_after| BlockReason::RateLimited { retry_after })?;
+        }
+        Ok(())
+    }
+
+    pub fn forget_idle_clients(&self) {
+        if let Some(limiter) = &self.rate_limit {
+            limiter.forget_idle_clients();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateLimitSettings;
+    use std::num::NonZeroU32;
+
+    fn settings() -> BlockingSettings {
+        BlockingSettings {
+            deny: "192.0.2.0/24"
+                .parse::<crate::config::Cidr>()
+                .into_iter()
+                .collect(),
+            rate_limit: Some(RateLimitSettings {
+                per_second: NonZeroU32::new(1).unwrap(),
+                burst: NonZeroU32::new(2).unwrap(),
+            }),
+            ..BlockingSettings::default()
+        }
+    }
+
+    #[test]
+    fn deny_then_rate_limit_per_client() {
+        let policy = Policy::new(&settings());
+        assert_eq!(
+            policy.check("192.0.2.5".parse().unwrap()),
+            Err(BlockReason::DenyList)
+        );
+        let a: IpAddr = "198.51.100.1".parse().unwrap();
+        let b: IpAddr = "198.51.100.2".parse().unwrap();
+        assert!(policy.check(a).is_ok());
+        assert!(policy.check(a).is_ok());
+        let refused = policy.check(a).unwrap_err();
+        assert_eq!(refused.label(), "rate_limited");
+        assert!(refused.retry_after_secs().unwrap() >= 1);
+        assert!(policy.check(b).is_ok(), "another client has its own bucket");
+    }
+}

@@ -1,0 +1,314 @@
+//! Typed settings, read with figment from Rocket.toml profiles and then the environment.
+//!
+//! Every key of our sections (`metrics`, `blocking`) is also settable as
+//! `BABYLON_<SECTION>__<KEY>`, with `__` between nesting levels, for example
+//! `BABYLON_METRICS__EXPORT__PORT_RANGE=9001-9010`. Rocket's own keys keep their `ROCKET_`
+//! variables (`ROCKET_PORT`, `ROCKET_PROFILE`, …).
+//!
+//! Loading validates everything up front: a wrong value becomes one [`ConfigError`] whose
+//! message names the key and the problem.
+
+mod types;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use serde::Deserialize;
+
+pub use types::{
+    canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Namespace, PortRange, UrlPath,
+};
+
+/// Prefix of the environment variables that override our settings.
+pub const ENV_PREFIX: &str = "BABYLON_";
+
+/// All of babylon's own settings, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub metrics: MetricsSettings,
+    pub blocking: BlockingSettings,
+}
+
+/// `metrics.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Off: no fairing, no export listener, no metrics route.
+    pub enabled: bool,
+    /// Where metrics are served, on the main port and on the export port.
+    pub path: UrlPath,
+    /// Whether the main (application) port serves `path` too.
+    pub serve_on_main_port: bool,
+    /// Optional prefix of every metric family name.
+    pub namespace: Option<Namespace>,
+    /// Count scrapes of `path` as API traffic (off: scrapes leave the HTTP families alone).
+    pub count_scrapes: bool,
+    /// Upper bounds of `rocket_http_request_duration_seconds`, in seconds.
+    pub latency_buckets: Buckets,
+    /// Requests whose path starts with one of these are not recorded at all.
+    pub exclude_paths: Vec<String>,
+    pub export: ExportSettings,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enabled: true,
+            path: UrlPath::try_from("/metrics".to_string()).expect("valid default"),
+            serve_on_main_port: true,
+            namespace: None,
+            count_scrapes: false,
+            latency_buckets: Buckets::django_latency(),
+            exclude_paths: Vec::new(),
+            export: ExportSettings::default(),
+        }
+    }
+}
+
+/// `metrics.export.*`: the per-process export listener and who may read metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSettings {
+    /// Whether this process opens an export listener at all.
+    pub enabled: bool,
+    /// Each process binds the first free port of this range.
+    pub port_range: Option<PortRange>,
+    /// A fixed export port (exclusive with `port_range`).
+    pub port: Option<u16>,
+    /// `""`: every interface, IPv4 and IPv6.
+    pub address: ExportAddress,
+    /// Who may read metrics, on every port that serves them.
+    pub allow: CidrList,
+    /// File holding a bearer token that scrapers must send.
+    pub token_file: Option<PathBuf>,
+    /// What to do when every port of the range is taken.
+    pub when_ports_taken: WhenPortsTaken,
+    /// Read from `token_file` during validation; never deserialized from settings.
+    #[serde(skip)]
+    pub token: Option<Token>,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings {
+            enabled: true,
+            port_range: None,
+            port: None,
+            address: ExportAddress::EveryInterface,
+            allow: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .map(|block| block.parse().expect("valid default"))
+                .collect(),
+            token_file: None,
+            when_ports_taken: WhenPortsTaken::Fail,
+            token: None,
+        }
+    }
+}
+
+impl ExportSettings {
+    /// The range used when neither `port` nor `port_range` is set (django-prometheus'
+    /// documented example range).
+    pub const DEFAULT_PORTS: (u16, u16) = (8001, 8050);
+
+    /// The ports to try: `port` as a one-port range, else `port_range`, else the default.
+    pub fn ports(&self) -> PortRange {
+        let (start, end) = Self::DEFAULT_PORTS;
+        match (self.port, self.port_range) {
+            (Some(port), _) => PortRange::single(port),
+            (None, Some(range)) => Ok(range),
+            (None, None) => PortRange::new(start.into(), end.into()),
+        }
+        .expect("validated in ExportSettings::validate")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenPortsTaken {
+    /// Start-up fails with a message naming the range (the default).
+    Fail,
+    /// Log a warning and serve without an export listener, as django-prometheus does.
+    RunWithoutExport,
+}
+
+/// The metrics bearer token. `Debug` never prints it, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// `blocking.*`: the policy that stops requests before their handler runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockingSettings {
+    pub enabled: bool,
+    /// Clients in these blocks get 403.
+    pub deny: CidrList,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` headers are believed. Empty: none.
+    pub trusted_proxies: CidrList,
+    /// Per-client-IP rate limit; absent: no limit.
+    pub rate_limit: Option<RateLimitSettings>,
+}
+
+impl Default for BlockingSettings {
+    fn default() -> Self {
+        BlockingSettings {
+            enabled: true,
+            deny: CidrList::default(),
+            trusted_proxies: CidrList::default(),
+            rate_limit: None,
+        }
+    }
+}
+
+/// `blocking.rate_limit.*`: a token bucket per client IP.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per client.
+    pub per_second: NonZeroU32,
+    /// Requests a client may send at once above the sustained rate.
+    pub burst: NonZeroU32,
+}
+
+/// A setting that stops start-up. The message names the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing failed (wrong type, unknown key, bad value); figment names the key.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value parsed but breaks a rule that spans keys or needs the file system.
+    #[error("invalid setting `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            problem: problem.into(),
+        }
+    }
+
+    fn from_figment(error: figment::Error) -> Self {
+        let messages: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+        ConfigError::Parse(messages.join("; "))
+    }
+}
+
+/// The figment babylon reads: Rocket's (Rocket.toml, `ROCKET_*`), then `BABYLON_*`.
+pub fn figment() -> Figment {
+    with_env(rocket::Config::figment())
+}
+
+/// Adds the `BABYLON_*` variables on top of `base` (tests build their own base).
+pub fn with_env(base: Figment) -> Figment {
+    base.merge(Env::prefixed(ENV_PREFIX).split("__").global())
+}
+
+/// A figment with Rocket's defaults and the given values merged on top, for tests and
+/// tools that must not read the working directory's Rocket.toml.
+pub fn figment_from<T: serde::Serialize>(values: T) -> Figment {
+    Figment::from(rocket::Config::default()).merge(Serialized::globals(values))
+}
+
+impl Settings {
+    /// Reads and validates every section. Rocket's own keys are checked too, so that a
+    /// bad `port` is reported here as one line rather than by Rocket at launch.
+    pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
+        rocket::Config::try_from(figment).map_err(ConfigError::from_figment)?;
+        let section = |key: &str| figment.find_value(key).is_ok();
+        let mut metrics: MetricsSettings = if section("metrics") {
+            figment
+                .extract_inner("metrics")
+                .map_err(ConfigError::from_figment)?
+        } else {
+            MetricsSettings::default()
+        };
+        let blocking: BlockingSettings = if section("blocking") {
+            figment
+                .extract_inner("blocking")
+                .map_err(ConfigError::from_figment)?
+        } else {
+            BlockingSettings::default()
+        };
+        metrics.validate()?;
+        Ok(Settings { metrics, blocking })
+    }
+}
+
+impl MetricsSettings {
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.exclude_paths.iter().any(|path| !path.starts_with('/')) {
+            return Err(ConfigError::invalid(
+                "metrics.exclude_paths",
+                "every entry must start with /",
+            ));
+        }
+        self.export.validate()
+    }
+}
+
+impl ExportSettings {
+    pub(crate) fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.port.is_some() && self.port_range.is_some() {
+            return Err(ConfigError::invalid(
+                "metrics.export.port",
+                "set either `port` or `port_range`, not both",
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(ConfigError::invalid(
+                "metrics.export.port",
+                "port 0 is outside 1..=65535",
+            ));
+        }
+        if self.allow.is_empty() {
+            return Err(ConfigError::invalid(
+                "metrics.export.allow",
+                "the list is empty, so nobody could read metrics; list CIDR blocks (\"0.0.0.0/0\" and \"::/0\" allow everyone)",
+            ));
+        }
+        if let Some(path) = &self.token_file {
+            self.token = Some(read_token(path)?);
+        }
+        Ok(())
+    }
+}
+
+fn read_token(path: &Path) -> Result<Token, ConfigError> {
+    const KEY: &str = "metrics.export.token_file";
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::invalid(KEY, format!("cannot read {}: {error}", path.display()))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!("{} is empty: it must hold the bearer token", path.display()),
+        ));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!(
+                "{} holds whitespace inside the token; a bearer token is one word",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Token(token.to_string()))
+}

@@ -1,0 +1,117 @@
+//! babylon: a Rocket web backend whose metrics are part of the product.
+//!
+//! [`App`] holds validated settings; [`App::rocket`] builds the Rocket that `main` launches
+//! and tests drive with Rocket's local client. The data path of a request reads top to
+//! bottom: [`config`] -> fairings ([`metrics::fairing`], [`blocking::fairing`]) -> guards
+//! -> handlers ([`api`]) -> response -> metrics.
+
+pub mod api;
+pub mod blocking;
+pub mod config;
+pub mod metrics;
+pub mod request_record;
+
+use std::time::Instant;
+
+use figment::Figment;
+use rocket::{Build, Rocket};
+
+use api::metrics_summary::{ExportPort, MetricsEnabled};
+use api::Started;
+use blocking::{ClientAddr, Gatekeeper, Policy};
+use config::{ConfigError, Settings};
+use metrics::exporter::{ExportError, ExportFairing, ExportListener};
+use metrics::fairing::HttpMetricsFairing;
+use metrics::{Metrics, MetricsAccess};
+
+/// Facts about this build, also exported as `babylon_build_info`.
+pub mod build {
+    pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+    pub const RUSTC: &str = env!("BABYLON_RUSTC_VERSION");
+    pub const COMMIT: &str = env!("BABYLON_GIT_COMMIT");
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error("cannot set up the metrics registry: {0}")]
+    Registry(#[from] prometheus::Error),
+}
+
+/// The service with its settings read and validated, ready to build a Rocket.
+pub struct App {
+    figment: Figment,
+    settings: Settings,
+}
+
+impl App {
+    /// Reads Rocket.toml (profile from `ROCKET_PROFILE`) and the environment.
+    pub fn from_env() -> Result<App, ConfigError> {
+        Self::from_figment(config::figment())
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<App, ConfigError> {
+        let settings = Settings::from_figment(&figment)?;
+        Ok(App { figment, settings })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Builds the Rocket. With metrics and export enabled this binds the export port now,
+    /// so that a taken range fails here, before anything is served.
+    pub fn rocket(&self) -> Result<Rocket<Build>, StartError> {
+        let Settings {
+            metrics: metrics_settings,
+            blocking,
+        } = &self.settings;
+        let metrics = Metrics::new(metrics_settings)?;
+        let clients = ClientAddr::new(blocking.trusted_proxies.clone());
+        let policy = blocking.enabled.then(|| Policy::new(blocking));
+        let access = MetricsAccess::new(&metrics_settings.export);
+        let path = metrics_settings.path.as_str();
+
+        let mut rocket = rocket::custom(self.figment.clone())
+            .manage(Started(Instant::now()))
+            .manage(MetricsEnabled(metrics_settings.enabled))
+            .manage(api::items::ItemStore::default())
+            .mount("/", api::routes())
+            .register("/", api::catchers());
+
+        let mut export_port = None;
+        if metrics_settings.enabled {
+            let on_main_port = metrics_settings.serve_on_main_port;
+            // Order matters: the metrics fairing must see a request before blocking
+            // re-routes it.
+            rocket = rocket.attach(HttpMetricsFairing::new(metrics.clone(), metrics_settings));
+            rocket = rocket.attach(Gatekeeper::new(
+                clients.clone(),
+                policy,
+                on_main_port.then(|| (path.to_string(), access.clone())),
+            ));
+            if on_main_port {
+                rocket = rocket.mount("/", vec![metrics::endpoint::route(path, metrics.clone())]);
+            }
+            if metrics_settings.export.enabled {
+                if let Some(listener) = ExportListener::bind(&metrics_settings.export)? {
+                    export_port = Some(listener.port());
+                    rocket = rocket.attach(ExportFairing::new(
+                        listener,
+                        metrics.clone(),
+                        path,
+                        access,
+                        clients,
+                    ));
+                }
+            }
+        } else {
+            rocket = rocket.attach(Gatekeeper::new(clients, policy, None));
+        }
+        Ok(rocket.manage(ExportPort(export_port)).manage(metrics))
+    }
+}

@@ -1,0 +1,49 @@
+//! Launches babylon. `--check-config` validates the settings and exits without opening
+//! any listener.
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: babylon [--check-config]\n\n  \
+    --check-config  read Rocket.toml and BABYLON_* variables, report the first problem, open no port\n";
+
+#[rocket::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check_only = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => false,
+        ["--check-config"] => true,
+        ["--help"] | ["-h"] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprint!("babylon: unexpected arguments {args:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match babylon::App::from_env() {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("babylon: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        println!("babylon: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let rocket = match app.rocket() {
+        Ok(rocket) => rocket,
+        Err(error) => {
+            eprintln!("babylon: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rocket.launch().await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("babylon: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Custom metric families for application code, registered on first use.
+//!
+//! A handler asks for a family by name; the first call registers it in the service's
+//! registry (so it appears on every metrics endpoint), later calls get the same family.
+//!
+//! ```no_run
+//! # use babylon::metrics::{Metrics, CustomMetricError};
+//! # fn handler(metrics: &Metrics) -> Result<(), CustomMetricError> {
+//! let greetings = metrics.custom().counter(
+//!     "babylon_greetings_total",
+//!     "Greetings sent, by language.",
+//!     &["language"],
+//! )?;
+//! greetings.with_label_values(&["en"]).inc();
+//! # Ok(()) }
+//! ```
+//!
+//! Each call takes a lock and a map lookup; on a hot path, keep the returned family.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use super::families::register;
+
+pub struct CustomMetrics {
+    registry: Registry,
+    families: Mutex<HashMap<String, (Family, Vec<String>)>>,
+}
+
+#[derive(Clone)]
+enum Family {
+    Counter(IntCounterVec),
+    Gauge(GaugeVec),
+    Histogram(HistogramVec),
+}
+
+impl Family {
+    fn kind(&self) -> &'static str {
+        match self {
+            Family::Counter(_) => "counter",
+            Family::Gauge(_) => "gauge",
+            Family::Histogram(_) => "histogram",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CustomMetricError {
+    #[error("metric `{name}` is already registered as a {existing}, not a {requested}")]
+    KindMismatch {
+        name: String,
+        existing: &'static str,
+        requested: &'static str,
+    },
+    #[error("metric `{name}` is already registered with labels {existing:?}, not {requested:?}")]
+    LabelMismatch {
+        name: String,
+        existing: Vec<String>,
+        requested: Vec<String>,
+    },
+    #[error("metric `{name}`: {source}")]
+    Prometheus {
+        name: String,
+        source: prometheus::Error,
+    },
+}
+
+impl CustomMetrics {
+    pub(crate) fn new(registry: Registry) -> Self {
+        CustomMetrics {
+            registry,
+            families: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An integer counter family; by convention its name ends in `_total`.
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, CustomMetricError> {
+        self.get_or_register(name, labels, "counter", || {
+            IntCounterVec::new(Opts::new(name, help), labels).map(Family::Counter)
+        })
+        .map(|family| match family {
+            Family::Counter(counter) => counter,
+            _ => unreachable!("kind checked by get_or_register"),
+        })
+    }
+
+    /// A gauge family (a value that goes up and down).
+    pub fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<GaugeVec, CustomMetricError> {
+        self.get_or_register(name, labels, "gauge", || {
+            GaugeVec::new(Opts::new(name, help), labels).map(Family::Gauge)
+        })
+        .map(|family| match family {
+            Family::Gauge(gauge) => gauge,
+            _ => unreachable!("kind checked by get_or_register"),
+        })
+    }
+
+    /// A histogram family with the given bucket upper bounds.
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<HistogramVec, CustomMetricError> {
+        self.get_or_register(name, labels, "histogram", || {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
+            .map(Family::Histogram)
+        })
+        .map(|family| match family {
+            Family::Histogram(histogram) => histogram,
+            _ => unreachable!("kind checked by get_or_register"),
+        })
+    }
+
+    fn get_or_register(
+        &self,
+        name: &str,
+        labels: &[&str],
+        requested: &'static str,
+        create: impl FnOnce() -> prometheus::Result<Family>,
+    ) -> Result<Family, CustomMetricError> {
+        let prometheus_error = |source| CustomMetricError::Prometheus {
+            name: name.to_string(),
+            source,
+        };
+        let mut families = self
+            .families
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some((existing, existing_labels)) = families.get(name) {
+            if existing.kind() != requested {
+                return Err(CustomMetricError::KindMismatch {
+                    name: name.to_string(),
+                    existing: existing.kind(),
+                    requested,
+                });
+            }
+            if existing_labels
+                .iter()
+                .map(String::as_str)
+                .ne(labels.iter().copied())
+            {
+                return Err(CustomMetricError::LabelMismatch {
+                    name: name.to_string(),
+                    existing: existing_labels.clone(),
+                    requested: labels.iter().map(|l| l.to_string()).collect(),
+                });
+            }
+            return Ok(existing.clone());
+        }
+        let family = create().map_err(prometheus_error)?;
+        match &family {
+            Family::Counter(c) => register(&self.registry, c.clone()).map(drop),
+            Family::Gauge(g) => register(&self.registry, g.clone()).map(drop),
+            Family::Histogram(h) => register(&self.registry, h.clone()).map(drop),
+        }
+        .map_err(prometheus_error)?;
+        let label_names = labels.iter().map(|l| l.to_string()).collect();
+        families.insert(name.to_string(), (family.clone(), label_names));
+        Ok(family)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_family_twice_and_kind_mismatch() {
+        let custom = CustomMetrics::new(Registry::new());
+        let first = custom
+            .counter("orders_total", "Orders.", &["kind"])
+            .unwrap();
+        first.with_label_values(&["a"]).inc();
+        let again = custom
+            .counter("orders_total", "Orders.", &["kind"])
+            .unwrap();
+        assert_eq!(again.with_label_values(&["a"]).get(), 1);
+        let err = custom
+            .gauge("orders_total", "Orders.", &["kind"])
+            .unwrap_err();
+        assert!(err.to_string().contains("already registered as a counter"));
+        let err = custom
+            .counter("orders_total", "Orders.", &["other"])
+            .unwrap_err();
+        assert!(matches!(err, CustomMetricError::LabelMismatch { .. }));
+        assert!(custom.counter("bad name", "x", &[]).is_err());
+    }
+}

@@ -1,0 +1,288 @@
+//! The export listener: each process binds the first free port of
+//! `metrics.export.port_range` (as django-prometheus does) and serves the metrics path
+//! there, so Prometheus can scrape every worker process on its own port.
+//!
+//! Binding happens before Rocket launches, so "every port is taken" stops start-up with a
+//! message naming the range; serving starts at lift-off and stops with Rocket's shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::http::Status;
+use rocket::{Orbit, Rocket};
+use socket2::{Domain, Socket, Type};
+
+use super::{Metrics, MetricsAccess, TEXT_CONTENT_TYPE};
+use crate::api::error::JsonError;
+use crate::blocking::ClientAddr;
+use crate::config::{ExportAddress, ExportSettings, PortRange, WhenPortsTaken};
+
+/// A slow client gets this long to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("every port of metrics.export.port_range ({range}) on {address} is taken; free one, widen the range, or set metrics.export.when_ports_taken = \"run_without_export\"")]
+    AllPortsTaken {
+        range: PortRange,
+        address: ExportAddress,
+    },
+    #[error("cannot bind the metrics export listener on {address}: {source} (setting metrics.export.address / port_range)")]
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
+}
+
+/// A bound, not yet serving, export socket.
+#[derive(Debug)]
+pub struct ExportListener {
+    listener: TcpListener,
+    port: u16,
+}
+
+impl ExportListener {
+    /// Binds the first free port of the configured range. `Ok(None)` when every port is
+    /// taken and the settings say to run without export.
+    pub fn bind(settings: &ExportSettings) -> Result<Option<ExportListener>, ExportError> {
+        let range = settings.ports();
+        for port in range.ports() {
+            match bind_port(settings.address, port) {
+                Ok(listener) => return Ok(Some(ExportListener { listener, port })),
+                Err(error) if error.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(source) => {
+                    return Err(ExportError::Bind {
+                        address: socket_addr(settings.address, port),
+                        source,
+                    })
+                }
+            }
+        }
+        match settings.when_ports_taken {
+            WhenPortsTaken::Fail => Err(ExportError::AllPortsTaken {
+                range,
+                address: settings.address,
+            }),
+            WhenPortsTaken::RunWithoutExport => {
+                rocket::warn!("metrics export disabled: every port of {range} is taken");
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn socket_addr(address: ExportAddress, port: u16) -> SocketAddr {
+    match address {
+        ExportAddress::EveryInterface => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+        ExportAddress::Ip(ip) => SocketAddr::new(ip, port),
+    }
+}
+
+/// Binds one port. "Every interface" is one dual-stack IPv6 socket (IPv4 peers appear as
+/// `::ffff:a.b.c.d`), falling back to IPv4 only where the kernel has no IPv6.
+fn bind_port(address: ExportAddress, port: u16) -> io::Result<TcpListener> {
+    let addr = socket_addr(address, port);
+    match listen(addr, address == ExportAddress::EveryInterface) {
+        Err(error)
+            if address == ExportAddress::EveryInterface
+                && error.kind() != io::ErrorKind::AddrInUse =>
+        {
+            listen(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                false,
+            )
+        }
+        result => result,
+    }
+}
+
+fn listen(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// What the export listener needs to answer a scrape.
+struct Scrapes {
+    metrics: Metrics,
+    path: String,
+    access: MetricsAccess,
+    clients: ClientAddr,
+}
+
+/// Serves a bound [`ExportListener`] from lift-off until Rocket shuts down.
+pub struct ExportFairing {
+    listener: std::sync::Mutex<Option<ExportListener>>,
+    scrapes: Arc<Scrapes>,
+}
+
+impl ExportFairing {
+    pub fn new(
+        listener: ExportListener,
+        metrics: Metrics,
+        path: &str,
+        access: MetricsAccess,
+        clients: ClientAddr,
+    ) -> Self {
+        ExportFairing {
+            listener: std::sync::Mutex::new(Some(listener)),
+            scrapes: Arc::new(Scrapes {
+                metrics,
+                path: path.to_string(),
+                access,
+                clients,
+            }),
+        }
+    }
+}
+
+#[rocket::async_trait]
+impl Fairing for ExportFairing {
+    fn info(&self) -> Info {
+        Info {
+            name: "babylon metrics export listener",
+            kind: Kind::Liftoff,
+        }
+    }
+
+    async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
+        let Some(bound) = self.listener.lock().expect("not poisoned").take() else {
+            return;
+        };
+        let local = bound.listener.local_addr().ok();
+        let listener = match rocket::tokio::net::TcpListener::from_std(bound.listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                rocket::error!("metrics export listener failed: {error}");
+                return;
+            }
+        };
+        if let Some(local) = local {
+            rocket::info!(
+                "metrics export: serving {} on {local} (port {} of the range)",
+                self.scrapes.path,
+                bound.port
+            );
+        }
+        let scrapes = self.scrapes.clone();
+        let mut shutdown = rocket.shutdown();
+        rocket::tokio::spawn(async move {
+            loop {
+                rocket::tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => serve_connection(stream, peer, scrapes.clone()),
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        Err(_) => rocket::tokio::time::sleep(Duration::from_millis(50)).await,
+                    },
+                    _ = &mut shutdown => break,
+                }
+            }
+        });
+    }
+}
+
+fn serve_connection(
+    stream: rocket::tokio::net::TcpStream,
+    peer: SocketAddr,
+    scrapes: Arc<Scrapes>,
+) {
+    rocket::tokio::spawn(async move {
+        let service = service_fn(move |request| {
+            let scrapes = scrapes.clone();
+            async move { Ok::<_, Infallible>(scrapes.answer(&request, peer)) }
+        });
+        let _ = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+}
+
+impl Scrapes {
+    fn answer(&self, request: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if request.uri().path() != self.path {
+            return json_error(JsonError::new(
+                Status::NotFound,
+                "not_found",
+                format!("this port serves only {}", self.path),
+            ));
+        }
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return json_error(JsonError::new(
+                Status::MethodNotAllowed,
+                "method_not_allowed",
+                "use GET",
+            ));
+        }
+        let headers = request.headers();
+        let text = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+        };
+        let forwarded_for = text("x-forwarded-for");
+        let real_ip = text("x-real-ip");
+        let client = self.clients.resolve(
+            peer.ip(),
+            forwarded_for.into_iter(),
+            real_ip.first().copied(),
+        );
+        let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Err(reason) = self.access.check(Some(client), authorization) {
+            self.metrics.api().blocked(reason);
+            return json_error(JsonError::new(
+                reason.status(),
+                reason.label(),
+                reason.message(),
+            ));
+        }
+        let body = if request.method() == Method::HEAD {
+            Vec::new()
+        } else {
+            self.metrics.render()
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+        response
+    }
+}
+
+fn json_error(error: JsonError) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(error.body())));
+    *response.status_mut() =
+        StatusCode::from_u16(error.status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(secs) = error.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}

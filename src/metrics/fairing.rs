@@ -1,0 +1,146 @@
+//! The HTTP fairing: observes every request from arrival to response.
+//!
+//! It must be attached before the blocking fairing, so that it sees each request as it
+//! arrived (method and time) before a refused request is re-routed.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus::Histogram;
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::http::Method;
+use rocket::tokio::io::{AsyncRead, ReadBuf};
+use rocket::{Data, Request, Response};
+
+use super::families::{Exchange, BLOCKED_ROUTE, UNMATCHED_ROUTE};
+use super::Metrics;
+use crate::config::MetricsSettings;
+use crate::request_record::{Arrival, RequestRecord};
+
+pub struct HttpMetricsFairing {
+    metrics: Metrics,
+    /// Paths whose requests are not observed (the metrics path unless scrapes count).
+    skip_exact: Option<String>,
+    skip_prefixes: Vec<String>,
+}
+
+impl HttpMetricsFairing {
+    pub fn new(metrics: Metrics, settings: &MetricsSettings) -> Self {
+        HttpMetricsFairing {
+            metrics,
+            skip_exact: (!settings.count_scrapes).then(|| settings.path.as_str().to_string()),
+            skip_prefixes: settings.exclude_paths.clone(),
+        }
+    }
+
+    fn observes(&self, path: &str) -> bool {
+        self.skip_exact.as_deref() != Some(path)
+            && !self
+                .skip_prefixes
+                .iter()
+                .any(|prefix| path.starts_with(prefix.as_str()))
+    }
+}
+
+#[rocket::async_trait]
+impl Fairing for HttpMetricsFairing {
+    fn info(&self) -> Info {
+        Info {
+            name: "babylon HTTP metrics",
+            kind: Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
+        if !self.observes(request.uri().path().as_str()) {
+            return;
+        }
+        RequestRecord::of(request).set_arrival(Arrival {
+            started: Instant::now(),
+            method: request.method(),
+        });
+        self.metrics.api().requests_total.inc();
+        self.metrics.http().requests_in_flight.inc();
+    }
+
+    async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+        let record = RequestRecord::of(request);
+        if let Some(reason) = record.blocked() {
+            // Counted even for unobserved paths: a refused scrape is still a refusal.
+            self.metrics.api().blocked(reason);
+        }
+        let Some(arrival) = record.arrival() else {
+            return;
+        };
+        let http = self.metrics.http();
+        http.requests_in_flight.dec();
+
+        let route = match (record.blocked(), request.route()) {
+            (Some(_), _) => BLOCKED_ROUTE,
+            (None, Some(route)) => route.uri.path(),
+            (None, None) => UNMATCHED_ROUTE,
+        };
+        let status = response.status().code;
+        let exception = (status >= 500 && route != UNMATCHED_ROUTE && route != BLOCKED_ROUTE)
+            .then(|| record.exception().unwrap_or("server_error"));
+        let response_body_bytes = if arrival.method == Method::Head {
+            Some(0)
+        } else {
+            match response.body_mut().size().await {
+                Some(size) => Some(size as u64),
+                None => {
+                    count_streamed_body(response, http.response_body_bytes.clone());
+                    None
+                }
+            }
+        };
+        http.observe(&Exchange {
+            route,
+            method: arrival.method.as_str(),
+            // Rocket here serves plain HTTP; TLS terminates at a proxy if anywhere.
+            transport: "http",
+            status,
+            seconds: arrival.started.elapsed().as_secs_f64(),
+            request_body_bytes: record.body_bytes_read(),
+            response_body_bytes,
+            exception,
+        });
+    }
+}
+
+/// Replaces a streamed body by one that counts what is actually sent and observes the
+/// count when the stream is dropped (finished, or abandoned by the client).
+fn count_streamed_body(response: &mut Response<'_>, histogram: Histogram) {
+    let inner = response.body_mut().take();
+    response.set_streamed_body(CountingBody {
+        inner,
+        sent: 0,
+        histogram,
+    });
+}
+
+struct CountingBody<B> {
+    inner: B,
+    sent: u64,
+    histogram: Histogram,
+}
+
+impl<B: AsyncRead + Unpin> AsyncRead for CountingBody<B> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.sent += (buf.filled().len() - before) as u64;
+        poll
+    }
+}
+
+impl<B> Drop for CountingBody<B> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.sent as f64);
+    }
+}

@@ -1,0 +1,96 @@
+//! Metrics: one Prometheus registry per service, the built-in families, and the ways they
+//! are recorded and read.
+//!
+//! - [`families`]: the families of DESIGN.md and how one request is observed,
+//! - [`fairing`]: the Rocket fairing that observes every request,
+//! - [`panics`]: a handler wrapper that tells panics apart from other server errors,
+//! - [`custom`]: get-or-register custom families for application code,
+//! - [`access`]: who may read metrics,
+//! - [`exporter`]: the per-process export listener on a port of the range,
+//! - [`endpoint`]: the metrics route on the main port.
+
+pub mod access;
+pub mod custom;
+pub mod endpoint;
+pub mod exporter;
+pub mod fairing;
+pub mod families;
+pub mod panics;
+
+use std::sync::Arc;
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+pub use access::MetricsAccess;
+pub use custom::{CustomMetricError, CustomMetrics};
+pub use families::{ApiFamilies, HttpFamilies};
+
+use crate::config::MetricsSettings;
+
+/// The `Content-Type` of the Prometheus text exposition format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The service's registry and its families. Cheap to clone; every clone is the same
+/// registry. Managed as Rocket state, so handlers take `&State<Metrics>`.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    http: HttpFamilies,
+    api: ApiFamilies,
+    custom: CustomMetrics,
+}
+
+impl Metrics {
+    /// A registry with every built-in family, prefixed by `metrics.namespace` if set.
+    pub fn new(settings: &MetricsSettings) -> prometheus::Result<Self> {
+        let prefix = settings
+            .namespace
+            .as_ref()
+            .map(|ns| ns.as_str().to_string());
+        let registry = Registry::new_custom(prefix, None)?;
+        let http = HttpFamilies::register(&registry, settings)?;
+        let api = ApiFamilies::register(&registry)?;
+        families::register_build_info(&registry)?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Metrics {
+            inner: Arc::new(Inner {
+                custom: CustomMetrics::new(registry.clone()),
+                registry,
+                http,
+                api,
+            }),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn http(&self) -> &HttpFamilies {
+        &self.inner.http
+    }
+
+    pub fn api(&self) -> &ApiFamilies {
+        &self.inner.api
+    }
+
+    /// Where application code adds its own families; see [`CustomMetrics`].
+    pub fn custom(&self) -> &CustomMetrics {
+        &self.inner.custom
+    }
+
+    /// Every family in the text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.inner.registry.gather(), &mut buffer)
+            .expect("encoding into a Vec cannot fail");
+        buffer
+    }
+}
