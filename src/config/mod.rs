@@ -31,6 +31,15 @@ pub struct Settings {
     pub blocking: BlockingSettings,
 }
 
+/// Our sections of the configuration; Rocket's own keys sit beside them.
+#[derive(Deserialize)]
+struct Sections {
+    #[serde(default)]
+    metrics: MetricsSettings,
+    #[serde(default)]
+    blocking: BlockingSettings,
+}
+
 /// `metrics.*`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,7 +197,7 @@ pub struct RateLimitSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Parsing failed (wrong type, unknown key, bad value); figment names the key.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid {0}")]
     Parse(String),
     /// A value parsed but breaks a rule that spans keys or needs the file system.
     #[error("invalid setting `{key}`: {problem}")]
@@ -203,10 +212,36 @@ impl ConfigError {
         }
     }
 
+    /// One line from figment's first error: the dotted key, where the value came from
+    /// (file or variable), and what is wrong.
     fn from_figment(error: figment::Error) -> Self {
-        let messages: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
-        ConfigError::Parse(messages.join("; "))
+        let Some(first) = error.into_iter().next() else {
+            return ConfigError::Parse("invalid configuration".into());
+        };
+        let key = first.path.join(".");
+        let origin = first.metadata.as_ref().map(|metadata| {
+            match (env_prefix(&metadata.name), &metadata.source) {
+                // figment renders env keys as `A.B`; name the variable the user really set.
+                (Some(prefix), _) if !first.path.is_empty() => {
+                    format!(" (from {prefix}{})", first.path.join("__").to_uppercase())
+                }
+                (_, Some(source)) => format!(" (in {source})"),
+                (_, None) => format!(" (in {})", metadata.name),
+            }
+        });
+        let origin = origin.unwrap_or_default();
+        ConfigError::Parse(if key.is_empty() {
+            format!("{}{origin}", first.kind)
+        } else {
+            format!("setting `{key}`{origin}: {}", first.kind)
+        })
     }
+}
+
+/// `BABYLON_` from figment's provider name "`BABYLON_` environment variable(s)".
+fn env_prefix(provider_name: &str) -> Option<&str> {
+    let rest = provider_name.strip_suffix("` environment variable(s)")?;
+    rest.strip_prefix('`')
 }
 
 /// The figment babylon reads: Rocket's (Rocket.toml, `ROCKET_*`), then `BABYLON_*`.
@@ -230,21 +265,10 @@ impl Settings {
     /// bad `port` is reported here as one line rather than by Rocket at launch.
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
         rocket::Config::try_from(figment).map_err(ConfigError::from_figment)?;
-        let section = |key: &str| figment.find_value(key).is_ok();
-        let mut metrics: MetricsSettings = if section("metrics") {
-            figment
-                .extract_inner("metrics")
-                .map_err(ConfigError::from_figment)?
-        } else {
-            MetricsSettings::default()
-        };
-        let blocking: BlockingSettings = if section("blocking") {
-            figment
-                .extract_inner("blocking")
-                .map_err(ConfigError::from_figment)?
-        } else {
-            BlockingSettings::default()
-        };
+        let Sections {
+            mut metrics,
+            blocking,
+        } = figment.extract().map_err(ConfigError::from_figment)?;
         metrics.validate()?;
         Ok(Settings { metrics, blocking })
     }

@@ -1,0 +1,195 @@
+//! The blocking policy: refused requests never reach their handler, get a JSON error with
+//! the right status, and are counted by reason.
+
+mod common;
+
+use common::{client, from, sample, scrape};
+use rocket::http::{ContentType, Header, Status};
+use serde_json::{json, Value};
+
+fn create<'c>(
+    client: &'c rocket::local::blocking::Client,
+    peer: &str,
+) -> rocket::local::blocking::LocalResponse<'c> {
+    from(client.post("/api/items"), peer)
+        .header(ContentType::JSON)
+        .body(r#"{"name":"widget","kind":"tool"}"#)
+        .dispatch()
+}
+
+fn item_count(client: &rocket::local::blocking::Client) -> usize {
+    let items: Vec<Value> = client.get("/api/items").dispatch().into_json().unwrap();
+    items.len()
+}
+
+#[test]
+fn denied_post_gets_403_json_and_creates_nothing() {
+    let client = client(json!({ "blocking": { "deny": ["203.0.113.0/24", "2001:db8::/32"] } }));
+    for peer in ["203.0.113.50", "2001:db8::1"] {
+        let response = create(&client, peer);
+        assert_eq!(response.status(), Status::Forbidden);
+        assert_eq!(response.content_type(), Some(ContentType::JSON));
+        let body: Value = response.into_json().unwrap();
+        assert_eq!(body["error"]["reason"], "deny_list");
+        assert_eq!(body["error"]["status"], 403);
+    }
+    assert_eq!(
+        item_count(&client),
+        0,
+        "a blocked POST must have no side effect"
+    );
+    assert_eq!(create(&client, "198.51.100.1").status(), Status::Created);
+    assert_eq!(item_count(&client), 1);
+    let text = scrape(&client);
+    assert_eq!(
+        sample(&text, r#"api_requests_blocked_total{reason="deny_list"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, r#"babylon_items_created_total{kind="tool"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rocket_http_requests_by_route_transport_method_total{method="POST",route="<blocked>",transport="http"}"#
+        ),
+        Some(2.0),
+        "blocked requests keep their method and share one route label"
+    );
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after_per_client() {
+    let client = client(json!({ "blocking": { "rate_limit": { "per_second": 1, "burst": 3 } } }));
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| {
+            from(client.get("/api/health"), "198.51.100.1")
+                .dispatch()
+                .status()
+                .code
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let refused = from(client.get("/api/health"), "198.51.100.1").dispatch();
+    let retry_after: u64 = refused
+        .headers()
+        .get_one("Retry-After")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    let body: Value = refused.into_json().unwrap();
+    assert_eq!(body["error"]["reason"], "rate_limited");
+    // Another client has its own bucket.
+    assert_eq!(
+        from(client.get("/api/health"), "198.51.100.2")
+            .dispatch()
+            .status(),
+        Status::Ok
+    );
+    // A rate-limited POST creates nothing either.
+    assert_eq!(
+        create(&client, "198.51.100.1").status(),
+        Status::TooManyRequests
+    );
+    assert_eq!(item_count(&client), 0);
+    let text = scrape(&client);
+    assert_eq!(
+        sample(
+            &text,
+            r#"api_requests_blocked_total{reason="rate_limited"}"#
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rocket_http_responses_by_status_total{status="429"}"#
+        ),
+        Some(4.0)
+    );
+}
+
+#[test]
+fn forwarded_headers_are_ignored_unless_the_peer_is_a_trusted_proxy() {
+    let deny = json!(["203.0.113.0/24"]);
+    // Untrusted peer: a denied client cannot hide behind a header…
+    let plain = client(json!({ "blocking": { "deny": deny } }));
+    let spoof = from(plain.get("/api/health"), "203.0.113.9")
+        .header(Header::new("X-Forwarded-For", "198.51.100.1"));
+    assert_eq!(spoof.dispatch().status(), Status::Forbidden);
+    // …and an allowed client cannot be framed by one.
+    let framed = from(plain.get("/api/health"), "198.51.100.1")
+        .header(Header::new("X-Real-IP", "203.0.113.9"));
+    assert_eq!(framed.dispatch().status(), Status::Ok);
+
+    // Trusted proxy: its headers name the client.
+    let proxied =
+        client(json!({ "blocking": { "deny": deny, "trusted_proxies": ["10.0.0.0/8"] } }));
+    let via_proxy = from(proxied.get("/api/health"), "10.1.2.3")
+        .header(Header::new("X-Forwarded-For", "203.0.113.9"));
+    assert_eq!(via_proxy.dispatch().status(), Status::Forbidden);
+    let via_proxy = from(proxied.get("/api/health"), "10.1.2.3")
+        .header(Header::new("X-Real-IP", "198.51.100.1"));
+    assert_eq!(via_proxy.dispatch().status(), Status::Ok);
+    let garbage = from(proxied.get("/api/health"), "10.1.2.3")
+        .header(Header::new("X-Forwarded-For", "not an address"));
+    assert_eq!(
+        garbage.dispatch().status(),
+        Status::Ok,
+        "garbage falls back to the proxy's own address"
+    );
+}
+
+#[test]
+fn blocking_disabled_lets_everyone_through() {
+    let client = client(json!({ "blocking": { "enabled": false, "deny": ["0.0.0.0/0"] } }));
+    assert_eq!(create(&client, "203.0.113.9").status(), Status::Created);
+}
+
+#[test]
+fn the_internal_blocked_route_is_not_reachable_directly() {
+    let client = client(json!({}));
+    assert_eq!(
+        client.get("/__babylon/blocked").dispatch().status(),
+        Status::NotFound
+    );
+}
+
+#[test]
+fn invalid_bodies_get_422_naming_the_field_and_oversized_bodies_413() {
+    let client = client(json!({ "limits": { "json": 64 } }));
+    let response = client
+        .post("/api/items")
+        .header(ContentType::JSON)
+        .body(r#"{"name":"x","kind":"car"}"#)
+        .dispatch();
+    assert_eq!(response.status(), Status::UnprocessableEntity);
+    let body: Value = response.into_json().unwrap();
+    assert_eq!(body["error"]["details"]["fields"][0]["field"], "kind");
+    let response = client
+        .post("/api/items")
+        .header(ContentType::JSON)
+        .body(r#"{"name":"   ","kind":"book"}"#)
+        .dispatch();
+    let body: Value = response.into_json().unwrap();
+    assert_eq!(body["error"]["details"]["fields"][0]["field"], "name");
+    let big = format!(r#"{{"name":"{}","kind":"book"}}"#, "x".repeat(100));
+    assert_eq!(
+        client
+            .post("/api/items")
+            .header(ContentType::JSON)
+            .body(big)
+            .dispatch()
+            .status(),
+        Status::PayloadTooLarge
+    );
+    let response = client
+        .post("/api/items")
+        .header(ContentType::Text)
+        .body("hi")
+        .dispatch();
+    assert_eq!(response.status(), Status::UnsupportedMediaType);
+    assert_eq!(item_count(&client), 0);
+}

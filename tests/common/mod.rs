@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use babylon::config::figment_from;
+use figment::Figment;
+use rocket::local::blocking::{Client, LocalRequest};
+use serde_json::{json, Value};
+
+/// Settings for an in-process test: no export listener unless a test asks for one.
+pub fn settings(overrides: Value) -> Figment {
+    let mut base = json!({
+        "metrics": { "export": { "enabled": false } },
+        "log_level": "off",
+    });
+    merge(&mut base, overrides);
+    figment_from(base)
+}
+
+fn merge(base: &mut Value, overrides: Value) {
+    match (base, overrides) {
+        (Value::Object(base), Value::Object(overrides)) => {
+            for (key, value) in overrides {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, value) => *base = value,
+    }
+}
+
+/// A local client over the service built from `settings(overrides)`.
+pub fn client(overrides: Value) -> Client {
+    let app = babylon::App::from_figment(settings(overrides)).expect("valid test settings");
+    let rocket = app.rocket().expect("service builds");
+    Client::tracked(rocket).expect("valid rocket")
+}
+
+pub fn client_with_routes(overrides: Value, routes: Vec<rocket::Route>) -> Client {
+    let app = babylon::App::from_figment(settings(overrides)).expect("valid test settings");
+    let rocket = app.rocket().expect("service builds").mount("/test", routes);
+    Client::tracked(rocket).expect("valid rocket")
+}
+
+/// Requests from a given peer address (the local client has none by default).
+pub fn from<'c>(request: LocalRequest<'c>, peer: &str) -> LocalRequest<'c> {
+    let addr: SocketAddr = format!("{peer}:40000")
+        .parse()
+        .or_else(|_| format!("[{peer}]:40000").parse())
+        .unwrap();
+    request.remote(addr)
+}
+
+/// The metrics text as served on the main port to a loopback client.
+pub fn scrape(client: &Client) -> String {
+    let response = from(client.get("/metrics"), "127.0.0.1").dispatch();
+    assert_eq!(response.status().code, 200, "scrape refused");
+    response.into_string().unwrap()
+}
+
+/// The value of one sample, `name{labels}` written exactly as the exposition writes it
+/// (labels sorted by name), or `None` when absent.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == series).then(|| value.parse().ok()).flatten()
+        })
+}
+
+pub fn sample_or_zero(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or(0.0)
+}
+
+/// An external program a test needs. Missing: the test is skipped with a loud message,
+/// except under CI=true where a missing tool is a failure.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let hint = format!("`{name}` is not installed (Debian: apt-get install -y prometheus); `bash .ci/run` installs it");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true and {hint}");
+        }
+        eprintln!("SKIPPED: {hint}");
+    }
+    found
+}
+
+/// The built service binary.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_babylon"))
+}

@@ -1,0 +1,191 @@
+//! The real binary, as users start it: several workers with one config each take the next
+//! free export port; a taken range stops start-up with one line naming it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{binary, sample};
+
+/// A running babylon process, killed when dropped.
+struct Worker {
+    child: Child,
+    app_port: u16,
+    export_port: u16,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `len` consecutive ports, free on every interface a moment ago.
+fn free_range(len: u16) -> (u16, u16) {
+    loop {
+        let start = free_port();
+        if start.checked_add(len).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (start..start + len)
+            .filter_map(|p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).ok())
+            .collect();
+        if held.len() == len as usize {
+            return (start, start + len - 1);
+        }
+    }
+}
+
+fn command(app_port: u16, range: (u16, u16)) -> std::process::Command {
+    let mut command = binary();
+    command
+        .env(
+            "ROCKET_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Rocket.toml"),
+        )
+        .env("ROCKET_PROFILE", "debug")
+        .env("ROCKET_PORT", app_port.to_string())
+        .env("ROCKET_CLI_COLORS", "false")
+        .env(
+            "BABYLON_METRICS__EXPORT__PORT_RANGE",
+            format!("{}-{}", range.0, range.1),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts a worker and waits for its log to name its export port and for the app port.
+fn start(range: (u16, u16)) -> Worker {
+    let app_port = free_port();
+    let mut child = command(app_port, range).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut export_port = None;
+    let mut launched = false;
+    while !(launched && export_port.is_some()) {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(wait).unwrap_or_else(|_| {
+            panic!("worker did not start within 30 s (export {export_port:?}, launched {launched})")
+        });
+        if let Some(rest) = line.split_once("(port ").map(|(_, rest)| rest) {
+            export_port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
+        }
+        launched |= line.contains("Rocket has launched");
+    }
+    // Keep draining the log so the worker never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Worker {
+        child,
+        app_port,
+        export_port: export_port.unwrap(),
+    }
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn three_workers_take_three_consecutive_export_ports() {
+    let range = free_range(5);
+    let workers: Vec<Worker> = (0..3).map(|_| start(range)).collect();
+    let ports: Vec<u16> = workers.iter().map(|w| w.export_port).collect();
+    assert_eq!(ports, [range.0, range.0 + 1, range.0 + 2]);
+    for worker in &workers {
+        let (status, body) = http_get(worker.app_port, "/api/metrics");
+        assert_eq!(status, 200);
+        let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            summary["export_port"], worker.export_port,
+            "/api/metrics names the export port"
+        );
+        // Each worker's export port serves that worker's own registry.
+        let (status, text) = http_get(worker.export_port, "/metrics");
+        assert_eq!(status, 200);
+        assert_eq!(sample(&text, "api_requests_total"), Some(1.0));
+        assert!(sample(&text, "process_start_time_seconds").is_some());
+    }
+}
+
+#[test]
+fn all_ports_taken_fails_start_up_naming_the_range() {
+    let range = free_range(2);
+    let _held: Vec<TcpListener> = (range.0..=range.1)
+        .map(|p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).unwrap())
+        .collect();
+    let output = command(free_port(), range).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("babylon:"))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert!(
+        line.contains(&format!("{}-{}", range.0, range.1))
+            && line.contains("metrics.export.port_range"),
+        "{line}"
+    );
+
+    // Or, when the settings say so, the worker runs without export.
+    let mut lenient = command(free_port(), range);
+    lenient.env(
+        "BABYLON_METRICS__EXPORT__WHEN_PORTS_TAKEN",
+        "run_without_export",
+    );
+    let mut child = lenient.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the lenient worker keeps running"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn check_config_opens_no_listener() {
+    let range = free_range(1);
+    let app_port = free_port();
+    let output = command(app_port, range)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    // Both ports are still free: nothing was bound.
+    assert!(TcpListener::bind((Ipv4Addr::UNSPECIFIED, range.0)).is_ok());
+    assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, app_port)).is_ok());
+}

@@ -1,0 +1,77 @@
+//! The real `promtool check metrics` accepts our exposition with no error and no lint
+//! warning, with every family populated (exceptions, blocked, custom metrics included).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{client_with_routes, from, scrape, tool};
+use rocket::http::{ContentType, Status};
+use serde_json::json;
+
+#[rocket::get("/panic")]
+fn panics() -> &'static str {
+    panic!("deliberate test panic")
+}
+
+fn promtool_check_metrics(promtool: &std::path::Path, text: &str) -> (bool, String) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && report.trim().is_empty(), report)
+}
+
+#[test]
+fn promtool_accepts_every_family() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let client = client_with_routes(
+        json!({ "blocking": { "deny": ["192.0.2.0/24"] } }),
+        babylon::metrics::panics::instrument(rocket::routes![panics]),
+    );
+    client.get("/api/health").dispatch();
+    client.get("/nowhere").dispatch();
+    assert_eq!(
+        client.get("/test/panic").dispatch().status(),
+        Status::InternalServerError
+    );
+    from(client.get("/api/health"), "192.0.2.1").dispatch();
+    client
+        .post("/api/items")
+        .header(ContentType::JSON)
+        .body(r#"{"name":"a","kind":"book"}"#)
+        .dispatch();
+    let text = scrape(&client);
+    assert!(text.contains("rocket_http_exceptions_by_type_total{type=\"panic\"} 1"));
+
+    let (clean, report) = promtool_check_metrics(&promtool, &text);
+    assert!(clean, "promtool check metrics reported:\n{report}");
+
+    // The check is real: a badly named counter is reported.
+    let (clean, report) = promtool_check_metrics(
+        &promtool,
+        "# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n",
+    );
+    assert!(
+        !clean,
+        "promtool should have flagged a counter without _total: {report}"
+    );
+}
