@@ -11,6 +11,10 @@ pub mod config;
 pub mod metrics;
 pub mod request_record;
 
+/// The `prometheus` crate as rocket_prometheus re-exports it, so that application code
+/// registering custom families uses the very version our registry is built on.
+pub use rocket_prometheus::prometheus;
+
 use std::time::Instant;
 
 use figment::Figment;
@@ -39,7 +43,7 @@ pub enum StartError {
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error("cannot set up the metrics registry: {0}")]
-    Registry(#[from] prometheus::Error),
+    Registry(#[from] crate::prometheus::Error),
 }
 
 /// The service with its settings read and validated, ready to build a Rocket.

@@ -377,3 +377,65 @@ fn api_metrics_json_reports_totals_and_blocked_by_reason() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// Held open until the test releases it, so the in-flight gauge can be read mid-request.
+#[rocket::get("/hold")]
+async fn hold(
+    gate: &rocket::State<std::sync::Arc<rocket::tokio::sync::Semaphore>>,
+) -> &'static str {
+    let _permit = gate.acquire().await.expect("gate open");
+    "released"
+}
+
+#[rocket::async_test]
+async fn in_flight_gauge_counts_requests_being_handled() {
+    use rocket::local::asynchronous::Client;
+    let gate = std::sync::Arc::new(rocket::tokio::sync::Semaphore::new(0));
+    let app = babylon::App::from_figment(common::settings(json!({}))).unwrap();
+    let rocket = app
+        .rocket()
+        .unwrap()
+        .mount("/test", rocket::routes![hold])
+        .manage(gate.clone());
+    let client = Client::tracked(rocket).await.unwrap();
+
+    let held = (
+        client.get("/test/hold").dispatch(),
+        client.get("/test/hold").dispatch(),
+    );
+    let scrape_while_held = async {
+        // Poll until both requests wait in their handler; bounded so a bug fails, not hangs.
+        for _ in 0..100_000 {
+            let text = client
+                .get("/metrics")
+                .remote("127.0.0.1:1".parse().unwrap())
+                .dispatch()
+                .await
+                .into_string()
+                .await
+                .unwrap();
+            if sample(&text, "rocket_http_requests_in_flight") == Some(2.0) {
+                gate.add_permits(2);
+                return text;
+            }
+            rocket::tokio::task::yield_now().await;
+        }
+        gate.add_permits(2);
+        panic!("the in-flight gauge never showed the two held requests")
+    };
+    let (text, (first, second)) = rocket::tokio::join!(scrape_while_held, async {
+        rocket::tokio::join!(held.0, held.1)
+    });
+    assert_eq!(sample(&text, "rocket_http_requests_in_flight"), Some(2.0));
+    assert_eq!(first.into_string().await.as_deref(), Some("released"));
+    assert_eq!(second.into_string().await.as_deref(), Some("released"));
+    let text = client
+        .get("/metrics")
+        .remote("127.0.0.1:1".parse().unwrap())
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert_eq!(sample(&text, "rocket_http_requests_in_flight"), Some(0.0));
+}

@@ -71,7 +71,11 @@ fn command(app_port: u16, range: (u16, u16)) -> std::process::Command {
 /// Starts a worker and waits for its log to name its export port and for the app port.
 fn start(range: (u16, u16)) -> Worker {
     let app_port = free_port();
-    let mut child = command(app_port, range).spawn().unwrap();
+    start_command(command(app_port, range), app_port)
+}
+
+fn start_command(mut command: std::process::Command, app_port: u16) -> Worker {
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -188,4 +192,17 @@ fn check_config_opens_no_listener() {
     // Both ports are still free: nothing was bound.
     assert!(TcpListener::bind((Ipv4Addr::UNSPECIFIED, range.0)).is_ok());
     assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, app_port)).is_ok());
+}
+
+#[test]
+fn release_profile_serves_metrics_on_the_export_port_only() {
+    let range = free_range(2);
+    let mut command = command(free_port(), range);
+    command.env("ROCKET_PROFILE", "release");
+    let app_port = free_port();
+    command.env("ROCKET_PORT", app_port.to_string());
+    let worker = start_command(command, app_port);
+    assert_eq!(http_get(worker.app_port, "/metrics").0, 404);
+    assert_eq!(http_get(worker.app_port, "/api/health").0, 200);
+    assert_eq!(http_get(worker.export_port, "/metrics").0, 200);
 }

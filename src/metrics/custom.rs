@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use crate::prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use super::families::register;
 
@@ -63,7 +63,7 @@ pub enum CustomMetricError {
     #[error("metric `{name}`: {source}")]
     Prometheus {
         name: String,
-        source: prometheus::Error,
+        source: crate::prometheus::Error,
     },
 }
 
@@ -133,7 +133,7 @@ impl CustomMetrics {
         name: &str,
         labels: &[&str],
         requested: &'static str,
-        create: impl FnOnce() -> prometheus::Result<Family>,
+        create: impl FnOnce() -> crate::prometheus::Result<Family>,
     ) -> Result<Family, CustomMetricError> {
         let prometheus_error = |source| CustomMetricError::Prometheus {
             name: name.to_string(),

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use prometheus::Histogram;
+use crate::prometheus::Histogram;
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::Method;
 use rocket::tokio::io::{AsyncRead, ReadBuf};

@@ -1,7 +1,7 @@
 //! The built-in metric families of DESIGN.md, registered once per registry.
 
-use prometheus::core::Collector;
-use prometheus::{
+use crate::prometheus::core::Collector;
+use crate::prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -13,7 +13,7 @@ use crate::config::MetricsSettings;
 pub(crate) fn register<C: Collector + Clone + 'static>(
     registry: &Registry,
     collector: C,
-) -> prometheus::Result<C> {
+) -> crate::prometheus::Result<C> {
     registry.register(Box::new(collector.clone()))?;
     Ok(collector)
 }
@@ -23,7 +23,7 @@ fn counter_vec(
     name: &str,
     help: &str,
     labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
+) -> crate::prometheus::Result<IntCounterVec> {
     register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
 }
 
@@ -63,7 +63,10 @@ pub struct Exchange<'a> {
 }
 
 impl HttpFamilies {
-    pub fn register(registry: &Registry, settings: &MetricsSettings) -> prometheus::Result<Self> {
+    pub fn register(
+        registry: &Registry,
+        settings: &MetricsSettings,
+    ) -> crate::prometheus::Result<Self> {
         // Powers of two from 64 B to 16 MiB, like django-prometheus' body-size buckets.
         let body_buckets = || exponential_buckets(64.0, 2.0, 19).expect("valid constant buckets");
         Ok(HttpFamilies {
@@ -193,7 +196,7 @@ pub struct ApiFamilies {
 }
 
 impl ApiFamilies {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
         let requests_blocked_total = counter_vec(
             registry,
             "api_requests_blocked_total",
@@ -224,7 +227,7 @@ impl ApiFamilies {
 }
 
 /// `babylon_build_info{version,rustc,commit} 1`, the analogue of `python_info`.
-pub fn register_build_info(registry: &Registry) -> prometheus::Result<()> {
+pub fn register_build_info(registry: &Registry) -> crate::prometheus::Result<()> {
     let info = register(
         registry,
         IntGaugeVec::new(

@@ -19,7 +19,7 @@ pub mod panics;
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, Registry, TextEncoder};
+use crate::prometheus::{Encoder, Registry, TextEncoder};
 
 pub use access::MetricsAccess;
 pub use custom::{CustomMetricError, CustomMetrics};
@@ -46,7 +46,7 @@ struct Inner {
 
 impl Metrics {
     /// A registry with every built-in family, prefixed by `metrics.namespace` if set.
-    pub fn new(settings: &MetricsSettings) -> prometheus::Result<Self> {
+    pub fn new(settings: &MetricsSettings) -> crate::prometheus::Result<Self> {
         let prefix = settings
             .namespace
             .as_ref()
@@ -56,7 +56,7 @@ impl Metrics {
         let api = ApiFamilies::register(&registry)?;
         families::register_build_info(&registry)?;
         registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
+            crate::prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Metrics {
             inner: Arc::new(Inner {
