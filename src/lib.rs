@@ -31,8 +31,8 @@ use metrics::{Metrics, MetricsAccess};
 /// Facts about this build, also exported as `babylon_build_info`.
 pub mod build {
     pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-    pub const RUSTC: &str = env!("BABYLON_RUSTC_VERSION");
-    pub const COMMIT: &str = env!("BABYLON_GIT_COMMIT");
+    pub const RUSTC: &str = env!("BUILD_RUSTC_VERSION");
+    pub const COMMIT: &str = env!("BUILD_GIT_COMMIT");
 }
 
 /// Why the service could not start.
@@ -92,7 +92,11 @@ impl App {
             let on_main_port = metrics_settings.serve_on_main_port;
             // Order matters: the metrics fairing must see a request before blocking
             // re-routes it.
-            rocket = rocket.attach(HttpMetricsFairing::new(metrics.clone(), metrics_settings));
+            rocket = rocket.attach(HttpMetricsFairing::new(
+                metrics.clone(),
+                clients.clone(),
+                metrics_settings,
+            ));
             rocket = rocket.attach(Gatekeeper::new(
                 clients.clone(),
                 policy,
@@ -103,7 +107,11 @@ impl App {
             }
             if metrics_settings.export.enabled {
                 if let Some(listener) = ExportListener::bind(&metrics_settings.export)? {
-                    export_port = Some(listener.port());
+                    export_port =
+                        Some(listener.local_addr().map_err(|source| ExportError::Bind {
+                            address: std::net::SocketAddr::from(([0, 0, 0, 0], listener.port())),
+                            source,
+                        })?);
                     rocket = rocket.attach(ExportFairing::new(
                         listener,
                         metrics.clone(),
@@ -117,5 +125,18 @@ impl App {
             rocket = rocket.attach(Gatekeeper::new(clients, policy, None));
         }
         Ok(rocket.manage(ExportPort(export_port)).manage(metrics))
+    }
+
+    /// The line `main` prints once the export port is bound, whatever the log level: in
+    /// release Rocket logs only errors, and operators still need to know the port.
+    pub fn export_banner(&self, rocket: &Rocket<Build>) -> Option<String> {
+        let addr = rocket.state::<ExportPort>()?.0?;
+        let export = &self.settings.metrics.export;
+        Some(format!(
+            "babylon: metrics export listening on {addr}{} (port {} of {})",
+            self.settings.metrics.path.as_str(),
+            addr.port(),
+            export.ports()
+        ))
     }
 }

@@ -39,6 +39,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(banner) = app.export_banner(&rocket) {
+        println!("{banner}");
+    }
     match rocket.launch().await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {

@@ -85,6 +85,10 @@ fn wrong_values_name_the_key_and_the_problem() {
             ["metrics.export.when_ports_taken", "shrug"],
         ),
         (json!({ "port": "eighty" }), ["port", "eighty"]),
+        (
+            json!({ "metric": { "enabled": false } }),
+            ["metric", "unknown section"],
+        ),
     ];
     for (overrides, expected) in cases {
         let message = error_of(overrides.clone());
@@ -180,6 +184,7 @@ fn binary_refuses_bad_environment_values_with_one_line_and_exit_2() {
             "metrics.export.token_file",
         ),
         ("BABYLON_METRICS__NOPE", "1", "nope"),
+        ("BABYLON_METRIC__ENABLED", "false", "BABYLON_METRIC"),
     ];
     for (key, value, named) in cases {
         let out = check_config(&[(key, value)]);

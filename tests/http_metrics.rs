@@ -439,3 +439,30 @@ async fn in_flight_gauge_counts_requests_being_handled() {
         .unwrap();
     assert_eq!(sample(&text, "rocket_http_requests_in_flight"), Some(0.0));
 }
+
+#[test]
+fn transport_is_https_only_when_a_trusted_proxy_says_so() {
+    let client = client(json!({ "blocking": { "trusted_proxies": ["10.0.0.0/8"] } }));
+    let https = rocket::http::Header::new("X-Forwarded-Proto", "https");
+    from(client.get("/api/health"), "10.0.0.1")
+        .header(https.clone())
+        .dispatch();
+    from(client.get("/api/health"), "198.51.100.1")
+        .header(https)
+        .dispatch();
+    let text = scrape(&client);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rocket_http_requests_by_transport_total{transport="https"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rocket_http_requests_by_transport_total{transport="http"}"#
+        ),
+        Some(1.0)
+    );
+}

@@ -11,9 +11,9 @@ use super::Started;
 use crate::blocking::BlockReason;
 use crate::metrics::Metrics;
 
-/// The export port this process holds, if any (managed as state).
+/// The export socket this process holds, if any (managed as state).
 #[derive(Debug, Clone, Copy)]
-pub struct ExportPort(pub Option<u16>);
+pub struct ExportPort(pub Option<std::net::SocketAddr>);
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -56,7 +56,7 @@ pub fn summary(
             total: by_reason.values().sum(),
             by_reason,
         },
-        export_port: export.0,
+        export_port: export.0.map(|addr| addr.port()),
         uptime_seconds: started.uptime_seconds(),
     })
 }

@@ -21,6 +21,11 @@ impl ClientAddr {
         ClientAddr { trusted_proxies }
     }
 
+    /// Whether `peer` is one of the trusted proxies, whose forwarding headers we believe.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.contains(peer)
+    }
+
     /// `forwarded_for` yields each `X-Forwarded-For` header line in order of arrival;
     /// `real_ip` is the `X-Real-IP` header, used when there is no `X-Forwarded-For`.
     pub fn resolve<'h>(
@@ -30,7 +35,7 @@ impl ClientAddr {
         real_ip: Option<&str>,
     ) -> IpAddr {
         let peer = canonical_ip(peer);
-        if !self.trusted_proxies.contains(peer) {
+        if !self.is_trusted_proxy(peer) {
             return peer;
         }
         let hops: Option<Vec<IpAddr>> = forwarded_for

@@ -238,6 +238,49 @@ impl ConfigError {
     }
 }
 
+/// Top-level keys read by other Rocket components; Rocket's own keys are found at run time.
+const OTHER_COMPONENTS_KEYS: [&str; 5] = ["databases", "secret_key", "tls", "mtls", "template_dir"];
+
+/// Refuses top-level keys nobody reads: a misspelt section (`[default.metric]`,
+/// `BABYLON_METRIC__ENABLED`) would otherwise be silently ignored.
+fn reject_unknown_sections(figment: &Figment) -> Result<(), ConfigError> {
+    type Table = std::collections::BTreeMap<String, figment::value::Value>;
+    let present: Table = figment.extract().map_err(ConfigError::from_figment)?;
+    let rocket_keys: Table = Figment::from(rocket::Config::default())
+        .extract()
+        .map_err(ConfigError::from_figment)?;
+    let known = |key: &str| {
+        ["metrics", "blocking"].contains(&key)
+            || OTHER_COMPONENTS_KEYS.contains(&key)
+            || rocket_keys.contains_key(key)
+    };
+    // ROCKET_* variables are Rocket's namespace (ROCKET_CONFIG, ROCKET_PROFILE …): its rules.
+    let from_rocket_env = |key: &str| {
+        figment
+            .find_metadata(key)
+            .is_some_and(|metadata| env_prefix(&metadata.name) == Some("ROCKET_"))
+    };
+    let Some(key) = present
+        .keys()
+        .find(|key| !known(key) && !from_rocket_env(key))
+    else {
+        return Ok(());
+    };
+    let origin = figment
+        .find_metadata(key)
+        .map(
+            |metadata| match (env_prefix(&metadata.name), &metadata.source) {
+                (Some(prefix), _) => format!(" (from {prefix}{}__…)", key.to_uppercase()),
+                (None, Some(source)) => format!(" (in {source})"),
+                (None, None) => format!(" (in {})", metadata.name),
+            },
+        )
+        .unwrap_or_default();
+    Err(ConfigError::Parse(format!(
+        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking` and Rocket's own keys"
+    )))
+}
+
 /// `BABYLON_` from figment's provider name "`BABYLON_` environment variable(s)".
 fn env_prefix(provider_name: &str) -> Option<&str> {
     let rest = provider_name.strip_suffix("` environment variable(s)")?;
@@ -265,6 +308,7 @@ impl Settings {
     /// bad `port` is reported here as one line rather than by Rocket at launch.
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
         rocket::Config::try_from(figment).map_err(ConfigError::from_figment)?;
+        reject_unknown_sections(figment)?;
         let Sections {
             mut metrics,
             blocking,

@@ -84,6 +84,11 @@ impl ExportListener {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The bound address (`[::]:8001` for every interface).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
 }
 
 fn socket_addr(address: ExportAddress, port: u16) -> SocketAddr {
@@ -169,7 +174,6 @@ impl Fairing for ExportFairing {
         let Some(bound) = self.listener.lock().expect("not poisoned").take() else {
             return;
         };
-        let local = bound.listener.local_addr().ok();
         let listener = match rocket::tokio::net::TcpListener::from_std(bound.listener) {
             Ok(listener) => listener,
             Err(error) => {
@@ -177,13 +181,6 @@ impl Fairing for ExportFairing {
                 return;
             }
         };
-        if let Some(local) = local {
-            rocket::info!(
-                "metrics export: serving {} on {local} (port {} of the range)",
-                self.scrapes.path,
-                bound.port
-            );
-        }
         let scrapes = self.scrapes.clone();
         let mut shutdown = rocket.shutdown();
         rocket::tokio::spawn(async move {

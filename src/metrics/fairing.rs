@@ -15,22 +15,42 @@ use rocket::{Data, Request, Response};
 
 use super::families::{Exchange, BLOCKED_ROUTE, UNMATCHED_ROUTE};
 use super::Metrics;
+use crate::blocking::ClientAddr;
 use crate::config::MetricsSettings;
 use crate::request_record::{Arrival, RequestRecord};
 
 pub struct HttpMetricsFairing {
     metrics: Metrics,
+    /// Decides whether an `X-Forwarded-Proto` header is believed.
+    clients: ClientAddr,
     /// Paths whose requests are not observed (the metrics path unless scrapes count).
     skip_exact: Option<String>,
     skip_prefixes: Vec<String>,
 }
 
 impl HttpMetricsFairing {
-    pub fn new(metrics: Metrics, settings: &MetricsSettings) -> Self {
+    pub fn new(metrics: Metrics, clients: ClientAddr, settings: &MetricsSettings) -> Self {
         HttpMetricsFairing {
             metrics,
+            clients,
             skip_exact: (!settings.count_scrapes).then(|| settings.path.as_str().to_string()),
             skip_prefixes: settings.exclude_paths.clone(),
+        }
+    }
+
+    /// `https` when a trusted proxy says it terminated TLS; babylon itself serves plain HTTP.
+    fn transport(&self, request: &Request<'_>) -> &'static str {
+        let via_trusted_proxy = request
+            .remote()
+            .is_some_and(|peer| self.clients.is_trusted_proxy(peer.ip()));
+        let forwarded_https = request
+            .headers()
+            .get_one("X-Forwarded-Proto")
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+        if via_trusted_proxy && forwarded_https {
+            "https"
+        } else {
+            "http"
         }
     }
 
@@ -98,8 +118,7 @@ impl Fairing for HttpMetricsFairing {
         http.observe(&Exchange {
             route,
             method: arrival.method.as_str(),
-            // Rocket here serves plain HTTP; TLS terminates at a proxy if anywhere.
-            transport: "http",
+            transport: self.transport(request),
             status,
             seconds: arrival.started.elapsed().as_secs_f64(),
             request_body_bytes: record.body_bytes_read(),
