@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 
-use common::{client, from, sample};
+use common::{client, free_range, from, http_get_from, sample};
 use rocket::http::{Header, Status};
 use serde_json::json;
 
@@ -60,47 +59,14 @@ fn main_port_allow_list_and_token() {
     );
 }
 
-/// A port range of `len` ports that were all free a moment ago.
-fn free_range(len: u16) -> (u16, u16) {
-    loop {
-        let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let start = probe.local_addr().unwrap().port();
-        drop(probe);
-        if start.checked_add(len).is_none() {
-            continue;
-        }
-        let all_free =
-            (start..start + len).all(|p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).is_ok());
-        if all_free {
-            return (start, start + len - 1);
-        }
-    }
-}
-
-/// A raw HTTP/1.1 GET from `source`, returning the status code and body.
+/// A metrics read from `source`, with the token if given.
 fn get(source: Ipv4Addr, port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
-    socket
-        .connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
-        .unwrap();
-    let mut stream: TcpStream = socket.into();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("Authorization", b.as_str()))
+        .collect();
+    http_get_from(source, port, path, &headers)
 }
 
 #[test]

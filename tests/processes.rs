@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{binary, sample};
+use common::{binary, free_port, free_range, http_get, sample};
 
 /// A running babylon process, killed when dropped.
 struct Worker {
@@ -22,30 +22,6 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `len` consecutive ports, free on every interface a moment ago.
-fn free_range(len: u16) -> (u16, u16) {
-    loop {
-        let start = free_port();
-        if start.checked_add(len).is_none() {
-            continue;
-        }
-        let held: Vec<_> = (start..start + len)
-            .filter_map(|p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).ok())
-            .collect();
-        if held.len() == len as usize {
-            return (start, start + len - 1);
-        }
     }
 }
 
@@ -103,24 +79,6 @@ fn start_command(mut command: std::process::Command, app_port: u16) -> Worker {
         app_port,
         export_port: export_port.unwrap(),
     }
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[test]

@@ -97,3 +97,69 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_babylon"))
 }
+
+/// A port that was free on loopback a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `len` consecutive ports, all free on every interface a moment ago.
+pub fn free_range(len: u16) -> (u16, u16) {
+    use std::net::{Ipv4Addr, TcpListener};
+    loop {
+        let start = free_port();
+        let Some(end) = start.checked_add(len - 1) else {
+            continue;
+        };
+        let held: Vec<_> = (start..=end)
+            .filter_map(|p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).ok())
+            .collect();
+        if held.len() == usize::from(len) {
+            return (start, end);
+        }
+    }
+}
+
+/// A raw HTTP/1.1 GET to `127.0.0.1:port`, sent from the loopback address `source`
+/// (e.g. 127.0.0.2, to be outside an allow-list), with extra header lines.
+/// Returns the status code and the body.
+pub fn http_get_from(
+    source: std::net::Ipv4Addr,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket
+        .connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
+        .unwrap();
+    let mut stream: TcpStream = socket.into();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_from(std::net::Ipv4Addr::LOCALHOST, port, path, &[])
+}
