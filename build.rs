@@ -23,4 +23,6 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SOURCE_COMMIT");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    // sqlx::migrate!() embeds migrations/: rebuild when it changes.
+    println!("cargo:rerun-if-changed=migrations");
 }

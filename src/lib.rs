@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod blocking;
+pub mod cache;
 pub mod config;
+pub mod db;
 pub mod metrics;
 pub mod request_record;
 
@@ -19,6 +21,7 @@ use std::time::Instant;
 
 use figment::Figment;
 use rocket::{Build, Rocket};
+use rocket_db_pools::Database;
 
 use api::metrics_summary::{ExportPort, MetricsEnabled};
 use api::Started;
@@ -73,6 +76,7 @@ impl App {
         let Settings {
             metrics: metrics_settings,
             blocking,
+            ..
         } = &self.settings;
         let metrics = Metrics::new(metrics_settings)?;
         let clients = ClientAddr::new(blocking.trusted_proxies.clone());
@@ -83,7 +87,12 @@ impl App {
         let mut rocket = rocket::custom(self.figment.clone())
             .manage(Started(Instant::now()))
             .manage(MetricsEnabled(metrics_settings.enabled))
-            .manage(api::items::ItemStore::default())
+            .manage(api::items::ItemsCache::new(
+                metrics.cache(),
+                &self.settings.cache,
+            ))
+            .attach(db::Db::init())
+            .attach(db::DbSetup)
             .mount("/", api::routes())
             .register("/", api::catchers());
 

@@ -293,8 +293,8 @@ fn namespace_prefixes_every_family() {
 #[test]
 fn custom_metric_of_the_items_route_appears_on_the_endpoint() {
     let client = client(json!({}));
-    for kind in ["book", "book", "tool"] {
-        let body = format!(r#"{{"name":"n","kind":"{kind}"}}"#);
+    for (n, kind) in ["book", "book", "tool"].into_iter().enumerate() {
+        let body = format!(r#"{{"name":"item {n}","kind":"{kind}"}}"#);
         assert_eq!(
             client
                 .post("/api/items")
@@ -398,7 +398,8 @@ async fn scrape_async(client: &rocket::local::asynchronous::Client) -> String {
 async fn in_flight_gauge_counts_requests_being_handled() {
     use rocket::local::asynchronous::Client;
     let gate = std::sync::Arc::new(rocket::tokio::sync::Semaphore::new(0));
-    let app = babylon::App::from_figment(common::settings(json!({}))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = babylon::App::from_figment(common::settings_in(&dir, json!({}))).unwrap();
     let rocket = app
         .rocket()
         .unwrap()

@@ -25,9 +25,17 @@ impl Drop for Worker {
     }
 }
 
+/// The database of every worker a test starts: one SQLite file, as workers would share.
+fn shared_database() -> &'static str {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    Box::leak(format!("sqlite://{}", dir.path().join("workers.sqlite").display()).into_boxed_str())
+}
+
 fn command(app_port: u16, range: (u16, u16)) -> std::process::Command {
     let mut command = binary();
     command
+        .env("BABYLON_DATABASES__MAIN__URL", shared_database())
         .env(
             "ROCKET_CONFIG",
             concat!(env!("CARGO_MANIFEST_DIR"), "/Rocket.toml"),
@@ -64,9 +72,14 @@ fn start_command(mut command: std::process::Command, app_port: u16) -> Worker {
     let mut launched = false;
     while !(launched && export_port.is_some()) {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(wait).unwrap_or_else(|_| {
-            panic!("worker did not start within 30 s (export {export_port:?}, launched {launched})")
-        });
+        let Ok(line) = rx.recv_timeout(wait) else {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "worker did not start (export {export_port:?}, launched {launched}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
         if let Some(rest) = line.split_once("(port ").map(|(_, rest)| rest) {
             export_port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
         }
@@ -163,4 +176,56 @@ fn release_profile_serves_metrics_on_the_export_port_only() {
     assert_eq!(http_get(worker.app_port, "/metrics").0, 404);
     assert_eq!(http_get(worker.app_port, "/api/health").0, 200);
     assert_eq!(http_get(worker.export_port, "/metrics").0, 200);
+}
+
+#[test]
+fn unreachable_database_at_start_up_names_the_setting_and_hides_the_password() {
+    let closed = free_port();
+    let mut command = command(free_port(), free_range(1));
+    command
+        .env(
+            "BABYLON_DATABASES__MAIN__URL",
+            format!("postgres://app:hunter2@127.0.0.1:{closed}/app"),
+        )
+        .env("BABYLON_DATABASES__MAIN__CONNECT_TIMEOUT", "1");
+    let output = command.output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("databases.main.url") && all.contains("Connection refused"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "the password leaked: {all}");
+}
+
+#[test]
+fn workers_started_at_once_on_a_fresh_sqlite_file_all_come_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fresh.sqlite").display());
+    let range = free_range(4);
+    let workers: Vec<Worker> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    let app_port = free_port();
+                    let mut command = command(app_port, range);
+                    command.env("BABYLON_DATABASES__MAIN__URL", url);
+                    start_command(command, app_port)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ports: Vec<u16> = workers.iter().map(|w| w.export_port).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, (range.0..=range.1).collect::<Vec<_>>());
+    for worker in &workers {
+        let (status, body) = http_get(worker.app_port, "/api/health");
+        assert_eq!(status, 200, "{body}");
+    }
 }

@@ -1,25 +1,66 @@
-//! `GET /api/health`: is the service up, which build, since when.
+//! `GET /api/health`: is the service up, can it reach its database, which build, since when.
+//! 200 when everything answers; 503 with the reason when the database does not, so a load
+//! balancer stops sending traffic until the pool has reconnected by itself.
 
+use std::time::Duration;
+
+use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::State;
 use serde::Serialize;
 
 use super::Started;
+use crate::db::Db;
+
+/// A database that does not answer `SELECT 1` within this long is reported unavailable.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize)]
 pub struct Health {
+    /// `ok`, or `unavailable` when a dependency is down.
     pub status: &'static str,
     pub version: &'static str,
     pub commit: &'static str,
     pub uptime_seconds: f64,
+    pub database: DatabaseHealth,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatabaseHealth {
+    pub status: &'static str,
+    pub vendor: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[rocket::get("/api/health")]
-pub fn health(started: &State<Started>) -> Json<Health> {
-    Json(Health {
-        status: "ok",
+pub async fn health(started: &State<Started>, db: &Db) -> (Status, Json<Health>) {
+    let database = match db.ping(DATABASE_TIMEOUT).await {
+        Ok(()) => DatabaseHealth {
+            status: "ok",
+            vendor: db.vendor().label(),
+            reason: None,
+        },
+        Err(error) => DatabaseHealth {
+            status: "unavailable",
+            vendor: db.vendor().label(),
+            reason: Some(error.to_string()),
+        },
+    };
+    let healthy = database.reason.is_none();
+    let health = Health {
+        status: if healthy { "ok" } else { "unavailable" },
         version: crate::build::VERSION,
         commit: crate::build::COMMIT,
         uptime_seconds: started.uptime_seconds(),
-    })
+        database,
+    };
+    (
+        if healthy {
+            Status::Ok
+        } else {
+            Status::ServiceUnavailable
+        },
+        Json(health),
+    )
 }

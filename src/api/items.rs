@@ -1,49 +1,39 @@
-//! `/api/items`: the example resource. It also shows a custom metric,
-//! `babylon_items_created_total{kind}`, recorded in a few lines inside the handler.
-//!
-//! Items live in memory for now; the database layer replaces [`ItemStore`].
+//! `/api/items`: the example resource, stored in the database and read through the cache.
+//! `create` also shows a custom metric, `babylon_items_created_total{kind}`, recorded in a
+//! few lines inside the handler.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rocket::http::Status;
-use rocket::response::status::Created;
+use rocket::response::status::{Created, NoContent};
 use rocket::serde::json::Json;
 use rocket::{Route, State};
+use rocket_db_pools::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::body::{FieldErrors, JsonBody};
 use super::error::JsonError;
+use crate::cache::{CacheFamilies, ReadCache};
+use crate::config::CacheSettings;
+use crate::db::items::{self, Item, ItemFields, ItemKind};
+use crate::db::metrics::ModelCounters;
+use crate::db::Db;
 use crate::metrics::Metrics;
 
 /// Longest accepted item name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// Largest page of a listing.
+pub const MAX_PER_PAGE: u32 = 100;
+pub const DEFAULT_PER_PAGE: u32 = 20;
+/// Most items one bulk create may carry.
+pub const MAX_BULK_ITEMS: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ItemKind {
-    Book,
-    Tool,
-    Other,
+pub fn routes() -> Vec<Route> {
+    rocket::routes![list, get, create, create_many, update, delete]
 }
 
-impl ItemKind {
-    fn label(self) -> &'static str {
-        match self {
-            ItemKind::Book => "book",
-            ItemKind::Tool => "tool",
-            ItemKind::Other => "other",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Item {
-    pub id: u64,
-    pub name: String,
-    pub kind: ItemKind,
-}
-
+/// A create or update body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewItem {
@@ -51,76 +41,122 @@ pub struct NewItem {
     pub kind: ItemKind,
 }
 
-/// In-memory items, keyed by id.
-#[derive(Default)]
-pub struct ItemStore {
-    items: Mutex<BTreeMap<u64, Item>>,
-}
-
-impl ItemStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Item>> {
-        self.items
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+impl NewItem {
+    /// Trims the name and collects its problems under `field_prefix` (`""` or `"[3]."`).
+    fn validate(self, field_prefix: &str, problems: &mut FieldErrors) -> ItemFields {
+        let name = self.name.trim().to_string();
+        let field = format!("{field_prefix}name");
+        problems.check(!name.is_empty(), &field, "must not be empty");
+        problems.check(
+            name.chars().count() <= MAX_NAME_CHARS,
+            &field,
+            "must be at most 200 characters",
+        );
+        ItemFields {
+            name,
+            kind: self.kind,
+        }
     }
 }
 
-pub fn routes() -> Vec<Route> {
-    rocket::routes![list, get, create]
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub items: Vec<Item>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
 }
 
-#[rocket::get("/api/items")]
-fn list(store: &State<ItemStore>) -> Json<Vec<Item>> {
-    Json(store.lock().values().cloned().collect())
+/// Read caches of the resource, invalidated by every write of this process.
+pub struct ItemsCache {
+    by_id: ReadCache<String, Item>,
+    pages: ReadCache<(u32, u32), Arc<Page>>,
+}
+
+impl ItemsCache {
+    pub fn new(families: &CacheFamilies, settings: &CacheSettings) -> Self {
+        let ttl = Duration::from_secs(settings.ttl_seconds.get());
+        ItemsCache {
+            by_id: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
+            pages: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
+        }
+    }
+
+    async fn written(&self, id: &str) {
+        self.by_id.invalidate(&id.to_string()).await;
+        self.pages.invalidate_all();
+    }
+}
+
+fn item_model(metrics: &Metrics) -> ModelCounters {
+    metrics.models().model(items::MODEL)
+}
+
+fn not_found(id: &str) -> JsonError {
+    JsonError::new(
+        Status::NotFound,
+        "not_found",
+        format!("no item with id {id}"),
+    )
+}
+
+#[rocket::get("/api/items?<page>&<per_page>")]
+async fn list(
+    page: Option<u32>,
+    per_page: Option<u32>,
+    db: &Db,
+    cache: &State<ItemsCache>,
+) -> Result<Json<Arc<Page>>, JsonError> {
+    let (page, per_page) = (page.unwrap_or(1), per_page.unwrap_or(DEFAULT_PER_PAGE));
+    let mut problems = FieldErrors::default();
+    problems.check(page >= 1, "page", "must be at least 1");
+    problems.check(
+        (1..=MAX_PER_PAGE).contains(&per_page),
+        "per_page",
+        "must be between 1 and 100",
+    );
+    problems.into_result()?;
+    let load = async {
+        let mut conn = db.connection().await?;
+        let offset = i64::from(page - 1) * i64::from(per_page);
+        let (items, total) = items::list(&mut conn, offset, i64::from(per_page)).await?;
+        Ok::<_, crate::db::DbError>(Some(Arc::new(Page {
+            items,
+            page,
+            per_page,
+            total,
+        })))
+    };
+    let found = cache.pages.get_or_load((page, per_page), load).await?;
+    Ok(Json(found.expect("a page always loads")))
 }
 
 #[rocket::get("/api/items/<id>")]
-fn get(id: u64, store: &State<ItemStore>) -> Result<Json<Item>, JsonError> {
-    store.lock().get(&id).cloned().map(Json).ok_or_else(|| {
-        JsonError::new(
-            Status::NotFound,
-            "not_found",
-            format!("no item with id {id}"),
-        )
-    })
+async fn get(id: &str, db: &Db, cache: &State<ItemsCache>) -> Result<Json<Item>, JsonError> {
+    let load = async {
+        let mut conn = db.connection().await?;
+        items::get(&mut conn, id).await
+    };
+    cache
+        .by_id
+        .get_or_load(id.to_string(), load)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(id))
 }
 
 #[rocket::post("/api/items", data = "<body>")]
-fn create(
+async fn create(
     body: JsonBody<NewItem>,
-    store: &State<ItemStore>,
+    mut db: Connection<Db>,
+    cache: &State<ItemsCache>,
     metrics: &State<Metrics>,
 ) -> Result<Created<Json<Item>>, JsonError> {
-    let JsonBody(new) = body;
-    let name = new.name.trim().to_string();
     let mut problems = FieldErrors::default();
-    problems.check(!name.is_empty(), "name", "must not be empty");
-    problems.check(
-        name.chars().count() <= MAX_NAME_CHARS,
-        "name",
-        "must be at most 200 characters",
-    );
+    let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
-
-    let item = {
-        let mut items = store.lock();
-        let id = items.keys().next_back().map_or(1, |last| last + 1);
-        let item = Item {
-            id,
-            name,
-            kind: new.kind,
-        };
-        items.insert(id, item.clone());
-        item
-    };
+    let item = items::insert(&mut db, &item_model(metrics), fields).await?;
+    cache.written(&item.id).await;
 
     // A custom metric: registered on first use, then on every metrics endpoint.
     metrics
@@ -137,8 +173,76 @@ fn create(
                 error.to_string(),
             )
         })?
-        .with_label_values(&[item.kind.label()])
+        .with_label_values(&[item.kind.as_str()])
         .inc();
 
     Ok(Created::new(format!("/api/items/{}", item.id)).body(Json(item)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedMany {
+    pub created: usize,
+    pub items: Vec<Item>,
+}
+
+/// Creates every item in one transaction, or none.
+#[rocket::post("/api/items/bulk", data = "<body>")]
+async fn create_many(
+    body: JsonBody<Vec<NewItem>>,
+    mut db: Connection<Db>,
+    cache: &State<ItemsCache>,
+    metrics: &State<Metrics>,
+) -> Result<Created<Json<CreatedMany>>, JsonError> {
+    let mut problems = FieldErrors::default();
+    let count = body.0.len();
+    problems.check(
+        (1..=MAX_BULK_ITEMS).contains(&count),
+        "items",
+        "send between 1 and 1000 items",
+    );
+    let all: Vec<ItemFields> = body
+        .0
+        .into_iter()
+        .enumerate()
+        .map(|(i, new)| new.validate(&format!("[{i}]."), &mut problems))
+        .collect();
+    problems.into_result()?;
+    let created = items::insert_many(&mut db, &item_model(metrics), all).await?;
+    cache.pages.invalidate_all();
+    Ok(Created::new("/api/items").body(Json(CreatedMany {
+        created: created.len(),
+        items: created,
+    })))
+}
+
+#[rocket::put("/api/items/<id>", data = "<body>")]
+async fn update(
+    id: &str,
+    body: JsonBody<NewItem>,
+    mut db: Connection<Db>,
+    cache: &State<ItemsCache>,
+    metrics: &State<Metrics>,
+) -> Result<Json<Item>, JsonError> {
+    let mut problems = FieldErrors::default();
+    let fields = body.0.validate("", &mut problems);
+    problems.into_result()?;
+    let updated = items::update(&mut db, &item_model(metrics), id, fields).await?;
+    cache.written(id).await;
+    updated.map(Json).ok_or_else(|| not_found(id))
+}
+
+#[rocket::delete("/api/items/<id>")]
+async fn delete(
+    id: &str,
+    mut db: Connection<Db>,
+    cache: &State<ItemsCache>,
+    metrics: &State<Metrics>,
+) -> Result<NoContent, JsonError> {
+    let deleted = items::delete(&mut db, &item_model(metrics), id).await?;
+    cache.written(id).await;
+    if deleted {
+        Ok(NoContent)
+    } else {
+        Err(not_found(id))
+    }
 }

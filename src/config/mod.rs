@@ -10,12 +10,14 @@
 
 mod types;
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Serialized};
 use figment::Figment;
 use serde::Deserialize;
+
+use crate::db::DatabaseUrl;
 
 pub use types::{
     canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Namespace, PortRange, UrlPath,
@@ -29,6 +31,33 @@ pub const ENV_PREFIX: &str = "BABYLON_";
 pub struct Settings {
     pub metrics: MetricsSettings,
     pub blocking: BlockingSettings,
+    pub cache: CacheSettings,
+    /// `databases.main.url`, validated (rocket_db_pools reads the rest of `databases.main`).
+    pub database_url: DatabaseUrl,
+}
+
+/// The database used when `databases.main.url` is not set: a SQLite file beside the
+/// process (or in systemd's `$STATE_DIRECTORY`), created when missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://babylon.sqlite";
+
+/// `cache.*`: the in-process read cache of the example resource.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// How long an entry may be served; bounds staleness across worker processes.
+    pub ttl_seconds: NonZeroU64,
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            ttl_seconds: NonZeroU64::new(5).expect("nonzero"),
+            max_entries: 10_000,
+        }
+    }
 }
 
 /// Our sections of the configuration; Rocket's own keys sit beside them.
@@ -38,6 +67,21 @@ struct Sections {
     metrics: MetricsSettings,
     #[serde(default)]
     blocking: BlockingSettings,
+    #[serde(default)]
+    cache: CacheSettings,
+    #[serde(default)]
+    databases: Databases,
+}
+
+#[derive(Deserialize, Default)]
+struct Databases {
+    main: Option<DatabaseSection>,
+}
+
+/// Only the URL is ours to check; rocket_db_pools owns the other keys of the section.
+#[derive(Deserialize)]
+struct DatabaseSection {
+    url: Option<String>,
 }
 
 /// `metrics.*`
@@ -250,7 +294,7 @@ fn reject_unknown_sections(figment: &Figment) -> Result<(), ConfigError> {
         .extract()
         .map_err(ConfigError::from_figment)?;
     let known = |key: &str| {
-        ["metrics", "blocking"].contains(&key)
+        ["metrics", "blocking", "cache"].contains(&key)
             || OTHER_COMPONENTS_KEYS.contains(&key)
             || rocket_keys.contains_key(key)
     };
@@ -277,7 +321,7 @@ fn reject_unknown_sections(figment: &Figment) -> Result<(), ConfigError> {
         )
         .unwrap_or_default();
     Err(ConfigError::Parse(format!(
-        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking` and Rocket's own keys"
+        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking`, `cache`, `databases` and Rocket's own keys"
     )))
 }
 
@@ -295,12 +339,23 @@ pub fn figment() -> Figment {
 /// Adds the `BABYLON_*` variables on top of `base` (tests build their own base).
 pub fn with_env(base: Figment) -> Figment {
     base.merge(Env::prefixed(ENV_PREFIX).split("__").global())
+        .join(default_database())
+}
+
+/// `databases.main.url` for rocket_db_pools when nobody set one.
+fn default_database() -> Serialized<serde_json::Value> {
+    Serialized::global(
+        "databases",
+        serde_json::json!({ "main": { "url": DEFAULT_DATABASE_URL } }),
+    )
 }
 
 /// A figment with Rocket's defaults and the given values merged on top, for tests and
 /// tools that must not read the working directory's Rocket.toml.
 pub fn figment_from<T: serde::Serialize>(values: T) -> Figment {
-    Figment::from(rocket::Config::default()).merge(Serialized::globals(values))
+    Figment::from(rocket::Config::default())
+        .merge(Serialized::globals(values))
+        .join(default_database())
 }
 
 impl Settings {
@@ -312,9 +367,22 @@ impl Settings {
         let Sections {
             mut metrics,
             blocking,
+            cache,
+            databases,
         } = figment.extract().map_err(ConfigError::from_figment)?;
         metrics.validate()?;
-        Ok(Settings { metrics, blocking })
+        let url = databases.main.and_then(|main| main.url);
+        let database_url = DatabaseUrl::parse(
+            url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
+            crate::db::pool::state_directory().as_deref(),
+        )
+        .map_err(|problem| ConfigError::invalid("databases.main.url", problem))?;
+        Ok(Settings {
+            metrics,
+            blocking,
+            cache,
+            database_url,
+        })
     }
 }
 

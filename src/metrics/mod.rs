@@ -25,7 +25,9 @@ pub use access::MetricsAccess;
 pub use custom::{CustomMetricError, CustomMetrics};
 pub use families::{ApiFamilies, HttpFamilies};
 
+use crate::cache::CacheFamilies;
 use crate::config::MetricsSettings;
+use crate::db::metrics::{DbFamilies, ModelFamilies};
 
 /// The `Content-Type` of the Prometheus text exposition format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -41,6 +43,9 @@ struct Inner {
     registry: Registry,
     http: HttpFamilies,
     api: ApiFamilies,
+    db: DbFamilies,
+    models: ModelFamilies,
+    cache: CacheFamilies,
     custom: CustomMetrics,
 }
 
@@ -54,6 +59,9 @@ impl Metrics {
         let registry = Registry::new_custom(prefix, None)?;
         let http = HttpFamilies::register(&registry, settings)?;
         let api = ApiFamilies::register(&registry)?;
+        let db = DbFamilies::register(&registry)?;
+        let models = ModelFamilies::register(&registry)?;
+        let cache = CacheFamilies::register(&registry)?;
         families::register_build_info(&registry)?;
         registry.register(Box::new(
             crate::prometheus::process_collector::ProcessCollector::for_self(),
@@ -64,6 +72,9 @@ impl Metrics {
                 registry,
                 http,
                 api,
+                db,
+                models,
+                cache,
             }),
         })
     }
@@ -78,6 +89,18 @@ impl Metrics {
 
     pub fn api(&self) -> &ApiFamilies {
         &self.inner.api
+    }
+
+    pub fn db(&self) -> &DbFamilies {
+        &self.inner.db
+    }
+
+    pub fn models(&self) -> &ModelFamilies {
+        &self.inner.models
+    }
+
+    pub fn cache(&self) -> &CacheFamilies {
+        &self.inner.cache
     }
 
     /// Where application code adds its own families; see [`CustomMetrics`].

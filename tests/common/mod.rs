@@ -9,13 +9,28 @@ use babylon::config::figment_from;
 use figment::Figment;
 use rocket::local::blocking::{Client, LocalRequest};
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
-/// Settings for an in-process test: no export listener unless a test asks for one.
-pub fn settings(overrides: Value) -> Figment {
+/// Settings for an in-process test, with its SQLite database inside `dir`: no export
+/// listener unless a test asks for one.
+pub fn settings_in(dir: &TempDir, overrides: Value) -> Figment {
+    let url = format!("sqlite://{}", dir.path().join("babylon.sqlite").display());
     let mut base = json!({
         "metrics": { "export": { "enabled": false } },
+        "databases": { "main": { "url": url } },
         "log_level": "off",
     });
+    merge(&mut base, overrides);
+    figment_from(base)
+}
+
+/// Settings for tests that only parse them and never open the database.
+pub fn settings(overrides: Value) -> Figment {
+    let mut base = json!({ "databases": { "main": { "url": "sqlite::memory:" } } });
+    merge(
+        &mut base,
+        json!({ "metrics": { "export": { "enabled": false } }, "log_level": "off" }),
+    );
     merge(&mut base, overrides);
     figment_from(base)
 }
@@ -31,17 +46,35 @@ fn merge(base: &mut Value, overrides: Value) {
     }
 }
 
-/// A local client over the service built from `settings(overrides)`.
-pub fn client(overrides: Value) -> Client {
-    let app = babylon::App::from_figment(settings(overrides)).expect("valid test settings");
-    let rocket = app.rocket().expect("service builds");
-    Client::tracked(rocket).expect("valid rocket")
+/// A local client and the directory holding its database, removed when dropped.
+pub struct TestClient {
+    client: Client,
+    _dir: TempDir,
 }
 
-pub fn client_with_routes(overrides: Value, routes: Vec<rocket::Route>) -> Client {
-    let app = babylon::App::from_figment(settings(overrides)).expect("valid test settings");
+impl std::ops::Deref for TestClient {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// A local client over the service built from `overrides`, on a fresh SQLite database.
+pub fn client(overrides: Value) -> TestClient {
+    client_with_routes(overrides, Vec::new())
+}
+
+/// Like [`client`], with extra routes mounted under `/test`.
+pub fn client_with_routes(overrides: Value, routes: Vec<rocket::Route>) -> TestClient {
+    let dir = tempfile::tempdir().unwrap();
+    let app =
+        babylon::App::from_figment(settings_in(&dir, overrides)).expect("valid test settings");
     let rocket = app.rocket().expect("service builds").mount("/test", routes);
-    Client::tracked(rocket).expect("valid rocket")
+    TestClient {
+        client: Client::tracked(rocket).expect("valid rocket"),
+        _dir: dir,
+    }
 }
 
 /// Requests from a given peer address (the local client has none by default).
@@ -84,7 +117,14 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             .find(|candidate| candidate.is_file())
     });
     if found.is_none() {
-        let hint = format!("`{name}` is not installed (Debian: apt-get install -y prometheus); `bash .ci/run` installs it");
+        let package = match name {
+            "promtool" | "prometheus" => "prometheus",
+            "psql" => "postgresql-client",
+            "initdb" | "pg_ctl" => "postgresql",
+            "nix-instantiate" => "nix-bin",
+            other => other,
+        };
+        let hint = format!("`{name}` is not installed (Debian: apt-get install -y {package}); `bash .ci/run` installs it");
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI=true and {hint}");
         }
@@ -163,3 +203,4 @@ pub fn http_get_from(
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_get_from(std::net::Ipv4Addr::LOCALHOST, port, path, &[])
 }
+pub mod pg;

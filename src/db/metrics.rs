@@ -1,0 +1,295 @@
+//! The database and model families (DESIGN.md "Database", "Models"), and the handles a
+//! pool records into.
+
+use std::future::Future;
+use std::time::Instant;
+
+use sqlx::AnyPool;
+
+use super::errors::{DbError, DbErrorKind};
+use super::url::Vendor;
+use crate::metrics::families::register;
+use crate::prometheus::core::{Collector, Desc};
+use crate::prometheus::proto::MetricFamily;
+use crate::prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+/// Query latency buckets, in seconds: statements are much faster than requests.
+const QUERY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> crate::prometheus::Result<IntCounterVec> {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> crate::prometheus::Result<IntGaugeVec> {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+/// `rocket_db_*` and `rocket_migrations_*`.
+#[derive(Clone)]
+pub struct DbFamilies {
+    new_connections: IntCounterVec,
+    new_connection_errors: IntCounterVec,
+    execute: IntCounterVec,
+    execute_many: IntCounterVec,
+    errors: IntCounterVec,
+    query_duration: HistogramVec,
+    pub migrations_applied: IntGaugeVec,
+    pub migrations_unapplied: IntGaugeVec,
+}
+
+impl DbFamilies {
+    pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+        let alias_vendor = &["alias", "vendor"];
+        Ok(DbFamilies {
+            new_connections: counter_vec(
+                registry,
+                "rocket_db_new_connections_total",
+                "Database connections opened by the pool.",
+                alias_vendor,
+            )?,
+            new_connection_errors: counter_vec(
+                registry,
+                "rocket_db_new_connection_errors_total",
+                "Failures to get a database connection (connect refused, timed out …).",
+                alias_vendor,
+            )?,
+            execute: counter_vec(
+                registry,
+                "rocket_db_execute_total",
+                "Single statements executed.",
+                alias_vendor,
+            )?,
+            execute_many: counter_vec(
+                registry,
+                "rocket_db_execute_many_total",
+                "Multi-row (bulk) statements executed.",
+                alias_vendor,
+            )?,
+            errors: counter_vec(
+                registry,
+                "rocket_db_errors_total",
+                "Database errors, by type.",
+                &["alias", "vendor", "type"],
+            )?,
+            query_duration: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "rocket_db_query_duration_seconds",
+                        "Time to execute a statement.",
+                    )
+                    .buckets(QUERY_BUCKETS.to_vec()),
+                    alias_vendor,
+                )?,
+            )?,
+            migrations_applied: gauge_vec(
+                registry,
+                "rocket_migrations_applied",
+                "Migrations applied to the database.",
+                &["alias"],
+            )?,
+            migrations_unapplied: gauge_vec(
+                registry,
+                "rocket_migrations_unapplied",
+                "Migrations shipped with this build but not applied.",
+                &["alias"],
+            )?,
+        })
+    }
+
+    /// Handles with the `alias` and `vendor` labels resolved once, for one pool.
+    pub fn instruments(&self, alias: &str, vendor: Vendor) -> Instruments {
+        let labels = [alias, vendor.label()];
+        Instruments {
+            new_connections: self.new_connections.with_label_values(&labels),
+            new_connection_errors: self.new_connection_errors.with_label_values(&labels),
+            execute: self.execute.with_label_values(&labels),
+            execute_many: self.execute_many.with_label_values(&labels),
+            query_duration: self.query_duration.with_label_values(&labels),
+            errors: self.errors.clone(),
+            alias: alias.to_string(),
+            vendor,
+        }
+    }
+}
+
+/// What kind of statement is being run: `execute` or `execute_many`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statement {
+    Single,
+    Bulk,
+}
+
+/// One pool's handles.
+pub struct Instruments {
+    new_connections: IntCounter,
+    new_connection_errors: IntCounter,
+    execute: IntCounter,
+    execute_many: IntCounter,
+    query_duration: Histogram,
+    errors: IntCounterVec,
+    alias: String,
+    vendor: Vendor,
+}
+
+impl Instruments {
+    pub fn connection_opened(&self) {
+        self.new_connections.inc();
+    }
+
+    /// A connection could not be had; counted as a connection error and by type.
+    pub fn connection_failed(&self, kind: DbErrorKind) {
+        self.new_connection_errors.inc();
+        self.error(kind);
+    }
+
+    pub fn error(&self, kind: DbErrorKind) {
+        self.errors
+            .with_label_values(&[&self.alias, self.vendor.label(), kind.label()])
+            .inc();
+    }
+
+    /// Runs one statement, counting it, timing it and classifying its error.
+    pub async fn observe<T>(
+        &self,
+        statement: Statement,
+        run: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, DbError> {
+        match statement {
+            Statement::Single => self.execute.inc(),
+            Statement::Bulk => self.execute_many.inc(),
+        }
+        let started = Instant::now();
+        let result = run.await;
+        self.query_duration.observe(started.elapsed().as_secs_f64());
+        result.map_err(|source| {
+            let error = DbError::from(source);
+            self.error(error.kind);
+            error
+        })
+    }
+}
+
+/// `rocket_db_pool_connections{alias,state}` and `rocket_db_pool_max_connections{alias}`,
+/// read from the pool at scrape time so they are never stale.
+pub struct PoolGauges {
+    pool: AnyPool,
+    connections: IntGaugeVec,
+    max_connections: IntGaugeVec,
+    alias: String,
+}
+
+impl PoolGauges {
+    pub fn new(alias: &str, pool: AnyPool) -> crate::prometheus::Result<Self> {
+        Ok(PoolGauges {
+            pool,
+            connections: IntGaugeVec::new(
+                Opts::new(
+                    "rocket_db_pool_connections",
+                    "Connections held by the pool, by state (idle, in_use).",
+                ),
+                &["alias", "state"],
+            )?,
+            max_connections: IntGaugeVec::new(
+                Opts::new(
+                    "rocket_db_pool_max_connections",
+                    "Most connections the pool may hold.",
+                ),
+                &["alias"],
+            )?,
+            alias: alias.to_string(),
+        })
+    }
+}
+
+impl Collector for PoolGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.connections
+            .desc()
+            .into_iter()
+            .chain(self.max_connections.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let size = i64::from(self.pool.size());
+        let idle = i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX);
+        self.connections
+            .with_label_values(&[&self.alias, "idle"])
+            .set(idle);
+        self.connections
+            .with_label_values(&[&self.alias, "in_use"])
+            .set((size - idle).max(0));
+        self.max_connections
+            .with_label_values(&[&self.alias])
+            .set(i64::from(self.pool.options().get_max_connections()));
+        self.connections
+            .collect()
+            .into_iter()
+            .chain(self.max_connections.collect())
+            .collect()
+    }
+}
+
+/// `rocket_model_{inserts,updates,deletes}_total{model}`; bulk writes count every row.
+#[derive(Clone)]
+pub struct ModelFamilies {
+    inserts: IntCounterVec,
+    updates: IntCounterVec,
+    deletes: IntCounterVec,
+}
+
+/// One model's handles.
+#[derive(Clone)]
+pub struct ModelCounters {
+    pub inserts: IntCounter,
+    pub updates: IntCounter,
+    pub deletes: IntCounter,
+}
+
+impl ModelFamilies {
+    pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+        Ok(ModelFamilies {
+            inserts: counter_vec(
+                registry,
+                "rocket_model_inserts_total",
+                "Rows inserted, by model (bulk inserts count every row).",
+                &["model"],
+            )?,
+            updates: counter_vec(
+                registry,
+                "rocket_model_updates_total",
+                "Rows updated, by model.",
+                &["model"],
+            )?,
+            deletes: counter_vec(
+                registry,
+                "rocket_model_deletes_total",
+                "Rows deleted, by model.",
+                &["model"],
+            )?,
+        })
+    }
+
+    pub fn model(&self, name: &str) -> ModelCounters {
+        ModelCounters {
+            inserts: self.inserts.with_label_values(&[name]),
+            updates: self.updates.with_label_values(&[name]),
+            deletes: self.deletes.with_label_values(&[name]),
+        }
+    }
+}

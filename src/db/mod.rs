@@ -1,0 +1,128 @@
+//! The database layer: our pool type under rocket_db_pools, errors, metrics, migrations,
+//! and the SQL of the example resource.
+//!
+//! Handlers take a connection with rocket_db_pools' guard:
+//!
+//! ```no_run
+//! use babylon::db::Db;
+//! use rocket_db_pools::Connection;
+//!
+//! #[rocket::get("/count")]
+//! async fn count(mut db: Connection<Db>) -> Option<String> {
+//!     let (n,): (i64,) = db.fetch_one(sqlx::query_as("SELECT COUNT(*) FROM items")).await.ok()?;
+//!     Some(n.to_string())
+//! }
+//! ```
+
+pub mod errors;
+pub mod items;
+pub mod metrics;
+pub mod migrations;
+pub mod pool;
+pub mod url;
+
+use std::time::Duration;
+
+use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::{Build, Orbit, Rocket};
+use rocket_db_pools::Database;
+
+pub use errors::{DbError, DbErrorKind};
+pub use pool::{DbConn, DbPool};
+pub use url::{DatabaseUrl, Vendor};
+
+use crate::metrics::Metrics;
+
+/// The service's database, configured under `databases.main`.
+#[derive(Database)]
+#[database("main")]
+pub struct Db(DbPool);
+
+/// How often the migration gauges are re-read while the service runs.
+const MIGRATION_REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs after `Db::init()`: wires the pool's metrics, applies migrations, and keeps the
+/// migration gauges current.
+pub struct DbSetup;
+
+#[rocket::async_trait]
+impl Fairing for DbSetup {
+    fn info(&self) -> Info {
+        Info {
+            name: "babylon database setup",
+            kind: Kind::Ignite | Kind::Liftoff,
+        }
+    }
+
+    async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
+        let (Some(db), Some(metrics)) = (Db::fetch(&rocket), rocket.state::<Metrics>()) else {
+            rocket::error!("babylon: the database pool was not initialised");
+            return Err(rocket);
+        };
+        let pool = &db.0;
+        pool.instrument(metrics.db().instruments(Db::NAME, pool.vendor()));
+        if let Err(error) = migrations::run(pool.sqlx_pool()).await {
+            let cause = pool.diagnose().await.unwrap_or_else(|| error.to_string());
+            rocket::error!(
+                "babylon: cannot apply migrations to {} (setting databases.main.url): {cause}",
+                pool.url()
+            );
+            return Err(rocket);
+        }
+        refresh_migration_gauges(pool, metrics).await;
+        match metrics::PoolGauges::new(Db::NAME, pool.sqlx_pool().clone()) {
+            Ok(gauges) => {
+                if let Err(error) = metrics.registry().register(Box::new(gauges)) {
+                    rocket::warn!("pool gauges not registered: {error}");
+                }
+            }
+            Err(error) => rocket::warn!("pool gauges not created: {error}"),
+        }
+        Ok(rocket)
+    }
+
+    async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
+        let (Some(db), Some(metrics)) = (Db::fetch(rocket), rocket.state::<Metrics>()) else {
+            return;
+        };
+        let (pool, metrics) = (db.0.sqlx_pool().clone(), metrics.clone());
+        let url = db.0.url().clone();
+        let mut shutdown = rocket.shutdown();
+        rocket::tokio::spawn(async move {
+            let mut every = rocket::tokio::time::interval(MIGRATION_REFRESH_EVERY);
+            loop {
+                rocket::tokio::select! {
+                    _ = every.tick() => {
+                        if let Ok(status) = migrations::status(&pool).await {
+                            set_migration_gauges(&metrics, status);
+                        } else {
+                            rocket::debug!("migration status of {url} unavailable");
+                        }
+                    }
+                    _ = &mut shutdown => break,
+                }
+            }
+        });
+    }
+}
+
+async fn refresh_migration_gauges(pool: &DbPool, metrics: &Metrics) {
+    match migrations::status(pool.sqlx_pool()).await {
+        Ok(status) => set_migration_gauges(metrics, status),
+        Err(error) => rocket::warn!("migration status unavailable: {error}"),
+    }
+}
+
+fn set_migration_gauges(metrics: &Metrics, status: migrations::MigrationStatus) {
+    let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics
+        .db()
+        .migrations_applied
+        .with_label_values(&[Db::NAME])
+        .set(to_i64(status.applied));
+    metrics
+        .db()
+        .migrations_unapplied
+        .with_label_values(&[Db::NAME])
+        .set(to_i64(status.unapplied));
+}

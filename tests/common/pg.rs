@@ -1,0 +1,461 @@
+//! PostgreSQL for the integration tests: throw-away databases on the shared server
+//! (`.ci/run` starts it on 127.0.0.1:5432) and private clusters for tests that stop and
+//! restart the server under the service.
+//!
+//! Everything goes through the `psql`, `initdb` and `pg_ctl` programs, so the tests need
+//! no database driver of their own.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SHARED_PORT: u16 = 5432;
+const SHARED_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// How long a cluster may take to accept connections after `pg_ctl start`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips the calling test with a loud message, except under CI=true where a missing
+/// prerequisite is a failure rather than a silently green run.
+fn skip(message: &str) {
+    if ci() {
+        panic!("CI=true and {message}");
+    }
+    eprintln!("SKIPPED: {message}");
+}
+
+/// The shared server, or `None` (test skipped) when it is not running here.
+pub fn server_url() -> Option<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, SHARED_PORT));
+    if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+        skip("PostgreSQL on 127.0.0.1:5432 is not reachable (.ci/run starts it)");
+        return None;
+    }
+    super::tool("psql")?;
+    Some(SHARED_URL.to_string())
+}
+
+/// Runs one SQL string through `psql` and returns its trimmed output, or the error text.
+///
+/// `-X` keeps the caller's `~/.psqlrc` out of the tests, `-w` fails instead of waiting
+/// at a password prompt, `-q` drops command tags (`INSERT 0 1`) so only query results
+/// remain, and `-At` prints bare values.
+/// Several statements in one string run as one implicit transaction, so statements
+/// that refuse a transaction block (`CREATE/DROP DATABASE`) must be sent alone.
+pub fn try_psql(url: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new("psql")
+        .arg(url)
+        .args(["-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        // A server that accepts TCP but never answers must not hang the test run.
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "psql {url} -c {sql:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Like [`try_psql`], for statements that are expected to succeed.
+pub fn psql(url: &str, sql: &str) -> String {
+    try_psql(url, sql).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `url` pointing at database `name` instead (any `?query` is kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// A database of its own for one test, dropped (with any connections left open to it)
+/// when this value is.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, uniquely named database on the server at `admin_url`.
+    pub fn create(admin_url: &str) -> TestDatabase {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        // pid + counter is unique within a run; the clock guards against a database
+        // left behind by an earlier run that died before its Drop (same pid reused).
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!(
+            "babylon_t_{}_{}_{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        // Interpolated into SQL below: it must stay a plain identifier (max 63 bytes).
+        assert!(
+            name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "unsafe database name {name}"
+        );
+        psql(admin_url, &format!("CREATE DATABASE \"{name}\""));
+        TestDatabase {
+            url: with_database(admin_url, &name),
+            name,
+            admin_url: admin_url.to_string(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `sql` on this database; panics with psql's error text on failure.
+    pub fn psql(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = &self.name;
+        // A pool inside the service under test may still hold connections, and DROP
+        // DATABASE refuses while any exist. FORCE (PG >= 13) covers that too; the
+        // explicit terminate keeps older servers working with the plain DROP below.
+        let _ = try_psql(
+            &self.admin_url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ),
+        );
+        let dropped = try_psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .or_else(|_| {
+            try_psql(
+                &self.admin_url,
+                &format!("DROP DATABASE IF EXISTS \"{name}\""),
+            )
+        });
+        // No panic here: Drop may run while a failing test unwinds, and a panic then
+        // would abort the whole test binary and hide the real failure.
+        if let Err(e) = dropped {
+            eprintln!("warning: test database {name} was not dropped: {e}");
+        }
+    }
+}
+
+/// A directory holding the server programs: `/usr/lib/postgresql/<version>/bin`, newest
+/// version first (Debian keeps them off PATH), then PATH.
+fn server_bin_dir() -> Option<PathBuf> {
+    let has_server = |dir: &Path| ["initdb", "pg_ctl"].iter().all(|p| dir.join(p).is_file());
+    let mut versioned: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            // "15", "9.6": compared numerically, so 10 sorts above 9.6.
+            let version = name
+                .split('.')
+                .map(str::parse)
+                .collect::<Result<Vec<u32>, _>>()
+                .ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    versioned
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .chain(on_path)
+        .find(|dir| has_server(dir))
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout).trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    )
+}
+
+/// A private PostgreSQL cluster on its own port, for tests that take the server away.
+/// Dropping it stops the server and deletes its files.
+pub struct TempCluster {
+    bin: PathBuf,
+    port: u16,
+    /// Holds the data directory, the socket and the log; removed when dropped, which
+    /// happens after `Drop::drop` below has stopped the server.
+    dir: tempfile::TempDir,
+    /// initdb refuses to run as root, so as root the cluster belongs to `postgres`.
+    run_as_postgres: bool,
+}
+
+impl TempCluster {
+    /// Creates and starts a cluster, or `None` (test skipped) when the server programs
+    /// are not installed.
+    pub fn start() -> Option<TempCluster> {
+        let Some(bin) = server_bin_dir() else {
+            skip(
+                "PostgreSQL server programs (initdb, pg_ctl) are not installed \
+                 (Debian: apt-get install -y postgresql); `bash .ci/run` installs them",
+            );
+            return None;
+        };
+        super::tool("psql")?;
+
+        let dir = tempfile::Builder::new()
+            .prefix("babylon-pg-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("create a temp dir for the cluster");
+        // The new directory is owned by our effective uid: that tells whether we are root.
+        let run_as_postgres = dir.path().metadata().expect("stat temp dir").uid() == 0;
+        if run_as_postgres {
+            let Some((uid, gid)) = postgres_ids() else {
+                skip("running as root and there is no `postgres` user to own a test cluster");
+                return None;
+            };
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown the cluster dir to postgres");
+        }
+
+        // From here on the guard stops and removes whatever exists if anything fails.
+        let mut cluster = TempCluster {
+            bin,
+            port: super::free_port(),
+            dir,
+            run_as_postgres,
+        };
+        cluster.init();
+
+        // free_port() only says the port was free a moment ago; another test may take it
+        // before the postmaster binds, so a failed first start gets fresh ports.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            cluster.write_port();
+            match cluster.pg_ctl_start() {
+                Ok(()) => break,
+                Err(e) if attempts < 3 => {
+                    eprintln!("test cluster did not start on port {}: {e}", cluster.port);
+                    cluster.port = super::free_port();
+                }
+                Err(e) => panic!("test cluster did not start: {e}"),
+            }
+        }
+        cluster.wait_ready();
+        Some(cluster)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The cluster's data directory (removed when the cluster is dropped).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs `sql` on `database`; panics with psql's error text on failure.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        psql(&self.url(database), sql)
+    }
+
+    /// Like [`TempCluster::psql`], but a failure (server down) is returned.
+    pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        try_psql(&self.url(database), sql)
+    }
+
+    /// A clean shutdown (clients disconnected, checkpoint written); returns once the
+    /// server is gone.
+    pub fn stop(&self) {
+        let output = self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "30"]);
+        assert!(
+            output.status.success(),
+            "pg_ctl stop failed: {}",
+            describe(&output)
+        );
+    }
+
+    /// Starts the stopped cluster again on the same port and waits until it accepts
+    /// connections.
+    pub fn start_again(&self) {
+        self.pg_ctl_start()
+            .unwrap_or_else(|e| panic!("test cluster did not start again: {e}"));
+        self.wait_ready();
+    }
+
+    /// A command running `program` from the server bin dir as the cluster's owner.
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        let mut command = if self.run_as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        // The postgres user may not be allowed into the test's working directory.
+        command.current_dir(self.dir.path());
+        command
+    }
+
+    fn init(&self) {
+        let output = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data_dir())
+            // --no-sync: nothing here has to survive a machine crash, and syncing is
+            // most of initdb's time. C locale: same behaviour whatever LANG says.
+            .args(["--auth=trust", "-U", "postgres", "--no-sync", "--locale=C"])
+            .args(["--encoding=UTF8"])
+            .output()
+            .expect("run initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            describe(&output)
+        );
+
+        // Appended settings win over initdb's, and live in the data dir so that
+        // start_again() gets the same ones.
+        let socket_dir = self.dir.path().display();
+        self.append_conf(&format!(
+            "\n# babylon test cluster\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{socket_dir}'\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n"
+        ));
+    }
+
+    /// Records the current port; a later line overrides an earlier one on a retry.
+    fn write_port(&self) {
+        self.append_conf(&format!("port = {}\n", self.port));
+    }
+
+    fn append_conf(&self, text: &str) {
+        use std::io::Write;
+        // Appending (as root, too) keeps the file's owner and mode unchanged.
+        let path = self.data_dir().join("postgresql.conf");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        // With -l the postmaster's output goes to the log file, so it does not hold
+        // these pipes open and output() returns when pg_ctl does.
+        self.command("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.path().join("postgres.log"))
+            .args(args)
+            .output()
+            .expect("run pg_ctl")
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let output = self.pg_ctl(&["start", "-w", "-t", "30"]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}\nlog:\n{}", describe(&output), self.log_tail()))
+        }
+    }
+
+    /// `pg_ctl -w` already waits, but through the unix socket: make sure TCP, which is
+    /// what the service uses, answers a query too.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.try_psql("postgres", "SELECT 1") {
+                Ok(out) if out == "1" => return,
+                Ok(out) if Instant::now() >= deadline => {
+                    panic!("test cluster answered SELECT 1 with {out:?}")
+                }
+                Err(e) if Instant::now() >= deadline => panic!(
+                    "test cluster on port {} not ready after {READY_TIMEOUT:?}: {e}\nlog:\n{}",
+                    self.port,
+                    self.log_tail()
+                ),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        // Only a started server leaves a pid file; without it there is nothing to stop
+        // (never started, stopped by the test, or initdb failed).
+        if !self.data_dir().join("postmaster.pid").exists() {
+            return;
+        }
+        // Immediate: no checkpoint, the files are about to be deleted anyway.
+        let output = self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "30"]);
+        if !output.status.success() {
+            eprintln!(
+                "warning: test cluster in {} did not stop: {}",
+                self.dir.path().display(),
+                describe(&output)
+            );
+        }
+    }
+}
+
+/// uid and gid of the `postgres` user (through `id`, so NSS sources count too).
+fn postgres_ids() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let output = Command::new("id").args([flag, "postgres"]).output().ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
