@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}; seconds=${2:-5}; connections=${3:-32}
-route=/api/health
+route=/api/live
 
 cargo build --release --quiet
 bin=target/release/babylon
@@ -19,7 +19,8 @@ trap cleanup EXIT
 start() { # name port extra-env...
     local name=$1 port=$2; shift 2
     env ROCKET_CONFIG="$PWD/Rocket.toml" ROCKET_PROFILE=release ROCKET_PORT="$port" \
-        ROCKET_LOG_LEVEL=off BABYLON_METRICS__EXPORT__PORT_RANGE=18001-18050 "$@" \
+        ROCKET_LOG_LEVEL=off BABYLON_METRICS__EXPORT__PORT_RANGE=18001-18050 \
+        BABYLON_DATABASES__MAIN__URL="sqlite://$tmp/$name.sqlite" "$@" \
         "$bin" >"$tmp/$name.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port$route" >/dev/null && return; sleep 0.1; done

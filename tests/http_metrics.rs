@@ -375,6 +375,9 @@ fn api_metrics_json_reports_totals_and_blocked_by_reason() {
     assert!(summary["uptime_seconds"].as_f64().unwrap() >= 0.0);
     let health: serde_json::Value = client.get("/api/health").dispatch().into_json().unwrap();
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"]["status"], "ok");
+    let live: serde_json::Value = client.get("/api/live").dispatch().into_json().unwrap();
+    assert_eq!(live["status"], "ok");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
 }
 

@@ -1,4 +1,4 @@
-//! `GET /api/health`: is the service up, can it reach its database, which build, since when.
+//! `GET /api/health` (readiness): is the service up, can it reach its database, which build, since when.
 //! 200 when everything answers; 503 with the reason when the database does not, so a load
 //! balancer stops sending traffic until the pool has reconnected by itself.
 
@@ -31,6 +31,22 @@ pub struct DatabaseHealth {
     pub vendor: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `GET /api/live`: liveness only, no dependency checked (for probes that must not take
+/// the service out because the database is down, and as the trivial benchmark route).
+#[derive(Debug, Serialize)]
+pub struct Live {
+    pub status: &'static str,
+    pub uptime_seconds: f64,
+}
+
+#[rocket::get("/api/live")]
+pub fn live(started: &State<Started>) -> Json<Live> {
+    Json(Live {
+        status: "ok",
+        uptime_seconds: started.uptime_seconds(),
+    })
 }
 
 #[rocket::get("/api/health")]

@@ -26,7 +26,7 @@ impl Started {
 
 /// Every API route, wrapped so that handler panics are counted as such.
 pub fn routes() -> Vec<Route> {
-    let mut routes = rocket::routes![health::health, metrics_summary::summary];
+    let mut routes = rocket::routes![health::health, health::live, metrics_summary::summary];
     routes.extend(items::routes());
     crate::metrics::panics::instrument(routes)
 }
