@@ -29,6 +29,7 @@ use blocking::{ClientAddr, Gatekeeper, Policy};
 use config::{ConfigError, Settings};
 use metrics::exporter::{ExportError, ExportFairing, ExportListener};
 use metrics::fairing::HttpMetricsFairing;
+use metrics::file_sd::{FileSdError, TargetFile};
 use metrics::{Metrics, MetricsAccess};
 
 /// Facts about this build, also exported as `babylon_build_info`.
@@ -45,6 +46,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error(transparent)]
+    FileSd(#[from] FileSdError),
     #[error("cannot set up the metrics registry: {0}")]
     Registry(#[from] crate::prometheus::Error),
 }
@@ -121,8 +124,16 @@ impl App {
                             address: std::net::SocketAddr::from(([0, 0, 0, 0], listener.port())),
                             source,
                         })?);
+                    let export = &metrics_settings.export;
+                    let target_file = match &export.file_sd {
+                        Some(file_sd) => {
+                            Some(TargetFile::write(file_sd, export.address, listener.port())?)
+                        }
+                        None => None,
+                    };
                     rocket = rocket.attach(ExportFairing::new(
                         listener,
+                        target_file,
                         metrics.clone(),
                         path,
                         access,

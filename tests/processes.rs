@@ -229,3 +229,86 @@ fn workers_started_at_once_on_a_fresh_sqlite_file_all_come_up() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+/// Sends SIGTERM, as systemd and `kill` do, and waits for the exit status.
+fn terminate(worker: &mut Worker) -> std::process::ExitStatus {
+    let pid = worker.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "worker ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn file_sd_targets_follow_the_live_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let range = free_range(3);
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|_| {
+            let app_port = free_port();
+            let mut command = command(app_port, range);
+            command
+                .env("BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY", dir.path())
+                .env(
+                    "BABYLON_METRICS__EXPORT__FILE_SD__LABELS",
+                    "{env = \"test\"}",
+                );
+            start_command(command, app_port)
+        })
+        .collect();
+    let target_of = |port: u16| -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(dir.path().join(format!("babylon-{port}.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    for worker in &workers {
+        let target = target_of(worker.export_port);
+        assert_eq!(
+            target[0]["targets"][0],
+            format!("127.0.0.1:{}", worker.export_port)
+        );
+        assert_eq!(target[0]["labels"]["env"], "test");
+        // The announced target really serves this worker's metrics.
+        assert_eq!(http_get(worker.export_port, "/metrics").0, 200);
+    }
+    let stopped = workers.remove(0);
+    let port = stopped.export_port;
+    let mut stopped = stopped;
+    let status = terminate(&mut stopped);
+    assert!(status.success(), "clean shutdown exits 0: {status:?}");
+    assert!(
+        !dir.path().join(format!("babylon-{port}.json")).exists(),
+        "the stopped worker's target is removed"
+    );
+    assert!(
+        dir.path()
+            .join(format!("babylon-{}.json", workers[0].export_port))
+            .exists(),
+        "the live worker's target stays"
+    );
+}
+
+#[test]
+fn an_unusable_file_sd_directory_stops_start_up() {
+    let mut command = command(free_port(), free_range(1));
+    command.env(
+        "BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY",
+        "/nonexistent/targets",
+    );
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("metrics.export.file_sd.directory"),
+        "{stderr}"
+    );
+}

@@ -138,6 +138,8 @@ pub struct ExportSettings {
     pub token_file: Option<PathBuf>,
     /// What to do when every port of the range is taken.
     pub when_ports_taken: WhenPortsTaken,
+    /// Where this process announces its export target for Prometheus' file_sd.
+    pub file_sd: Option<FileSdSettings>,
     /// Read from `token_file` during validation; never deserialized from settings.
     #[serde(skip)]
     pub token: Option<Token>,
@@ -156,6 +158,7 @@ impl Default for ExportSettings {
                 .collect(),
             token_file: None,
             when_ports_taken: WhenPortsTaken::Fail,
+            file_sd: None,
             token: None,
         }
     }
@@ -176,6 +179,57 @@ impl ExportSettings {
         }
         .expect("validated in ExportSettings::validate")
     }
+}
+
+/// `metrics.export.file_sd.*`: each process writes `<directory>/babylon-<port>.json`, a
+/// Prometheus file_sd target list naming its export port, and removes it when it stops,
+/// so Prometheus scrapes exactly the live workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdSettings {
+    /// An existing directory that Prometheus' `file_sd_configs` reads.
+    pub directory: PathBuf,
+    /// The host Prometheus uses to reach this process. Default: the export address when
+    /// it is a specific one, else 127.0.0.1.
+    pub host: Option<String>,
+    /// Extra target labels (e.g. `env = "staging"`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl FileSdSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.directory.is_dir() {
+            return Err(ConfigError::invalid(
+                "metrics.export.file_sd.directory",
+                format!("{} is not an existing directory", self.directory.display()),
+            ));
+        }
+        if let Some(host) = &self.host {
+            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+                return Err(ConfigError::invalid(
+                    "metrics.export.file_sd.host",
+                    format!("`{host}` is not a host name or address"),
+                ));
+            }
+        }
+        if let Some(bad) = self.labels.keys().find(|name| !is_label_name(name)) {
+            return Err(ConfigError::invalid(
+                "metrics.export.file_sd.labels",
+                format!("`{bad}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with("__")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -420,6 +474,9 @@ impl ExportSettings {
         }
         if let Some(path) = &self.token_file {
             self.token = Some(read_token(path)?);
+        }
+        if let Some(file_sd) = &self.file_sd {
+            file_sd.validate()?;
         }
         Ok(())
     }

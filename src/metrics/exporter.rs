@@ -23,6 +23,7 @@ use rocket::http::Status;
 use rocket::{Orbit, Rocket};
 use socket2::{Domain, Socket, Type};
 
+use super::file_sd::TargetFile;
 use super::{Metrics, MetricsAccess, TEXT_CONTENT_TYPE};
 use crate::api::error::JsonError;
 use crate::blocking::ClientAddr;
@@ -139,11 +140,14 @@ struct Scrapes {
 pub struct ExportFairing {
     listener: std::sync::Mutex<Option<ExportListener>>,
     scrapes: Arc<Scrapes>,
+    /// Removed at shutdown (or when the fairing is dropped after a failed launch).
+    target_file: std::sync::Mutex<Option<TargetFile>>,
 }
 
 impl ExportFairing {
     pub fn new(
         listener: ExportListener,
+        target_file: Option<TargetFile>,
         metrics: Metrics,
         path: &str,
         access: MetricsAccess,
@@ -151,6 +155,7 @@ impl ExportFairing {
     ) -> Self {
         ExportFairing {
             listener: std::sync::Mutex::new(Some(listener)),
+            target_file: std::sync::Mutex::new(target_file),
             scrapes: Arc::new(Scrapes {
                 metrics,
                 path: path.to_string(),
@@ -166,8 +171,13 @@ impl Fairing for ExportFairing {
     fn info(&self) -> Info {
         Info {
             name: "babylon metrics export listener",
-            kind: Kind::Liftoff,
+            kind: Kind::Liftoff | Kind::Shutdown,
         }
+    }
+
+    async fn on_shutdown(&self, _: &Rocket<Orbit>) {
+        // Dropping the target file removes it: Prometheus stops scraping this worker.
+        drop(self.target_file.lock().expect("not poisoned").take());
     }
 
     async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {

@@ -7,6 +7,7 @@
 //! - [`custom`]: get-or-register custom families for application code,
 //! - [`access`]: who may read metrics,
 //! - [`exporter`]: the per-process export listener on a port of the range,
+//! - [`file_sd`]: the export target announced to Prometheus' file-based discovery,
 //! - [`endpoint`]: the metrics route on the main port.
 
 pub mod access;
@@ -15,6 +16,7 @@ pub mod endpoint;
 pub mod exporter;
 pub mod fairing;
 pub mod families;
+pub mod file_sd;
 pub mod panics;
 
 use std::sync::Arc;

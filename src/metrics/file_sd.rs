@@ -1,0 +1,145 @@
+//! File-based service discovery: this process' export target, written where Prometheus'
+//! `file_sd_configs` looks, and removed when the process stops.
+//!
+//! The file is written atomically (temporary file, then rename) so Prometheus never reads
+//! half of it. It is removed on clean shutdown and whenever the service is dropped before
+//! serving (a failed launch); only a killed process leaves it behind, and the next worker
+//! that takes the same port overwrites it.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::config::{ExportAddress, FileSdSettings};
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot write the file_sd target {path} (setting metrics.export.file_sd.directory): {source}"
+)]
+pub struct FileSdError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+/// The written target file; removed when dropped.
+#[derive(Debug)]
+pub struct TargetFile {
+    path: PathBuf,
+}
+
+impl TargetFile {
+    pub fn write(
+        settings: &FileSdSettings,
+        address: ExportAddress,
+        port: u16,
+    ) -> Result<TargetFile, FileSdError> {
+        let path = settings.directory.join(format!("babylon-{port}.json"));
+        let host = target_host(settings, address);
+        let mut labels = serde_json::Map::new();
+        labels.insert("babylon_export_port".into(), json!(port.to_string()));
+        for (name, value) in &settings.labels {
+            labels.insert(name.clone(), json!(value));
+        }
+        let body = json!([{ "targets": [format!("{host}:{port}")], "labels": labels }]);
+        write_atomically(&path, body.to_string().as_bytes()).map_err(|source| FileSdError {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(TargetFile { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TargetFile {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                rocket::warn!(
+                    "cannot remove file_sd target {}: {error}",
+                    self.path.display()
+                );
+            }
+        }
+    }
+}
+
+/// The host in the target: the configured one, the specific export address, or loopback.
+fn target_host(settings: &FileSdSettings, address: ExportAddress) -> String {
+    match (&settings.host, address) {
+        (Some(host), _) => host.clone(),
+        (None, ExportAddress::Ip(ip)) if !ip.is_unspecified() => bracketed(ip),
+        (None, _) => "127.0.0.1".to_string(),
+    }
+}
+
+fn bracketed(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("target.json");
+    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_file_sd_target_list_and_removes_it_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = FileSdSettings {
+            directory: dir.path().to_path_buf(),
+            host: None,
+            labels: [("env".to_string(), "test".to_string())]
+                .into_iter()
+                .collect(),
+        };
+        let file =
+            TargetFile::write(&settings, ExportAddress::Ip("::1".parse().unwrap()), 8003).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+        assert_eq!(written[0]["targets"][0], "[::1]:8003");
+        assert_eq!(written[0]["labels"]["env"], "test");
+        assert_eq!(written[0]["labels"]["babylon_export_port"], "8003");
+        let path = file.path().to_path_buf();
+        drop(file);
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn unwritable_directory_names_the_setting() {
+        let settings = FileSdSettings {
+            directory: "/nonexistent/dir".into(),
+            host: Some("10.0.0.5".into()),
+            labels: Default::default(),
+        };
+        let error = TargetFile::write(&settings, ExportAddress::EveryInterface, 8001).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("metrics.export.file_sd.directory"),
+            "{error}"
+        );
+    }
+}
