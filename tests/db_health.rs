@@ -47,6 +47,8 @@ fn health_reports_an_unreachable_database_and_the_service_recovers() {
         .body(r#"{"name":"while down","kind":"book"}"#)
         .dispatch();
     assert_eq!(create.status(), Status::ServiceUnavailable);
+    let body: Value = create.into_json().unwrap();
+    assert_eq!(body["error"]["reason"], "database_unavailable");
     let metrics = common::from(client.get("/metrics"), "127.0.0.1").dispatch();
     assert_eq!(
         metrics.status(),
@@ -54,6 +56,14 @@ fn health_reports_an_unreachable_database_and_the_service_recovers() {
         "metrics keep working while the database is down"
     );
     let text = metrics.into_string().unwrap();
+    let health_failures = sample_or_zero(
+        &text,
+        r#"rocket_http_exceptions_by_type_total{type="database_unavailable"}"#,
+    );
+    assert!(
+        health_failures >= 2.0,
+        "failed health checks and writes are exceptions of their own type:\n{text}"
+    );
     let errors = sample_or_zero(
         &text,
         r#"rocket_db_new_connection_errors_total{alias="main",vendor="postgresql"}"#,

@@ -69,3 +69,19 @@ impl<'r> Responder<'r, 'static> for JsonError {
         response.ok()
     }
 }
+
+/// A response that is not a [`JsonError`] but still reports a server-side failure, so the
+/// metrics count it as an exception of the given type.
+pub struct Recorded<R> {
+    pub exception: Option<&'static str>,
+    pub response: R,
+}
+
+impl<'r, 'o: 'r, R: Responder<'r, 'o>> Responder<'r, 'o> for Recorded<R> {
+    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'o> {
+        if let Some(kind) = self.exception {
+            RequestRecord::of(request).set_exception(kind);
+        }
+        self.response.respond_to(request)
+    }
+}

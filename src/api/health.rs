@@ -9,6 +9,7 @@ use rocket::serde::json::Json;
 use rocket::State;
 use serde::Serialize;
 
+use super::error::Recorded;
 use super::Started;
 use crate::db::Db;
 
@@ -50,7 +51,7 @@ pub fn live(started: &State<Started>) -> Json<Live> {
 }
 
 #[rocket::get("/api/health")]
-pub async fn health(started: &State<Started>, db: &Db) -> (Status, Json<Health>) {
+pub async fn health(started: &State<Started>, db: &Db) -> Recorded<(Status, Json<Health>)> {
     let database = match db.ping(DATABASE_TIMEOUT).await {
         Ok(()) => DatabaseHealth {
             status: "ok",
@@ -71,12 +72,13 @@ pub async fn health(started: &State<Started>, db: &Db) -> (Status, Json<Health>)
         uptime_seconds: started.uptime_seconds(),
         database,
     };
-    (
-        if healthy {
-            Status::Ok
-        } else {
-            Status::ServiceUnavailable
-        },
-        Json(health),
-    )
+    let status = if healthy {
+        Status::Ok
+    } else {
+        Status::ServiceUnavailable
+    };
+    Recorded {
+        exception: (!healthy).then_some("database_unavailable"),
+        response: (status, Json(health)),
+    }
 }

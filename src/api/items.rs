@@ -9,7 +9,6 @@ use rocket::http::Status;
 use rocket::response::status::{Created, NoContent};
 use rocket::serde::json::Json;
 use rocket::{Route, State};
-use rocket_db_pools::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::body::{FieldErrors, JsonBody};
@@ -102,13 +101,25 @@ fn not_found(id: &str) -> JsonError {
 
 #[rocket::get("/api/items?<page>&<per_page>")]
 async fn list(
-    page: Option<u32>,
-    per_page: Option<u32>,
+    page: Option<&str>,
+    per_page: Option<&str>,
     db: &Db,
     cache: &State<ItemsCache>,
 ) -> Result<Json<Arc<Page>>, JsonError> {
-    let (page, per_page) = (page.unwrap_or(1), per_page.unwrap_or(DEFAULT_PER_PAGE));
     let mut problems = FieldErrors::default();
+    let mut number =
+        |field: &str, text: Option<&str>, default: u32| match text.map(str::parse::<u32>) {
+            None => default,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                problems.check(false, field, "must be a whole number");
+                default
+            }
+        };
+    let (page, per_page) = (
+        number("page", page, 1),
+        number("per_page", per_page, DEFAULT_PER_PAGE),
+    );
     problems.check(page >= 1, "page", "must be at least 1");
     problems.check(
         (1..=MAX_PER_PAGE).contains(&per_page),
@@ -148,14 +159,15 @@ async fn get(id: &str, db: &Db, cache: &State<ItemsCache>) -> Result<Json<Item>,
 #[rocket::post("/api/items", data = "<body>")]
 async fn create(
     body: JsonBody<NewItem>,
-    mut db: Connection<Db>,
+    db: &Db,
     cache: &State<ItemsCache>,
     metrics: &State<Metrics>,
 ) -> Result<Created<Json<Item>>, JsonError> {
     let mut problems = FieldErrors::default();
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
-    let item = items::insert(&mut db, &item_model(metrics), fields).await?;
+    let mut conn = db.connection().await?;
+    let item = items::insert(&mut conn, &item_model(metrics), fields).await?;
     cache.written(&item.id).await;
 
     // A custom metric: registered on first use, then on every metrics endpoint.
@@ -189,7 +201,7 @@ pub struct CreatedMany {
 #[rocket::post("/api/items/bulk", data = "<body>")]
 async fn create_many(
     body: JsonBody<Vec<NewItem>>,
-    mut db: Connection<Db>,
+    db: &Db,
     cache: &State<ItemsCache>,
     metrics: &State<Metrics>,
 ) -> Result<Created<Json<CreatedMany>>, JsonError> {
@@ -207,7 +219,8 @@ async fn create_many(
         .map(|(i, new)| new.validate(&format!("[{i}]."), &mut problems))
         .collect();
     problems.into_result()?;
-    let created = items::insert_many(&mut db, &item_model(metrics), all).await?;
+    let mut conn = db.connection().await?;
+    let created = items::insert_many(&mut conn, &item_model(metrics), all).await?;
     cache.pages.invalidate_all();
     Ok(Created::new("/api/items").body(Json(CreatedMany {
         created: created.len(),
@@ -219,14 +232,15 @@ async fn create_many(
 async fn update(
     id: &str,
     body: JsonBody<NewItem>,
-    mut db: Connection<Db>,
+    db: &Db,
     cache: &State<ItemsCache>,
     metrics: &State<Metrics>,
 ) -> Result<Json<Item>, JsonError> {
     let mut problems = FieldErrors::default();
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
-    let updated = items::update(&mut db, &item_model(metrics), id, fields).await?;
+    let mut conn = db.connection().await?;
+    let updated = items::update(&mut conn, &item_model(metrics), id, fields).await?;
     cache.written(id).await;
     updated.map(Json).ok_or_else(|| not_found(id))
 }
@@ -234,11 +248,12 @@ async fn update(
 #[rocket::delete("/api/items/<id>")]
 async fn delete(
     id: &str,
-    mut db: Connection<Db>,
+    db: &Db,
     cache: &State<ItemsCache>,
     metrics: &State<Metrics>,
 ) -> Result<NoContent, JsonError> {
-    let deleted = items::delete(&mut db, &item_model(metrics), id).await?;
+    let mut conn = db.connection().await?;
+    let deleted = items::delete(&mut conn, &item_model(metrics), id).await?;
     cache.written(id).await;
     if deleted {
         Ok(NoContent)

@@ -1,6 +1,6 @@
 //! Typed settings, read with figment from Rocket.toml profiles and then the environment.
 //!
-//! Every key of our sections (`metrics`, `blocking`) is also settable as
+//! Every key of our sections (`metrics`, `blocking`, `cache`, `databases`) is also settable as
 //! `BABYLON_<SECTION>__<KEY>`, with `__` between nesting levels, for example
 //! `BABYLON_METRICS__EXPORT__PORT_RANGE=9001-9010`. Rocket's own keys keep their `ROCKET_`
 //! variables (`ROCKET_PORT`, `ROCKET_PROFILE`, …).
@@ -78,10 +78,18 @@ struct Databases {
     main: Option<DatabaseSection>,
 }
 
-/// Only the URL is ours to check; rocket_db_pools owns the other keys of the section.
+/// `databases.main.*`: the URL is ours to validate; the other keys are rocket_db_pools'
+/// pool settings, checked here too so that a wrong one is reported before start-up.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read by rocket_db_pools; deserialized here only to validate them.
 struct DatabaseSection {
     url: Option<String>,
+    min_connections: Option<u32>,
+    max_connections: Option<usize>,
+    connect_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    extensions: Option<Vec<String>>,
 }
 
 /// `metrics.*`

@@ -88,7 +88,7 @@ impl From<DbError> for JsonError {
             DbErrorKind::UniqueViolation => JsonError::new(
                 Status::Conflict,
                 "conflict",
-                "an item with this name already exists",
+                "a value that must be unique is already taken (for items: the name)",
             ),
             DbErrorKind::ForeignKeyViolation
             | DbErrorKind::CheckViolation

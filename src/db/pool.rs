@@ -55,22 +55,31 @@ impl DbPool {
         self.instruments.get()
     }
 
-    /// Whether the database answers `SELECT 1` within `timeout`.
+    /// Whether the database answers `SELECT 1` within `timeout`. Not getting a connection
+    /// in time counts as a connection error, like any failed acquire.
     pub async fn ping(&self, timeout: Duration) -> Result<(), DbError> {
-        let check = async {
-            let mut conn = self.connection().await?;
-            conn.execute(sqlx::query("SELECT 1")).await.map(drop)
+        let started = std::time::Instant::now();
+        let mut conn = match rocket::tokio::time::timeout(timeout, self.connection()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(self.timed_out(true)),
         };
-        match rocket::tokio::time::timeout(timeout, check).await {
-            Ok(result) => result,
-            Err(_) => {
-                let error = DbError::from(sqlx::Error::PoolTimedOut);
-                if let Some(instruments) = self.instruments() {
-                    instruments.error(error.kind);
-                }
-                Err(error)
+        let left = timeout.saturating_sub(started.elapsed());
+        match rocket::tokio::time::timeout(left, conn.execute(sqlx::query("SELECT 1"))).await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(self.timed_out(false)),
+        }
+    }
+
+    fn timed_out(&self, acquiring: bool) -> DbError {
+        let error = DbError::from(sqlx::Error::PoolTimedOut);
+        if let Some(instruments) = self.instruments() {
+            if acquiring {
+                instruments.connection_failed(error.kind);
+            } else {
+                instruments.error(error.kind);
             }
         }
+        error
     }
 
     /// Why a connection cannot be opened, from one direct attempt: a pool only reports

@@ -204,3 +204,4 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_get_from(std::net::Ipv4Addr::LOCALHOST, port, path, &[])
 }
 pub mod pg;
+pub mod workers;
