@@ -164,7 +164,8 @@ pub fn free_range(len: u16) -> (u16, u16) {
     }
 }
 
-/// A raw HTTP/1.1 GET to `127.0.0.1:port`, sent from the loopback address `source`
+/// A raw HTTP/1.0 GET to `127.0.0.1:port` (1.0: no server answers it with a chunked body),
+/// sent from the loopback address `source`
 /// (e.g. 127.0.0.2, to be outside an allow-list), with extra header lines.
 /// Returns the status code and the body.
 pub fn http_get_from(
@@ -187,7 +188,7 @@ pub fn http_get_from(
         .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

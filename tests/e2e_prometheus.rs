@@ -1,0 +1,364 @@
+//! End to end: the real binary (several workers, one config), a real Prometheus started
+//! from the repository's prometheus.yml and rules, and every query the dashboards and
+//! recording rules make. A panel that queries a metric babylon does not export fails here.
+//!
+//! prometheus.yml is rewritten only where a test must differ: temporary paths, the ports
+//! the workers really got, and 1 s scrape/evaluation intervals so the test is quick.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::workers::{command, start_command, Worker};
+use common::{free_port, free_range, http_get, http_get_from, tool};
+use serde_json::Value;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A running Prometheus, killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Runs an instant query; the `data.result` array.
+    fn query(&self, promql: &str) -> Vec<Value> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", percent_encode(promql)),
+        );
+        assert_eq!(status, 200, "query `{promql}` failed: {body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn targets(&self) -> Vec<Value> {
+        let (_, body) = http_get(self.port, "/api/v1/targets?state=active");
+        let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        answer["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The static targets of prometheus.yml (`127.0.0.1:8001`, …), in order.
+fn static_ports(config: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = config
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| {
+            line.match_indices("127.0.0.1:")
+                .map(move |(i, _)| &line[i + 10..])
+        })
+        .filter_map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .collect();
+    ports.dedup();
+    ports
+}
+
+/// prometheus.yml for this test run: same jobs, rules and discovery, with the workers' real
+/// ports, absolute rule paths, the test's file_sd directory, and 1 s intervals.
+fn rewrite_config(config: &str, port_map: &[(u16, u16)], file_sd_dir: &Path) -> String {
+    let mut text = config.to_string();
+    for (from, to) in port_map {
+        text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+    }
+    text = text.replace("prometheus/", &format!("{REPO}/prometheus/"));
+    text = text.replace("file_sd/", &format!("{}/", file_sd_dir.display()));
+    let interval = |line: &str, key: &str| line.trim_start().starts_with(key);
+    text.lines()
+        .map(|line| {
+            if interval(line, "scrape_interval:") || interval(line, "evaluation_interval:") {
+                let indent: String = line.chars().take_while(|c| c.is_whitespace()).collect();
+                let key = line.trim_start().split(':').next().unwrap();
+                format!("{indent}{key}: 1s")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn start_prometheus(config: String) -> Prometheus {
+    let prometheus = tool("prometheus").expect("checked by the caller");
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let child = Command::new(prometheus)
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let prometheus = Prometheus { child, port, dir };
+    let ready = wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && http_get(port, "/-/ready").0 == 200
+    });
+    assert!(
+        ready,
+        "Prometheus did not become ready: {}",
+        prometheus.log()
+    );
+    prometheus
+}
+
+/// Polls `done` until it holds or `limit` passes; whether it held.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    true
+}
+
+/// Every `expr` of every panel target in `dashboards/*.json`, with the panel title.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(Path::new(REPO).join("dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let dashboard: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            collect_panel_queries(&dashboard["panels"], &mut queries);
+        }
+    }
+    queries
+}
+
+fn collect_panel_queries(panels: &Value, queries: &mut Vec<(String, String)>) {
+    for panel in panels.as_array().into_iter().flatten() {
+        let title = panel["title"].as_str().unwrap_or("?").to_string();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                queries.push((title.clone(), expr.to_string()));
+            }
+        }
+        // Rows nest their panels.
+        collect_panel_queries(&panel["panels"], queries);
+    }
+}
+
+/// Grafana's variables as a dashboard user would have them: every job and instance.
+fn substitute_variables(expr: &str) -> String {
+    expr.replace("$__rate_interval", "15s")
+        .replace("${__rate_interval}", "15s")
+        .replace("$__interval", "5s")
+        .replace("${job:regex}", ".*")
+        .replace("${instance:regex}", ".*")
+        .replace("$job", ".*")
+        .replace("${job}", ".*")
+        .replace("$instance", ".*")
+        .replace("${instance}", ".*")
+}
+
+/// The `record:` names of prometheus/recording_rules.yml.
+fn recorded_series() -> Vec<String> {
+    let rules =
+        std::fs::read_to_string(Path::new(REPO).join("prometheus/recording_rules.yml")).unwrap();
+    rules
+        .lines()
+        .filter_map(|line| {
+            line.trim_start()
+                .trim_start_matches("- ")
+                .strip_prefix("record:")
+        })
+        .map(|name| name.trim().trim_matches('"').to_string())
+        .collect()
+}
+
+/// Traffic of every kind, until `stop` is set: plain, DB reads and writes (including a
+/// conflict), unmatched paths, invalid bodies and denied clients.
+fn send_traffic(workers: Vec<(u16, u16)>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for (app_port, _) in &workers {
+                let port = *app_port;
+                http_get(port, "/api/live");
+                http_get(port, "/api/health");
+                http_get(port, "/api/items?per_page=5");
+                http_get(port, &format!("/api/items/{n}"));
+                http_get(port, "/wp-login.php");
+                post_json(
+                    port,
+                    "/api/items",
+                    &format!(r#"{{"name":"e2e {port} {n}","kind":"book"}}"#),
+                );
+                post_json(port, "/api/items", r#"{"name":"duplicate","kind":"tool"}"#);
+                post_json(port, "/api/items", r#"{"name":"","kind":"car"}"#);
+                // 127.0.0.2 is on the deny list of this test's configuration.
+                http_get_from(Ipv4Addr::new(127, 0, 0, 2), port, "/api/live", &[]);
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+fn post_json(port: u16, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
+    if tool("prometheus").is_none() || tool("promtool").is_none() {
+        return;
+    }
+    let config = std::fs::read_to_string(Path::new(REPO).join("prometheus.yml")).unwrap();
+    let configured = static_ports(&config);
+    assert!(
+        configured.len() >= 3,
+        "prometheus.yml should list at least three worker ports: {configured:?}"
+    );
+
+    // Workers, one config: each takes the next free port of the range, as in production.
+    let range = free_range(configured.len() as u16);
+    let file_sd = tempfile::tempdir().unwrap();
+    let database = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", database.path().join("e2e.sqlite").display());
+    let workers: Vec<Worker> = configured
+        .iter()
+        .map(|_| {
+            let app_port = free_port();
+            let mut command = command(app_port, range);
+            command
+                .env("BABYLON_DATABASES__MAIN__URL", &url)
+                .env(
+                    "BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY",
+                    file_sd.path(),
+                )
+                .env("BABYLON_BLOCKING__DENY", "127.0.0.2/32");
+            start_command(command, app_port)
+        })
+        .collect();
+    let port_map: Vec<(u16, u16)> = configured
+        .iter()
+        .copied()
+        .zip(workers.iter().map(|w| w.export_port))
+        .collect();
+    let prometheus = start_prometheus(rewrite_config(&config, &port_map, file_sd.path()));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = send_traffic(
+        workers
+            .iter()
+            .map(|w| (w.app_port, w.export_port))
+            .collect(),
+        stop.clone(),
+    );
+
+    // Every worker is a target of the static job and of the file_sd job, and all are up.
+    let expected_targets = workers.len() * 2;
+    let mut targets = Vec::new();
+    let all_up = wait_for(Duration::from_secs(60), || {
+        targets = prometheus.targets();
+        targets.len() == expected_targets && targets.iter().all(|t| t["health"] == "up")
+    });
+    assert!(
+        all_up,
+        "expected {expected_targets} targets up, got {targets:#?}\n{}",
+        prometheus.log()
+    );
+    for worker in &workers {
+        let up = prometheus.query(&format!(
+            r#"up{{instance="127.0.0.1:{}"}}"#,
+            worker.export_port
+        ));
+        assert_eq!(
+            up.len(),
+            2,
+            "worker on {} is scraped by both jobs",
+            worker.export_port
+        );
+    }
+
+    // Give rates and recording rules a few samples, then check every query.
+    let queries = dashboard_queries();
+    assert!(!queries.is_empty(), "no dashboard queries found");
+    let recorded = recorded_series();
+    assert!(!recorded.is_empty(), "no recording rules found");
+    let mut missing = Vec::new();
+    wait_for(Duration::from_secs(90), || {
+        missing = queries
+            .iter()
+            .map(|(title, expr)| (format!("panel `{title}`"), substitute_variables(expr)))
+            .chain(
+                recorded
+                    .iter()
+                    .map(|name| (format!("recording rule `{name}`"), name.clone())),
+            )
+            .filter(|(_, expr)| prometheus.query(expr).is_empty())
+            .map(|(what, expr)| format!("{what}: {expr}"))
+            .collect();
+        missing.is_empty()
+    });
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert!(
+        missing.is_empty(),
+        "queries without data:\n{}",
+        missing.join("\n")
+    );
+}
