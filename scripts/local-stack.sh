@@ -19,15 +19,23 @@ while [ $# -gt 0 ]; do
         --workers) workers="$2"; shift 2 ;;
         --debug) profile=debug; shift ;;
         --dry-run) dry_run=true; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 case "$workers" in ''|*[!0-9]*|0) echo "--workers needs a positive number" >&2; exit 2 ;; esac
 
+cd "$repo"
 state="$repo/.stack"
+if $dry_run; then
+    # Nothing is written in a dry run: show where the provisioning would go.
+    state="$(mktemp -d)"
+    trap 'rm -rf "$state"' EXIT
+    echo "(dry run: provisioning shown in $state, removed on exit)"
+fi
 mkdir -p "$state/grafana/provisioning/datasources" "$state/grafana/provisioning/dashboards" \
-         "$state/grafana/data" "$state/prometheus" "$repo/file_sd"
+         "$state/grafana/data" "$state/prometheus"
+$dry_run || mkdir -p "$repo/file_sd"
 
 # Grafana provisioning: one Prometheus datasource with a fixed uid, and the repo's dashboards.
 cat > "$state/grafana/provisioning/datasources/babylon.yml" <<YAML
@@ -51,14 +59,14 @@ YAML
 
 run() { # prints the command; runs it in the background unless --dry-run
     echo "+ $*"
-    $dry_run || "$@" &
+    if ! $dry_run; then "$@" & fi
 }
 
 if ! $dry_run; then
     if [ "$profile" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
 fi
 bin="$repo/target/$profile/babylon"
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
+$dry_run || trap 'kill $(jobs -p) 2>/dev/null || true' EXIT INT TERM
 
 for i in $(seq "$workers"); do
     run env ROCKET_CONFIG="$repo/Rocket.toml" ROCKET_PROFILE="$profile" ROCKET_PORT=$((8079 + i)) \
@@ -71,9 +79,11 @@ grafana=""
 command -v grafana-server >/dev/null 2>&1 && grafana="grafana-server"
 [ -z "$grafana" ] && command -v grafana >/dev/null 2>&1 && grafana="grafana server"
 if [ -n "$grafana" ]; then
+    # Packaged Grafana finds conf/defaults.ini under its home path (GRAFANA_HOME overrides).
+    home="${GRAFANA_HOME:-/usr/share/grafana}"
     run env GF_PATHS_PROVISIONING="$state/grafana/provisioning" GF_PATHS_DATA="$state/grafana/data" \
         GF_SERVER_HTTP_ADDR=127.0.0.1 GF_SERVER_HTTP_PORT=3000 \
-        GF_SECURITY_ADMIN_PASSWORD="${GRAFANA_ADMIN_PASSWORD:-admin}" $grafana
+        GF_SECURITY_ADMIN_PASSWORD="${GRAFANA_ADMIN_PASSWORD:-admin}" $grafana --homepath "$home"
 else
     echo "Grafana not found: Prometheus and babylon run without it (import dashboards/*.json by hand)"
 fi
