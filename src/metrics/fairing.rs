@@ -13,7 +13,7 @@ use rocket::http::Method;
 use rocket::tokio::io::{AsyncRead, ReadBuf};
 use rocket::{Data, Request, Response};
 
-use super::families::{Exchange, BLOCKED_ROUTE, UNMATCHED_ROUTE};
+use super::families::{Exchange, Transport, BLOCKED_ROUTE, UNMATCHED_ROUTE};
 use super::Metrics;
 use crate::blocking::ClientAddr;
 use crate::config::MetricsSettings;
@@ -39,7 +39,7 @@ impl HttpMetricsFairing {
     }
 
     /// `https` when a trusted proxy says it terminated TLS; babylon itself serves plain HTTP.
-    fn transport(&self, request: &Request<'_>) -> &'static str {
+    fn transport(&self, request: &Request<'_>) -> Transport {
         let via_trusted_proxy = request
             .remote()
             .is_some_and(|peer| self.clients.is_trusted_proxy(peer.ip()));
@@ -48,9 +48,9 @@ impl HttpMetricsFairing {
             .get_one("X-Forwarded-Proto")
             .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
         if via_trusted_proxy && forwarded_https {
-            "https"
+            Transport::Https
         } else {
-            "http"
+            Transport::Http
         }
     }
 
@@ -117,7 +117,7 @@ impl Fairing for HttpMetricsFairing {
         };
         http.observe(&Exchange {
             route,
-            method: arrival.method.as_str(),
+            method: arrival.method,
             transport: self.transport(request),
             status,
             seconds: arrival.started.elapsed().as_secs_f64(),

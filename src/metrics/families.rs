@@ -6,6 +6,11 @@ use crate::prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rocket::http::Method;
+
 use crate::blocking::BlockReason;
 use crate::config::MetricsSettings;
 
@@ -46,13 +51,14 @@ pub struct HttpFamilies {
     pub request_body_bytes: Histogram,
     pub response_body_bytes: Histogram,
     pub requests_in_flight: IntGauge,
+    children: Arc<ChildCache>,
 }
 
 /// One finished request, as the HTTP fairing saw it.
 pub struct Exchange<'a> {
     pub route: &'a str,
-    pub method: &'a str,
-    pub transport: &'a str,
+    pub method: Method,
+    pub transport: Transport,
     pub status: u16,
     pub seconds: f64,
     pub request_body_bytes: u64,
@@ -143,6 +149,7 @@ impl HttpFamilies {
                     .buckets(body_buckets()),
                 )?,
             )?,
+            children: Arc::default(),
             requests_in_flight: register(
                 registry,
                 IntGauge::new(
@@ -153,38 +160,136 @@ impl HttpFamilies {
         })
     }
 
+    /// Records one finished request. The labelled children of the per-request families are
+    /// resolved once per (route, method, status, transport) and kept, so a request costs a
+    /// map lookup under a read lock and a few atomic adds: no label hashing per family and
+    /// no allocation.
     pub fn observe(&self, exchange: &Exchange<'_>) {
-        let Exchange {
-            route,
-            method,
-            transport,
-            status,
-            ..
-        } = *exchange;
-        let status = status.to_string();
-        self.requests_by_method.with_label_values(&[method]).inc();
-        self.requests_by_transport
-            .with_label_values(&[transport])
-            .inc();
-        self.requests_by_route_transport_method
-            .with_label_values(&[route, transport, method])
-            .inc();
-        self.request_duration_seconds
-            .with_label_values(&[route, method])
-            .observe(exchange.seconds);
-        self.responses_by_status.with_label_values(&[&status]).inc();
-        self.responses_by_status_route_method
-            .with_label_values(&[&status, route, method])
-            .inc();
+        let key = ChildKey {
+            method: exchange.method,
+            status: exchange.status,
+            transport: exchange.transport,
+        };
+        let recorded = self.children.with(exchange.route, key, |children| {
+            children.record(exchange.seconds);
+        });
+        if !recorded {
+            let children = self.resolve(exchange.route, key);
+            children.record(exchange.seconds);
+            self.children.insert(exchange.route, key, children);
+        }
         if let Some(kind) = exchange.exception {
             self.exceptions_by_type.with_label_values(&[kind]).inc();
-            self.exceptions_by_route.with_label_values(&[route]).inc();
+            self.exceptions_by_route
+                .with_label_values(&[exchange.route])
+                .inc();
         }
         self.request_body_bytes
             .observe(exchange.request_body_bytes as f64);
         if let Some(bytes) = exchange.response_body_bytes {
             self.response_body_bytes.observe(bytes as f64);
         }
+    }
+
+    fn resolve(&self, route: &str, key: ChildKey) -> Children {
+        let method = key.method.as_str();
+        let transport = key.transport.label();
+        let status = key.status.to_string();
+        Children {
+            by_method: self.requests_by_method.with_label_values(&[method]),
+            by_transport: self.requests_by_transport.with_label_values(&[transport]),
+            by_route_transport_method: self
+                .requests_by_route_transport_method
+                .with_label_values(&[route, transport, method]),
+            duration: self
+                .request_duration_seconds
+                .with_label_values(&[route, method]),
+            by_status: self.responses_by_status.with_label_values(&[&status]),
+            by_status_route_method: self
+                .responses_by_status_route_method
+                .with_label_values(&[&status, route, method]),
+        }
+    }
+}
+
+/// Plain HTTP, or HTTPS terminated by a trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Http,
+    Https,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Https => "https",
+        }
+    }
+}
+
+/// What, besides the route, selects the labelled children of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ChildKey {
+    method: Method,
+    status: u16,
+    transport: Transport,
+}
+
+/// The labelled children one kind of request increments.
+struct Children {
+    by_method: IntCounter,
+    by_transport: IntCounter,
+    by_route_transport_method: IntCounter,
+    duration: Histogram,
+    by_status: IntCounter,
+    by_status_route_method: IntCounter,
+}
+
+impl Children {
+    fn record(&self, seconds: f64) {
+        self.by_method.inc();
+        self.by_transport.inc();
+        self.by_route_transport_method.inc();
+        self.duration.observe(seconds);
+        self.by_status.inc();
+        self.by_status_route_method.inc();
+    }
+}
+
+/// Resolved children by route, then by (method, status, transport). Two levels so that a
+/// lookup borrows the route as `&str` instead of building an owned key.
+#[derive(Default)]
+struct ChildCache {
+    routes: RwLock<HashMap<Box<str>, HashMap<ChildKey, Children>>>,
+}
+
+impl ChildCache {
+    /// Runs `f` on the cached children; whether they were cached.
+    fn with(&self, route: &str, key: ChildKey, f: impl FnOnce(&Children)) -> bool {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match routes.get(route).and_then(|by_key| by_key.get(&key)) {
+            Some(children) => {
+                f(children);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&self, route: &str, key: ChildKey, children: Children) {
+        let mut routes = self
+            .routes
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        routes
+            .entry(route.into())
+            .or_default()
+            .entry(key)
+            .or_insert(children);
     }
 }
 

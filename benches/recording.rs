@@ -1,0 +1,127 @@
+//! Micro-benchmarks of what metrics cost per request and per scrape.
+//!
+//! `cargo bench --bench recording` — numbers are quoted in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use babylon::metrics::families::{Exchange, Transport};
+use babylon::metrics::Metrics;
+use criterion::{criterion_group, criterion_main, Criterion};
+use rocket::http::Method;
+use rocket::local::blocking::Client;
+use serde_json::json;
+
+fn metrics() -> Metrics {
+    Metrics::new(&babylon::config::MetricsSettings::default()).unwrap()
+}
+
+/// Recording one finished request into every HTTP family.
+fn observe(c: &mut Criterion) {
+    let metrics = metrics();
+    let exchange = Exchange {
+        route: "/api/items/<id>",
+        method: Method::Get,
+        transport: Transport::Http,
+        status: 200,
+        seconds: 0.0003,
+        request_body_bytes: 0,
+        response_body_bytes: Some(120),
+        exception: None,
+    };
+    c.bench_function("observe one request (all HTTP families)", |b| {
+        b.iter(|| metrics.http().observe(black_box(&exchange)))
+    });
+}
+
+/// A whole request through Rocket's local client, metrics and blocking on vs off: the
+/// difference is the per-request cost of the fairings.
+fn local_request(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let client = |enabled: bool| {
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{enabled}.sqlite")).display()
+        );
+        let settings = babylon::config::figment_from(json!({
+            "log_level": "off",
+            "databases": { "main": { "url": url } },
+            "metrics": { "enabled": enabled, "export": { "enabled": false } },
+            "blocking": { "enabled": enabled, "rate_limit": { "per_second": 1000000, "burst": 1000000 } },
+        }));
+        let app = babylon::App::from_figment(settings).unwrap();
+        Client::untracked(app.rocket().unwrap()).unwrap()
+    };
+    let on = client(true);
+    let off = client(false);
+    let mut group = c.benchmark_group("GET /api/live via local client");
+    group.bench_function("metrics+blocking on", |b| {
+        b.iter(|| {
+            on.get("/api/live")
+                .remote("127.0.0.1:4000".parse().unwrap())
+                .dispatch()
+        })
+    });
+    group.bench_function("metrics+blocking off", |b| {
+        b.iter(|| {
+            off.get("/api/live")
+                .remote("127.0.0.1:4000".parse().unwrap())
+                .dispatch()
+        })
+    });
+    group.finish();
+}
+
+/// Rendering a registry of about 10,000 series, as a scrape does.
+fn render(c: &mut Criterion) {
+    let metrics = metrics();
+    // 100 routes x 4 methods x (18 histogram series + 4 counters) = ~8,800, plus the rest.
+    for route in 0..100 {
+        for method in [Method::Get, Method::Post, Method::Put, Method::Delete] {
+            let route = format!("/api/r{route}/<id>");
+            metrics.http().observe(&Exchange {
+                route: &route,
+                method,
+                transport: Transport::Http,
+                status: 200,
+                seconds: 0.01,
+                request_body_bytes: 10,
+                response_body_bytes: Some(100),
+                exception: None,
+            });
+        }
+    }
+    let custom = metrics
+        .custom()
+        .counter("bench_padding_total", "Padding series.", &["n"])
+        .unwrap();
+    let series = |m: &Metrics| {
+        String::from_utf8(m.render())
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count()
+    };
+    let mut n = 0;
+    while series(&metrics) < 10_000 {
+        for _ in 0..100 {
+            custom.with_label_values(&[&n.to_string()]).inc();
+            n += 1;
+        }
+    }
+    let bytes = metrics.render().len();
+    println!(
+        "registry: {} series, {bytes} bytes per scrape",
+        series(&metrics)
+    );
+    c.bench_function("render 10k series", |b| {
+        b.iter(|| black_box(metrics.render()))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = observe, local_request, render
+}
+criterion_main!(benches);
