@@ -1,0 +1,552 @@
+# Everything the babylon NixOS module computes, as pure functions of plain values:
+# ports per instance, unit names, the settings each instance reads, Prometheus scrape
+# targets, nginx upstream servers, firewall ports, credentials, assertion messages.
+#
+# builtins only (no nixpkgs lib), so that `nix-instantiate --eval` can test it on any
+# machine with Nix (nix/tests/lib-test.nix, tests/nix.rs). nix/module.nix turns the
+# module's options into the plain attribute set `cfg` described by `defaults` below and
+# calls these functions; nothing here knows about the module system.
+let
+  # ---- small helpers (the few pieces of nixpkgs lib we need) ----
+
+  # [ from ... to ], empty when to < from.
+  range = from: to: if to < from then [ ] else builtins.genList (n: from + n) (to - from + 1);
+
+  optional = cond: value: if cond then [ value ] else [ ];
+  optionalAttrs = cond: attrs: if cond then attrs else { };
+
+  hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
+
+  # `override` wins; attribute sets merge recursively, anything else (lists included) is
+  # replaced.
+  recursiveMerge =
+    base: override:
+    if builtins.isAttrs base && builtins.isAttrs override then
+      base
+      // builtins.mapAttrs (
+        name: value: if base ? ${name} then recursiveMerge base.${name} value else value
+      ) override
+    else
+      override;
+
+  trim =
+    string:
+    let
+      matched = builtins.match "[[:space:]]*(.*[^[:space:]])[[:space:]]*" string;
+    in
+    if matched == null then "" else builtins.head matched;
+
+  # The module's options with their defaults; every function accepts a partial `cfg`.
+  defaults = {
+    instances = 1;
+    port = 8080;
+    address = "127.0.0.1";
+    openFirewall = false;
+    metrics = {
+      portRange = {
+        from = 8001;
+        to = 8050;
+      };
+      allow = [
+        "127.0.0.0/8"
+        "::1/128"
+      ];
+      # Path of the token file on the host (a string, never copied to the store).
+      tokenFile = null;
+    };
+    database = {
+      type = "sqlite";
+      urlFile = null;
+      postgresqlPort = 5432;
+      postgresqlSocketDir = "/run/postgresql";
+    };
+    prometheus = {
+      enable = false;
+      scrapeInterval = "15s";
+    };
+    grafana = {
+      enable = false;
+      adminPasswordFile = null;
+      secretKeyFile = null;
+    };
+    nginx = {
+      enable = false;
+      virtualHost = "localhost";
+    };
+    # The user's `services.babylon.settings` (keys of the `release` profile).
+    settings = { };
+  };
+
+  normalize = cfg: recursiveMerge defaults cfg;
+
+  userSettings = cfg: (normalize cfg).settings;
+
+  # ---- names ----
+
+  # The profile the units select (ROCKET_PROFILE) and the generated file's only table.
+  profile = "release";
+
+  unitName = index: "babylon-${toString index}";
+  serviceName = index: "${unitName index}.service";
+
+  # systemd puts LoadCredential= files here (also $CREDENTIALS_DIRECTORY in the unit).
+  credentialsDirectory = index: "/run/credentials/${serviceName index}";
+
+  # Names of the credentials (LoadCredential=<name>:<host path>).
+  credentialNames = {
+    metricsToken = "metrics-token";
+    databaseUrl = "database-url";
+    # On prometheus.service and grafana.service; prefixed, since those units are shared.
+    prometheusToken = "babylon-metrics-token";
+    grafanaAdminPassword = "babylon-admin-password";
+    grafanaSecretKey = "babylon-secret-key";
+  };
+
+  # Where the module generates Grafana's secret key when no file is given.
+  grafanaGeneratedSecretKey = "/var/lib/babylon-grafana/secret-key";
+
+  # The user babylon runs as: static for PostgreSQL peer authentication, else dynamic.
+  user = "babylon";
+
+  # ---- ports ----
+
+  indices = cfg: range 1 (normalize cfg).instances;
+
+  appPort = cfg: index: (normalize cfg).port + index - 1;
+
+  # Instance i gets the i-th port of metrics.portRange, a fixed `metrics.export.port`.
+  exportPort =
+    cfg: index:
+    let
+      c = normalize cfg;
+      inherit (c.metrics.portRange) from to;
+      port = from + index - 1;
+      outside = "babylon: instance ${toString index} needs export port ${toString port}, outside services.babylon.metrics.portRange ${toString from}-${toString to}";
+    in
+    if index < 1 || port > to then throw outside else port;
+
+  # One record per instance.
+  instanceList =
+    cfg:
+    map (index: {
+      inherit index;
+      unit = unitName index;
+      service = serviceName index;
+      appPort = appPort cfg index;
+      exportPort = exportPort cfg index;
+    }) (indices cfg);
+
+  appPorts = cfg: map (appPort cfg) (indices cfg);
+  exportPorts = cfg: map (exportPort cfg) (indices cfg);
+
+  # ---- addresses and the metrics allow-list ----
+
+  # A CIDR list setting as babylon reads it: a list, or one comma-separated string.
+  cidrList =
+    value:
+    if builtins.isList value then
+      value
+    else
+      builtins.filter (entry: entry != "") (
+        map trim (builtins.filter builtins.isString (builtins.split "," value))
+      );
+
+  isLoopbackCidr =
+    cidr:
+    hasPrefix "127." cidr
+    || hasPrefix "::ffff:127." cidr
+    || builtins.elem cidr [
+      "::1"
+      "::1/128"
+    ];
+
+  # metrics.export.allow as it takes effect (the user's setting, else the option).
+  effectiveAllow = cfg: cidrList (sharedSettings cfg).metrics.export.allow;
+
+  # Whether the allow-list lets in anyone beyond this host.
+  exportedBeyondLoopback = cfg: !(builtins.all isLoopbackCidr (effectiveAllow cfg));
+
+  # Whether local clients (Prometheus on this host) may read metrics.
+  loopbackAllowed =
+    cfg:
+    builtins.any (
+      cidr:
+      isLoopbackCidr cidr
+      || builtins.elem cidr [
+        "0.0.0.0/0"
+        "::/0"
+      ]
+    ) (effectiveAllow cfg);
+
+  # Where to reach a server bound to `address` from this host.
+  connectHost =
+    address:
+    if
+      builtins.elem address [
+        ""
+        "0.0.0.0"
+      ]
+    then
+      "127.0.0.1"
+    else if
+      builtins.elem address [
+        "::"
+        "[::]"
+      ]
+    then
+      "[::1]"
+    else if builtins.match ".*:.*" address != null && !(hasPrefix "[" address) then
+      "[${address}]"
+    else
+      address;
+
+  # ---- settings ----
+
+  # databases.main.url for the database type, or null when it comes from a credential.
+  databaseUrl =
+    cfg:
+    let
+      c = normalize cfg;
+      db = c.database;
+      postgresqlUrl = "postgres://${user}@localhost:${toString db.postgresqlPort}/babylon?host=${db.postgresqlSocketDir}";
+    in
+    if db.type == "sqlite" then
+      # Relative: babylon resolves it in $STATE_DIRECTORY (/var/lib/babylon).
+      "sqlite://babylon.sqlite"
+    else if db.type == "postgresql" then
+      # Unix socket, peer authentication as the static user `babylon`; sqlx takes a
+      # `host` parameter starting with / as the socket directory.
+      postgresqlUrl
+    else
+      null;
+
+  # What the module sets for every instance, before the user's settings.
+  sharedModuleSettings =
+    cfg:
+    let
+      c = normalize cfg;
+      url = databaseUrl c;
+    in
+    {
+      address = c.address;
+      # Client-address headers are judged by blocking.trusted_proxies, never by Rocket.
+      ip_header = false;
+      metrics = {
+        # Prometheus scrapes the export port; the application port never serves metrics.
+        serve_on_main_port = false;
+        export = {
+          enabled = true;
+          allow = c.metrics.allow;
+        };
+      };
+    }
+    // optionalAttrs (url != null) { databases.main.url = url; }
+    // optionalAttrs c.nginx.enable {
+      # nginx on this host forwards the client address in X-Forwarded-For.
+      blocking.trusted_proxies = [
+        "127.0.0.1/32"
+        "::1/128"
+      ];
+    };
+
+  # What the module sets for instance `index`, before the user's settings.
+  moduleSettings =
+    cfg: index:
+    let
+      c = normalize cfg;
+    in
+    recursiveMerge (sharedModuleSettings c) {
+      port = appPort c index;
+      metrics.export = {
+        port = exportPort c index;
+      }
+      // optionalAttrs (c.metrics.tokenFile != null) {
+        token_file = "${credentialsDirectory index}/${credentialNames.metricsToken}";
+      };
+    };
+
+  # The settings instance `index` runs with: the module's, with the user's on top.
+  instanceSettings = cfg: index: recursiveMerge (moduleSettings cfg index) (userSettings cfg);
+
+  # The whole Rocket.toml of instance `index` (ROCKET_CONFIG; ROCKET_PROFILE=release).
+  configFor = cfg: index: { ${profile} = instanceSettings cfg index; };
+
+  # The settings every instance shares, as they take effect (the user's value, else the
+  # module's); the per-instance ports and token path are left out.
+  sharedSettings =
+    cfg:
+    let
+      c = normalize cfg;
+    in
+    recursiveMerge (sharedModuleSettings c) c.settings;
+
+  metricsPath = cfg: (sharedSettings cfg).metrics.path or "/metrics";
+
+  # ---- systemd ----
+
+  environment = cfg: index: configFile: {
+    ROCKET_CONFIG = toString configFile;
+    ROCKET_PROFILE = profile;
+    ROCKET_PORT = toString (appPort cfg index);
+    BABYLON_METRICS__EXPORT__PORT = toString (exportPort cfg index);
+  };
+
+  # LoadCredential= entries of every babylon unit.
+  loadCredentials =
+    cfg:
+    let
+      c = normalize cfg;
+      token = "${credentialNames.metricsToken}:${toString c.metrics.tokenFile}";
+      url = "${credentialNames.databaseUrl}:${toString c.database.urlFile}";
+    in
+    optional (c.metrics.tokenFile != null) token
+    ++ optional (c.database.type == "external" && c.database.urlFile != null) url;
+
+  # Whether the units need the static user (PostgreSQL peer authentication).
+  staticUser = cfg: (normalize cfg).database.type == "postgresql";
+
+  # ---- Prometheus ----
+
+  # Where prometheus.service reads the token (LoadCredential on prometheus.service).
+  prometheusTokenFile = "/run/credentials/prometheus.service/${credentialNames.prometheusToken}";
+
+  scrapeTargets = cfg: map (port: "127.0.0.1:${toString port}") (exportPorts cfg);
+
+  # The `babylon` scrape job: one static target per instance export port, labelled with
+  # its unit. `tokenFile` is the path Prometheus reads the bearer token from, or null.
+  scrapeConfigWith =
+    cfg: tokenFile:
+    let
+      c = normalize cfg;
+    in
+    {
+      job_name = "babylon";
+      metrics_path = metricsPath c;
+      scrape_interval = c.prometheus.scrapeInterval;
+      static_configs = map (instance: {
+        targets = [ "127.0.0.1:${toString instance.exportPort}" ];
+        labels.unit = instance.unit;
+      }) (instanceList c);
+    }
+    // optionalAttrs (tokenFile != null) {
+      authorization = {
+        type = "Bearer";
+        credentials_file = tokenFile;
+      };
+    };
+
+  scrapeConfig =
+    cfg:
+    let
+      tokenSet = (normalize cfg).metrics.tokenFile != null;
+    in
+    scrapeConfigWith cfg (if tokenSet then prometheusTokenFile else null);
+
+  prometheusLoadCredentials =
+    cfg:
+    let
+      inherit ((normalize cfg).metrics) tokenFile;
+    in
+    optional (tokenFile != null) "${credentialNames.prometheusToken}:${toString tokenFile}";
+
+  # ---- Grafana ----
+
+  grafanaDatasource = prometheusPort: {
+    name = "Prometheus (babylon)";
+    type = "prometheus";
+    uid = "babylon-prometheus";
+    url = "http://127.0.0.1:${toString prometheusPort}";
+    access = "proxy";
+    isDefault = true;
+  };
+
+  grafanaDashboardProvider = dashboardsDir: {
+    name = "babylon";
+    type = "file";
+    options.path = dashboardsDir;
+  };
+
+  grafanaSecretKeyFile =
+    cfg:
+    let
+      inherit ((normalize cfg).grafana) secretKeyFile;
+    in
+    if secretKeyFile != null then secretKeyFile else grafanaGeneratedSecretKey;
+
+  grafanaLoadCredentials =
+    cfg:
+    let
+      inherit ((normalize cfg).grafana) adminPasswordFile;
+      password = "${credentialNames.grafanaAdminPassword}:${toString adminPasswordFile}";
+      secretKey = "${credentialNames.grafanaSecretKey}:${toString (grafanaSecretKeyFile cfg)}";
+    in
+    optional (adminPasswordFile != null) password ++ [ secretKey ];
+
+  # Grafana's file provider reads the secrets from grafana.service's credentials.
+  grafanaCredentials = "/run/credentials/grafana.service";
+  grafanaSecurity = {
+    admin_password = "$__file{${grafanaCredentials}/${credentialNames.grafanaAdminPassword}}";
+    secret_key = "$__file{${grafanaCredentials}/${credentialNames.grafanaSecretKey}}";
+  };
+
+  # ---- nginx ----
+
+  upstreamServers =
+    cfg:
+    let
+      host = connectHost (normalize cfg).address;
+    in
+    map (port: "${host}:${toString port}") (appPorts cfg);
+
+  # Locations nginx answers 403 itself (prefix matches).
+  nginxDeniedLocations = cfg: [ (metricsPath cfg) ];
+
+  # ---- firewall ----
+
+  firewallPorts =
+    cfg:
+    let
+      c = normalize cfg;
+    in
+    if !c.openFirewall then
+      [ ]
+    else
+      appPorts c ++ (if exportedBeyondLoopback c then exportPorts c else [ ]);
+
+  # ---- checks ----
+
+  # Problems that must stop evaluation, as assertion messages (empty: all good).
+  errors =
+    cfg:
+    let
+      c = normalize cfg;
+      inherit (c.metrics.portRange) from to;
+      size = to - from + 1;
+      lastApp = c.port + c.instances - 1;
+      lastExport = from + c.instances - 1;
+      userExport = c.settings.metrics.export or { };
+      checks = [
+        {
+          when = c.instances < 1;
+          message = "services.babylon.instances must be at least 1 (it is ${toString c.instances})";
+        }
+        {
+          when = from > to;
+          message = "services.babylon.metrics.portRange is reversed: from = ${toString from} is above to = ${toString to}";
+        }
+        {
+          when = from <= to && c.instances > size;
+          message = "services.babylon.instances = ${toString c.instances} does not fit services.babylon.metrics.portRange ${toString from}-${toString to} (${toString size} ports, one fixed export port per instance): widen the range or run fewer instances";
+        }
+        {
+          when = lastApp > 65535;
+          message = "services.babylon.port = ${toString c.port} with ${toString c.instances} instances needs ports up to ${toString lastApp}, beyond 65535";
+        }
+        {
+          when = from <= to && c.instances >= 1 && c.port <= lastExport && from <= lastApp;
+          message = "services.babylon application ports ${toString c.port}-${toString lastApp} overlap the export ports ${toString from}-${toString lastExport} of services.babylon.metrics.portRange";
+        }
+        {
+          when = userExport ? port || userExport ? port_range;
+          message = "services.babylon.settings.metrics.export.port / port_range: the module gives each instance a fixed export port; set services.babylon.metrics.portRange instead";
+        }
+        {
+          when = c.database.type == "external" && c.database.urlFile == null;
+          message = "services.babylon.database.type = \"external\" needs services.babylon.database.urlFile (a file holding the postgres:// URL, read at start as a credential)";
+        }
+        {
+          when = c.database.type != "external" && c.database.urlFile != null;
+          message = "services.babylon.database.urlFile is only read with database.type = \"external\" (it is \"${c.database.type}\")";
+        }
+        {
+          when = c.grafana.enable && c.grafana.adminPasswordFile == null;
+          message = "services.babylon.grafana.enable needs services.babylon.grafana.adminPasswordFile (Grafana's admin password, kept out of the Nix store)";
+        }
+      ];
+    in
+    map (check: check.message) (builtins.filter (check: check.when) checks);
+
+  # Things worth a warning but not a failure.
+  warnings =
+    cfg:
+    let
+      c = normalize cfg;
+      inStore = path: path != null && hasPrefix builtins.storeDir (toString path);
+      secretInStore = option: path: {
+        when = inStore path;
+        message = "services.babylon.${option} (${toString path}) is in the Nix store, readable by every local user; use a path outside the store for real secrets";
+      };
+      checks = [
+        (secretInStore "metrics.tokenFile" c.metrics.tokenFile)
+        (secretInStore "database.urlFile" c.database.urlFile)
+        (secretInStore "grafana.adminPasswordFile" c.grafana.adminPasswordFile)
+        (secretInStore "grafana.secretKeyFile" c.grafana.secretKeyFile)
+        {
+          when = c.prometheus.enable && !(loopbackAllowed c);
+          message = "services.babylon.prometheus.enable: the local Prometheus scrapes from 127.0.0.1, which metrics.export.allow does not let in; its targets will answer 403";
+        }
+      ];
+    in
+    map (check: check.message) (builtins.filter (check: check.when) checks);
+
+  assertions =
+    cfg:
+    map (message: {
+      assertion = false;
+      inherit message;
+    }) (errors cfg);
+in
+{
+  inherit
+    range
+    recursiveMerge
+    defaults
+    normalize
+    profile
+    unitName
+    serviceName
+    credentialsDirectory
+    credentialNames
+    grafanaGeneratedSecretKey
+    user
+    indices
+    appPort
+    exportPort
+    instanceList
+    appPorts
+    exportPorts
+    cidrList
+    isLoopbackCidr
+    exportedBeyondLoopback
+    effectiveAllow
+    loopbackAllowed
+    connectHost
+    databaseUrl
+    sharedModuleSettings
+    moduleSettings
+    instanceSettings
+    configFor
+    sharedSettings
+    metricsPath
+    environment
+    loadCredentials
+    staticUser
+    prometheusTokenFile
+    scrapeTargets
+    scrapeConfigWith
+    scrapeConfig
+    prometheusLoadCredentials
+    grafanaDatasource
+    grafanaDashboardProvider
+    grafanaSecretKeyFile
+    grafanaLoadCredentials
+    grafanaCredentials
+    grafanaSecurity
+    upstreamServers
+    nginxDeniedLocations
+    firewallPorts
+    errors
+    warnings
+    assertions
+    ;
+}

@@ -1,0 +1,486 @@
+# services.babylon: N babylon instances as systemd units babylon-1 … babylon-N, each on
+# its own application port and its own fixed metrics export port, with optional
+# PostgreSQL, Prometheus (one target per instance), Grafana (datasource and dashboards)
+# and nginx in front. What is computed (ports, settings, targets, upstreams, firewall
+# ports, assertion messages) lives in ./lib.nix as pure functions, tested without NixOS
+# by nix/tests/lib-test.nix; this file only maps options to them.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.babylon;
+  babylonLib = import ./lib.nix;
+  settingsFormat = pkgs.formats.toml { };
+
+  inherit (lib)
+    literalExpression
+    mkDefault
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    types
+    ;
+
+  # A path option as a string, so that a file outside the store is never copied into it.
+  nullOrString = value: if value == null then null else toString value;
+
+  # The options as plain values: the input of every ./lib.nix function.
+  plain = {
+    inherit (cfg)
+      instances
+      port
+      address
+      openFirewall
+      settings
+      ;
+    metrics = {
+      portRange = {
+        inherit (cfg.metrics.portRange) from to;
+      };
+      inherit (cfg.metrics) allow;
+      tokenFile = nullOrString cfg.metrics.tokenFile;
+    };
+    database = {
+      inherit (cfg.database) type;
+      urlFile = nullOrString cfg.database.urlFile;
+      postgresqlPort = config.services.postgresql.settings.port;
+    };
+    prometheus = {
+      inherit (cfg.prometheus) enable scrapeInterval;
+    };
+    grafana = {
+      inherit (cfg.grafana) enable;
+      adminPasswordFile = nullOrString cfg.grafana.adminPasswordFile;
+      secretKeyFile = nullOrString cfg.grafana.secretKeyFile;
+    };
+    nginx = {
+      inherit (cfg.nginx) enable virtualHost;
+    };
+  };
+
+  share = "${cfg.package}/share/babylon";
+  staticUser = babylonLib.staticUser plain;
+  external = cfg.database.type == "external";
+  tokenSet = cfg.metrics.tokenFile != null;
+  generateGrafanaKey = cfg.grafana.secretKeyFile == null;
+
+  # The Rocket.toml of instance `index`.
+  configFile =
+    index:
+    let
+      name = "babylon-${toString index}.toml";
+    in
+    settingsFormat.generate name (babylonLib.configFor plain index);
+
+  # database.type = "external": the URL is a credential, exported just before exec.
+  startWithDatabaseUrl = pkgs.writeShellScript "babylon-start" ''
+    BABYLON_DATABASES__MAIN__URL="$(< "$CREDENTIALS_DIRECTORY/${babylonLib.credentialNames.databaseUrl}")"
+    export BABYLON_DATABASES__MAIN__URL
+    exec ${lib.getExe cfg.package} "$@"
+  '';
+
+  unit = instance: {
+    description = "babylon instance ${toString instance.index} (port ${toString instance.appPort}, metrics on ${toString instance.exportPort})";
+    wantedBy = [ "multi-user.target" ];
+    partOf = [ "babylon.target" ];
+    # An external database may need the network up; a local one needs PostgreSQL ready.
+    wants = lib.optional external "network-online.target";
+    after = [
+      "network.target"
+    ]
+    ++ lib.optional external "network-online.target"
+    ++ lib.optional staticUser "postgresql.target";
+    requires = lib.optional staticUser "postgresql.target";
+    environment = babylonLib.environment plain instance.index (configFile instance.index);
+    serviceConfig = {
+      ExecStart = if external then "${startWithDatabaseUrl}" else lib.getExe cfg.package;
+      User = babylonLib.user;
+      Group = babylonLib.user;
+      # A static user only for PostgreSQL peer authentication (DynamicUser cannot).
+      DynamicUser = !staticUser;
+      # Shared by every instance: one SQLite file (WAL) in /var/lib/babylon.
+      StateDirectory = "babylon";
+      StateDirectoryMode = "0700";
+      WorkingDirectory = "/var/lib/babylon";
+      LoadCredential = babylonLib.loadCredentials plain;
+      Restart = "on-failure";
+      RestartSec = "5s";
+      # Exit code 2 is a wrong setting (babylon names the key): restarting cannot help.
+      RestartPreventExitStatus = 2;
+
+      # Hardening: babylon needs the network, its state directory and nothing else.
+      AmbientCapabilities = "";
+      CapabilityBoundingSet = "";
+      LockPersonality = true;
+      MemoryDenyWriteExecute = true;
+      NoNewPrivileges = true;
+      PrivateDevices = true;
+      PrivateTmp = true;
+      ProtectClock = true;
+      ProtectControlGroups = true;
+      ProtectHome = true;
+      ProtectHostname = true;
+      ProtectKernelLogs = true;
+      ProtectKernelModules = true;
+      ProtectKernelTunables = true;
+      ProtectProc = "invisible";
+      ProtectSystem = "strict";
+      RemoveIPC = true;
+      RestrictAddressFamilies = [
+        "AF_INET"
+        "AF_INET6"
+        "AF_UNIX"
+      ];
+      RestrictNamespaces = true;
+      RestrictRealtime = true;
+      RestrictSUIDSGID = true;
+      SystemCallArchitectures = "native";
+      SystemCallFilter = [
+        "@system-service"
+        "~@privileged"
+      ];
+      UMask = "0077";
+    };
+  };
+in
+{
+  options.services.babylon = {
+    enable = mkEnableOption "babylon, a web backend whose Prometheus metrics are the product";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.babylon or (pkgs.callPackage ./package.nix { });
+      defaultText = literalExpression "pkgs.babylon";
+      description = ''
+        The babylon package. The flake's `nixosModules.default` sets it to the flake's
+        own build; the package's `share/babylon` provides the Prometheus rules and the
+        Grafana dashboards.
+      '';
+    };
+
+    instances = mkOption {
+      type = types.ints.positive;
+      default = 1;
+      example = 4;
+      description = ''
+        How many babylon processes to run, as systemd units `babylon-1` …
+        `babylon-<instances>` (together: `babylon.target`). Instance i listens on
+        `port + i - 1` and serves metrics on `metrics.portRange.from + i - 1`.
+      '';
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 8080;
+      description = "Application port of instance 1; instance i uses `port + i - 1`.";
+    };
+
+    address = mkOption {
+      type = types.str;
+      default = "127.0.0.1";
+      example = "0.0.0.0";
+      description = "Address the application ports listen on (Rocket's `address`).";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Open the application ports in the firewall, and the metrics export ports too
+        when the metrics allow-list lets in more than this host. nginx's ports are not
+        opened here.
+      '';
+    };
+
+    metrics = {
+      portRange = mkOption {
+        type = types.submodule {
+          options = {
+            from = mkOption {
+              type = types.port;
+              default = 8001;
+              description = "First export port (instance 1).";
+            };
+            to = mkOption {
+              type = types.port;
+              default = 8050;
+              description = "Last export port; the range must hold one port per instance.";
+            };
+          };
+        };
+        default = { };
+        description = ''
+          The metrics export ports. Unlike a bare babylon process, which takes the first
+          free port of `metrics.export.port_range`, each instance gets a fixed port
+          (`metrics.export.port`): instance i exports on `from + i - 1`, so Prometheus
+          can scrape static targets across restarts.
+        '';
+      };
+
+      allow = mkOption {
+        type = types.listOf types.str;
+        default = [
+          "127.0.0.0/8"
+          "::1/128"
+        ];
+        example = [
+          "127.0.0.0/8"
+          "::1/128"
+          "10.0.0.5/32"
+        ];
+        description = ''
+          CIDR blocks that may read metrics (`metrics.export.allow`); everyone else gets
+          403. The local Prometheus scrapes from 127.0.0.1.
+        '';
+      };
+
+      tokenFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/babylon-metrics-token";
+        description = ''
+          File holding a bearer token that metrics readers must send
+          (`metrics.export.token_file`). It is handed to the units with systemd's
+          `LoadCredential=` (and to Prometheus, when `prometheus.enable` is set), so it
+          stays outside the Nix store: give a path as a string, not a Nix path literal.
+        '';
+      };
+    };
+
+    settings = mkOption {
+      type = settingsFormat.type;
+      default = { };
+      example = literalExpression ''
+        {
+          metrics.namespace = "shop";
+          blocking.rate_limit = { per_second = 50; burst = 100; };
+          databases.main.max_connections = 16;
+          log_level = "normal";
+        }
+      '';
+      description = ''
+        babylon settings (see the README's settings tables), written into the
+        `[release]` table of the `Rocket.toml` each unit reads (`ROCKET_CONFIG`,
+        `ROCKET_PROFILE=release`). The module's own values (address, ports, allow-list,
+        token file, database URL, `metrics.serve_on_main_port = false`,
+        `ip_header = false`) lie underneath: a key set here wins. The ports always come
+        from `port` and `metrics.portRange` (the units set `ROCKET_PORT` and
+        `BABYLON_METRICS__EXPORT__PORT`).
+      '';
+    };
+
+    database = {
+      type = mkOption {
+        type = types.enum [
+          "sqlite"
+          "postgresql"
+          "external"
+        ];
+        default = "sqlite";
+        description = ''
+          `sqlite`: a file in the state directory, `/var/lib/babylon/babylon.sqlite`,
+          shared by all instances. `postgresql`: a local PostgreSQL
+          (`services.postgresql`) with a database and role `babylon`, reached over the
+          Unix socket with peer authentication; the units then run as the static user
+          `babylon`. `external`: any `postgres://` URL, read at start from
+          `database.urlFile`.
+        '';
+      };
+
+      urlFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/babylon-database-url";
+        description = ''
+          With `type = "external"`: a file holding the database URL (it may contain a
+          password). Handed to the units with `LoadCredential=` and exported as
+          `BABYLON_DATABASES__MAIN__URL` just before babylon starts, so it never enters
+          the Nix store.
+        '';
+      };
+    };
+
+    prometheus = {
+      enable = mkEnableOption ''
+        a local Prometheus (`services.prometheus`) with a scrape job `babylon` (one
+        static target per instance export port) and babylon's recording and alerting
+        rules
+      '';
+
+      scrapeInterval = mkOption {
+        type = types.str;
+        default = "15s";
+        description = "Scrape interval of the `babylon` job.";
+      };
+    };
+
+    grafana = {
+      enable = mkEnableOption ''
+        Grafana (`services.grafana`) provisioned with a Prometheus datasource (uid
+        `babylon-prometheus`, the local Prometheus) and babylon's dashboards
+      '';
+
+      adminPasswordFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/grafana-admin-password";
+        description = ''
+          File holding the password of Grafana's `admin` user; required with
+          `grafana.enable`. Read by Grafana through its file provider from a systemd
+          credential, so it stays outside the Nix store.
+        '';
+      };
+
+      secretKeyFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = ''
+          File holding Grafana's `secret_key`. When null, the module generates a random
+          key once, in `/var/lib/babylon-grafana/secret-key`, and keeps it.
+        '';
+      };
+    };
+
+    nginx = {
+      enable = mkEnableOption ''
+        nginx in front of babylon: an upstream `babylon` with one server per instance, a
+        virtual host proxying `/` to it and answering 403 on the metrics path; babylon
+        then trusts the client address nginx forwards
+      '';
+
+      virtualHost = mkOption {
+        type = types.str;
+        default = "localhost";
+        example = "babylon.example.org";
+        description = ''
+          Name of the nginx virtual host (`services.nginx.virtualHosts.<name>`); set TLS
+          and other options on that virtual host directly.
+        '';
+      };
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions = babylonLib.assertions plain;
+      warnings = babylonLib.warnings plain;
+
+      systemd.services = builtins.listToAttrs (
+        map (instance: {
+          name = instance.unit;
+          value = unit instance;
+        }) (babylonLib.instanceList plain)
+      );
+
+      systemd.targets.babylon = {
+        description = "All babylon instances";
+        wantedBy = [ "multi-user.target" ];
+        wants = map (index: babylonLib.serviceName index) (babylonLib.indices plain);
+      };
+
+      networking.firewall.allowedTCPPorts = babylonLib.firewallPorts plain;
+    }
+
+    (mkIf staticUser {
+      users.users.${babylonLib.user} = {
+        isSystemUser = true;
+        group = babylonLib.user;
+        description = "babylon service user";
+      };
+      users.groups.${babylonLib.user} = { };
+
+      services.postgresql = {
+        enable = true;
+        ensureDatabases = [ "babylon" ];
+        ensureUsers = [
+          {
+            name = babylonLib.user;
+            ensureDBOwnership = true;
+          }
+        ];
+      };
+    })
+
+    (mkIf cfg.prometheus.enable {
+      services.prometheus = {
+        enable = true;
+        scrapeConfigs = [ (babylonLib.scrapeConfig plain) ];
+        ruleFiles = [
+          "${share}/prometheus/recording_rules.yml"
+          "${share}/prometheus/alerts.yml"
+        ];
+        # promtool runs in the build sandbox, where the token credential does not exist.
+        checkConfig = mkIf tokenSet "syntax-only";
+      };
+      systemd.services.prometheus.serviceConfig.LoadCredential =
+        babylonLib.prometheusLoadCredentials plain;
+    })
+
+    (mkIf cfg.grafana.enable {
+      services.grafana = {
+        enable = true;
+        settings.security = {
+          admin_password = babylonLib.grafanaSecurity.admin_password;
+          secret_key = mkDefault babylonLib.grafanaSecurity.secret_key;
+        };
+        provision = {
+          enable = true;
+          datasources.settings = {
+            apiVersion = 1;
+            datasources = [ (babylonLib.grafanaDatasource config.services.prometheus.port) ];
+          };
+          dashboards.settings = {
+            apiVersion = 1;
+            providers = [ (babylonLib.grafanaDashboardProvider "${share}/dashboards") ];
+          };
+        };
+      };
+
+      systemd.services.grafana = {
+        serviceConfig.LoadCredential = babylonLib.grafanaLoadCredentials plain;
+        after = lib.optional generateGrafanaKey "babylon-grafana-secret-key.service";
+        requires = lib.optional generateGrafanaKey "babylon-grafana-secret-key.service";
+      };
+
+      # Grafana encrypts its stored secrets with secret_key: make one once and keep it.
+      systemd.services.babylon-grafana-secret-key = mkIf generateGrafanaKey {
+        description = "Generate Grafana's secret key for babylon's Grafana";
+        before = [ "grafana.service" ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          StateDirectory = "babylon-grafana";
+          StateDirectoryMode = "0700";
+          UMask = "0077";
+        };
+        script = ''
+          key=${babylonLib.grafanaGeneratedSecretKey}
+          if [ ! -s "$key" ]; then
+            head -c 32 /dev/urandom | base64 > "$key.new"
+            mv "$key.new" "$key"
+          fi
+        '';
+      };
+    })
+
+    (mkIf cfg.nginx.enable {
+      services.nginx = {
+        enable = true;
+        upstreams.babylon.servers = lib.genAttrs (babylonLib.upstreamServers plain) (_: { });
+        virtualHosts.${cfg.nginx.virtualHost}.locations = {
+          "/" = {
+            proxyPass = "http://babylon";
+            recommendedProxySettings = true;
+          };
+        }
+        // lib.genAttrs (babylonLib.nginxDeniedLocations plain) (_: {
+          return = "403";
+        });
+      };
+    })
+  ]);
+}

@@ -1,0 +1,105 @@
+# `nix run .#stack`: babylon workers, Prometheus and Grafana on this machine, like the
+# seed's docker-compose file (and scripts/local-stack.sh without Nix).
+#
+#   babylon      http://127.0.0.1:8080 (worker i on 8080+i-1), metrics on 8001, 8002, …
+#   Prometheus   http://127.0.0.1:9090, from the repository's prometheus.yml and rules
+#   Grafana      http://127.0.0.1:3000, admin / $GRAFANA_ADMIN_PASSWORD (default "admin"),
+#                datasource uid babylon-prometheus and the repository's dashboards
+#
+# State (SQLite file, Prometheus data, Grafana data and provisioning, file_sd targets)
+# lives in ${XDG_STATE_HOME:-~/.local/state}/babylon-stack. BABYLON_STACK_WORKERS sets
+# the number of workers (default 2). Ctrl-C stops everything.
+{
+  writeShellApplication,
+  babylon,
+  prometheus,
+  grafana,
+  coreutils,
+}:
+writeShellApplication {
+  name = "babylon-stack";
+  runtimeInputs = [
+    babylon
+    prometheus
+    grafana
+    coreutils
+  ];
+  text = ''
+    share=${babylon}/share/babylon
+    state="''${XDG_STATE_HOME:-$HOME/.local/state}/babylon-stack"
+    workers="''${BABYLON_STACK_WORKERS:-2}"
+    case "$workers" in
+      "" | *[!0-9]* | 0)
+        echo "BABYLON_STACK_WORKERS must be a positive number" >&2
+        exit 2
+        ;;
+    esac
+
+    mkdir -p "$state/file_sd" "$state/prometheus-data" \
+      "$state/grafana/data" "$state/grafana/logs" "$state/grafana/plugins" \
+      "$state/grafana/provisioning/datasources" "$state/grafana/provisioning/dashboards"
+
+    # The repository's prometheus.yml resolves rule_files and file_sd/*.json next to
+    # itself: link it and its rules into the state directory, beside a writable file_sd/.
+    ln -sfn "$share/prometheus.yml" "$state/prometheus.yml"
+    ln -sfn "$share/prometheus" "$state/prometheus"
+
+    # Grafana provisioning: the datasource with the uid the dashboards expect, and the
+    # packaged dashboards.
+    cat > "$state/grafana/provisioning/datasources/babylon.yml" <<YAML
+    apiVersion: 1
+    datasources:
+      - name: Prometheus (babylon)
+        type: prometheus
+        uid: babylon-prometheus
+        url: http://127.0.0.1:9090
+        access: proxy
+        isDefault: true
+    YAML
+    cat > "$state/grafana/provisioning/dashboards/babylon.yml" <<YAML
+    apiVersion: 1
+    providers:
+      - name: babylon
+        type: file
+        options:
+          path: $share/dashboards
+    YAML
+    # Grafana encrypts its stored secrets with this key: made once, kept.
+    if [ ! -s "$state/grafana/secret-key" ]; then
+      (umask 077 && head -c 32 /dev/urandom | base64 > "$state/grafana/secret-key")
+    fi
+
+    pids=()
+    trap 'kill "''${pids[@]}" 2>/dev/null || true' EXIT INT TERM
+
+    for i in $(seq "$workers"); do
+      ROCKET_CONFIG="$share/Rocket.toml" ROCKET_PROFILE=release ROCKET_PORT=$((8079 + i)) \
+        STATE_DIRECTORY="$state" \
+        BABYLON_DATABASES__MAIN__URL="sqlite://$state/babylon.sqlite" \
+        BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY="$state/file_sd" \
+        babylon &
+      pids+=("$!")
+    done
+
+    prometheus --config.file="$state/prometheus.yml" \
+      --storage.tsdb.path="$state/prometheus-data" \
+      --web.listen-address=127.0.0.1:9090 &
+    pids+=("$!")
+
+    GF_PATHS_DATA="$state/grafana/data" \
+      GF_PATHS_LOGS="$state/grafana/logs" \
+      GF_PATHS_PLUGINS="$state/grafana/plugins" \
+      GF_PATHS_PROVISIONING="$state/grafana/provisioning" \
+      GF_SERVER_HTTP_ADDR=127.0.0.1 \
+      GF_SERVER_HTTP_PORT=3000 \
+      GF_SECURITY_ADMIN_PASSWORD="''${GRAFANA_ADMIN_PASSWORD:-admin}" \
+      GF_SECURITY_SECRET_KEY="$(cat "$state/grafana/secret-key")" \
+      GF_ANALYTICS_REPORTING_ENABLED=false \
+      grafana server --homepath ${grafana}/share/grafana &
+    pids+=("$!")
+
+    echo "babylon-stack: $workers workers on 8080+, Prometheus on 9090, Grafana on 3000; state in $state" >&2
+    # Stop everything as soon as one process ends (a worker that failed to start, …).
+    wait -n
+  '';
+}

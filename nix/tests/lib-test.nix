@@ -1,0 +1,627 @@
+# Assertions over the pure functions of nix/lib.nix. Needs only builtins:
+#
+#   nix-instantiate --eval --strict --json nix/tests/lib-test.nix
+#
+# prints the names of the tests (all passed), or fails with every test whose actual
+# value differs from the expected one. tests/nix.rs runs it; so does `nix flake check`.
+let
+  babylon = import ../lib.nix;
+
+  two = {
+    instances = 2;
+  };
+
+  # The settings the module writes for instance 1 with every option at its default.
+  defaultSettings = {
+    address = "127.0.0.1";
+    port = 8080;
+    ip_header = false;
+    metrics = {
+      serve_on_main_port = false;
+      export = {
+        enabled = true;
+        port = 8001;
+        allow = [
+          "127.0.0.0/8"
+          "::1/128"
+        ];
+      };
+    };
+    databases.main.url = "sqlite://babylon.sqlite";
+  };
+
+  userSettings = {
+    address = "0.0.0.0";
+    log_level = "normal";
+    metrics = {
+      namespace = "shop";
+      export.allow = [ "10.0.0.0/8" ];
+    };
+    blocking.rate_limit = {
+      per_second = 50;
+      burst = 100;
+    };
+  };
+
+  fails = expr: !(builtins.tryEval expr).success;
+
+  matches = fragment: message: builtins.match ".*${fragment}.*" message != null;
+  hasMessage = fragment: builtins.any (matches fragment);
+
+  # name = { actual; expected; }
+  tests = {
+    # ---- ports and names ----
+    instancesGetConsecutivePorts = {
+      actual = babylon.instanceList { instances = 3; };
+      expected = [
+        {
+          index = 1;
+          unit = "babylon-1";
+          service = "babylon-1.service";
+          appPort = 8080;
+          exportPort = 8001;
+        }
+        {
+          index = 2;
+          unit = "babylon-2";
+          service = "babylon-2.service";
+          appPort = 8081;
+          exportPort = 8002;
+        }
+        {
+          index = 3;
+          unit = "babylon-3";
+          service = "babylon-3.service";
+          appPort = 8082;
+          exportPort = 8003;
+        }
+      ];
+    };
+
+    portsFollowTheOptions = {
+      actual =
+        let
+          cfg = {
+            instances = 2;
+            port = 9000;
+            metrics.portRange = {
+              from = 9100;
+              to = 9101;
+            };
+          };
+        in
+        {
+          app = babylon.appPorts cfg;
+          export = babylon.exportPorts cfg;
+        };
+      expected = {
+        app = [
+          9000
+          9001
+        ];
+        export = [
+          9100
+          9101
+        ];
+      };
+    };
+
+    unitAndCredentialNames = {
+      actual = [
+        (babylon.unitName 1)
+        (babylon.serviceName 2)
+        (babylon.credentialsDirectory 3)
+      ];
+      expected = [
+        "babylon-1"
+        "babylon-2.service"
+        "/run/credentials/babylon-3.service"
+      ];
+    };
+
+    oneInstanceByDefault = {
+      actual = babylon.indices { };
+      expected = [ 1 ];
+    };
+
+    # ---- the port range ----
+    exportPortOutsideTheRangeThrows = {
+      actual = {
+        last = babylon.exportPort { instances = 50; } 50;
+        beyond = fails (babylon.exportPort { instances = 51; } 51);
+        zero = fails (babylon.exportPort { } 0);
+      };
+      expected = {
+        last = 8050;
+        beyond = true;
+        zero = true;
+      };
+    };
+
+    fiftyInstancesFitTheDefaultRange = {
+      actual = babylon.errors { instances = 50; };
+      expected = [ ];
+    };
+
+    tooManyInstancesIsAnError = {
+      actual = babylon.errors { instances = 51; };
+      expected = [
+        "services.babylon.instances = 51 does not fit services.babylon.metrics.portRange 8001-8050 (50 ports, one fixed export port per instance): widen the range or run fewer instances"
+      ];
+    };
+
+    assertionsCarryTheMessages = {
+      actual = babylon.assertions {
+        instances = 3;
+        metrics.portRange = {
+          from = 9001;
+          to = 9002;
+        };
+      };
+      expected = [
+        {
+          assertion = false;
+          message = "services.babylon.instances = 3 does not fit services.babylon.metrics.portRange 9001-9002 (2 ports, one fixed export port per instance): widen the range or run fewer instances";
+        }
+      ];
+    };
+
+    otherConfigurationErrors = {
+      actual = {
+        reversed = hasMessage "is reversed" (
+          babylon.errors {
+            metrics.portRange = {
+              from = 9010;
+              to = 9001;
+            };
+          }
+        );
+        overlap = hasMessage "overlap the export ports" (
+          babylon.errors {
+            port = 8000;
+            instances = 3;
+          }
+        );
+        beyond65535 = hasMessage "beyond 65535" (
+          babylon.errors {
+            port = 65535;
+            instances = 2;
+          }
+        );
+        userPortRange = hasMessage "set services.babylon.metrics.portRange instead" (
+          babylon.errors { settings.metrics.export.port_range = "9001-9010"; }
+        );
+        externalWithoutUrl = hasMessage "needs services.babylon.database.urlFile" (
+          babylon.errors { database.type = "external"; }
+        );
+        urlFileWithoutExternal = hasMessage "only read with database.type" (
+          babylon.errors { database.urlFile = "/run/secrets/url"; }
+        );
+        grafanaWithoutPassword = hasMessage "needs services.babylon.grafana.adminPasswordFile" (
+          babylon.errors { grafana.enable = true; }
+        );
+        defaultsAreFine = babylon.errors { } == [ ];
+      };
+      expected = {
+        reversed = true;
+        overlap = true;
+        beyond65535 = true;
+        userPortRange = true;
+        externalWithoutUrl = true;
+        urlFileWithoutExternal = true;
+        grafanaWithoutPassword = true;
+        defaultsAreFine = true;
+      };
+    };
+
+    # ---- settings ----
+    defaultSettingsRenderUnderTheReleaseProfile = {
+      actual = babylon.configFor { } 1;
+      expected = {
+        release = defaultSettings;
+      };
+    };
+
+    secondInstanceGetsItsOwnPorts = {
+      actual =
+        let
+          settings = babylon.instanceSettings two 2;
+        in
+        {
+          inherit (settings) port;
+          export = settings.metrics.export.port;
+        };
+      expected = {
+        port = 8081;
+        export = 8002;
+      };
+    };
+
+    userSettingsWinAndModuleValuesStay = {
+      actual = babylon.instanceSettings {
+        instances = 2;
+        settings = userSettings;
+      } 2;
+      expected = {
+        address = "0.0.0.0";
+        port = 8081;
+        ip_header = false;
+        log_level = "normal";
+        metrics = {
+          serve_on_main_port = false;
+          namespace = "shop";
+          export = {
+            enabled = true;
+            port = 8002;
+            allow = [ "10.0.0.0/8" ];
+          };
+        };
+        databases.main.url = "sqlite://babylon.sqlite";
+        blocking.rate_limit = {
+          per_second = 50;
+          burst = 100;
+        };
+      };
+    };
+
+    userCanTurnModuleDefaultsBack = {
+      actual =
+        (babylon.instanceSettings {
+          settings.metrics.serve_on_main_port = true;
+        } 1).metrics;
+      expected = defaultSettings.metrics // {
+        serve_on_main_port = true;
+      };
+    };
+
+    postgresqlUsesTheUnixSocketAndPeerAuth = {
+      actual = {
+        url = babylon.databaseUrl { database.type = "postgresql"; };
+        otherPort = babylon.databaseUrl {
+          database = {
+            type = "postgresql";
+            postgresqlPort = 5433;
+          };
+        };
+        static = babylon.staticUser { database.type = "postgresql"; };
+        dynamic = babylon.staticUser { };
+        settings = (babylon.instanceSettings { database.type = "postgresql"; } 1).databases;
+      };
+      expected = {
+        url = "postgres://babylon@localhost:5432/babylon?host=/run/postgresql";
+        otherPort = "postgres://babylon@localhost:5433/babylon?host=/run/postgresql";
+        static = true;
+        dynamic = false;
+        settings.main.url = "postgres://babylon@localhost:5432/babylon?host=/run/postgresql";
+      };
+    };
+
+    externalDatabaseUrlIsACredentialNotASetting = {
+      actual =
+        let
+          cfg = {
+            database = {
+              type = "external";
+              urlFile = "/run/secrets/babylon-db-url";
+            };
+          };
+        in
+        {
+          hasDatabases = (babylon.instanceSettings cfg 1) ? databases;
+          credentials = babylon.loadCredentials cfg;
+          errors = babylon.errors cfg;
+        };
+      expected = {
+        hasDatabases = false;
+        credentials = [ "database-url:/run/secrets/babylon-db-url" ];
+        errors = [ ];
+      };
+    };
+
+    tokenFileIsReadFromTheUnitsCredentials = {
+      actual =
+        let
+          cfg = {
+            instances = 2;
+            metrics.tokenFile = "/run/secrets/metrics-token";
+          };
+        in
+        {
+          tokenFile = (babylon.instanceSettings cfg 2).metrics.export.token_file;
+          credentials = babylon.loadCredentials cfg;
+          prometheusCredentials = babylon.prometheusLoadCredentials cfg;
+          warnings = babylon.warnings cfg;
+        };
+      expected = {
+        tokenFile = "/run/credentials/babylon-2.service/metrics-token";
+        credentials = [ "metrics-token:/run/secrets/metrics-token" ];
+        prometheusCredentials = [ "babylon-metrics-token:/run/secrets/metrics-token" ];
+        warnings = [ ];
+      };
+    };
+
+    noTokenNoCredentials = {
+      actual = {
+        settings = (babylon.instanceSettings { } 1).metrics.export ? token_file;
+        credentials = babylon.loadCredentials { };
+        prometheus = babylon.prometheusLoadCredentials { };
+      };
+      expected = {
+        settings = false;
+        credentials = [ ];
+        prometheus = [ ];
+      };
+    };
+
+    environmentOfAUnit = {
+      actual = babylon.environment two 2 "/nix/store/babylon-2.toml";
+      expected = {
+        ROCKET_CONFIG = "/nix/store/babylon-2.toml";
+        ROCKET_PROFILE = "release";
+        ROCKET_PORT = "8081";
+        BABYLON_METRICS__EXPORT__PORT = "8002";
+      };
+    };
+
+    # ---- Prometheus ----
+    scrapeTargetsOnePerInstance = {
+      actual = babylon.scrapeTargets two;
+      expected = [
+        "127.0.0.1:8001"
+        "127.0.0.1:8002"
+      ];
+    };
+
+    scrapeJobForTwoInstances = {
+      actual = babylon.scrapeConfig two;
+      expected = {
+        job_name = "babylon";
+        metrics_path = "/metrics";
+        scrape_interval = "15s";
+        static_configs = [
+          {
+            targets = [ "127.0.0.1:8001" ];
+            labels.unit = "babylon-1";
+          }
+          {
+            targets = [ "127.0.0.1:8002" ];
+            labels.unit = "babylon-2";
+          }
+        ];
+      };
+    };
+
+    scrapeJobSendsTheToken = {
+      actual =
+        (babylon.scrapeConfig {
+          metrics.tokenFile = "/run/secrets/metrics-token";
+        }).authorization;
+      expected = {
+        type = "Bearer";
+        credentials_file = "/run/credentials/prometheus.service/babylon-metrics-token";
+      };
+    };
+
+    scrapeJobFollowsTheMetricsPathSetting = {
+      actual =
+        let
+          cfg = {
+            settings.metrics.path = "/internal/metrics";
+          };
+        in
+        {
+          job = (babylon.scrapeConfig cfg).metrics_path;
+          denied = babylon.nginxDeniedLocations cfg;
+        };
+      expected = {
+        job = "/internal/metrics";
+        denied = [ "/internal/metrics" ];
+      };
+    };
+
+    # ---- nginx ----
+    upstreamServersOnePerInstance = {
+      actual = {
+        default = babylon.upstreamServers two;
+        everyInterface = babylon.upstreamServers {
+          instances = 2;
+          address = "0.0.0.0";
+        };
+        ipv6Any = babylon.upstreamServers { address = "::"; };
+        ipv6 = babylon.upstreamServers { address = "fd00::5"; };
+        denied = babylon.nginxDeniedLocations { };
+      };
+      expected = {
+        default = [
+          "127.0.0.1:8080"
+          "127.0.0.1:8081"
+        ];
+        everyInterface = [
+          "127.0.0.1:8080"
+          "127.0.0.1:8081"
+        ];
+        ipv6Any = [ "[::1]:8080" ];
+        ipv6 = [ "[fd00::5]:8080" ];
+        denied = [ "/metrics" ];
+      };
+    };
+
+    nginxMakesBabylonTrustTheLocalProxy = {
+      actual = {
+        withNginx = (babylon.instanceSettings { nginx.enable = true; } 1).blocking;
+        without = (babylon.instanceSettings { } 1) ? blocking;
+      };
+      expected = {
+        withNginx.trusted_proxies = [
+          "127.0.0.1/32"
+          "::1/128"
+        ];
+        without = false;
+      };
+    };
+
+    # ---- firewall ----
+    firewallPorts = {
+      actual = {
+        closed = babylon.firewallPorts two;
+        loopbackMetrics = babylon.firewallPorts (two // { openFirewall = true; });
+        exportedMetrics = babylon.firewallPorts (
+          two
+          // {
+            openFirewall = true;
+            metrics.allow = [
+              "127.0.0.0/8"
+              "10.0.0.0/8"
+            ];
+          }
+        );
+        commaSeparatedLoopback = babylon.firewallPorts (
+          two
+          // {
+            openFirewall = true;
+            settings.metrics.export.allow = "127.0.0.1, ::1";
+          }
+        );
+      };
+      expected = {
+        closed = [ ];
+        loopbackMetrics = [
+          8080
+          8081
+        ];
+        exportedMetrics = [
+          8080
+          8081
+          8001
+          8002
+        ];
+        commaSeparatedLoopback = [
+          8080
+          8081
+        ];
+      };
+    };
+
+    # ---- Grafana ----
+    grafanaProvisioningAndCredentials = {
+      actual = {
+        datasource = babylon.grafanaDatasource 9090;
+        provider = babylon.grafanaDashboardProvider "/nix/store/x-babylon/dashboards";
+        generatedKey = babylon.grafanaLoadCredentials {
+          grafana = {
+            enable = true;
+            adminPasswordFile = "/run/secrets/grafana";
+          };
+        };
+        givenKey = babylon.grafanaLoadCredentials {
+          grafana = {
+            adminPasswordFile = "/run/secrets/grafana";
+            secretKeyFile = "/run/secrets/grafana-key";
+          };
+        };
+        security = babylon.grafanaSecurity;
+      };
+      expected = {
+        datasource = {
+          name = "Prometheus (babylon)";
+          type = "prometheus";
+          uid = "babylon-prometheus";
+          url = "http://127.0.0.1:9090";
+          access = "proxy";
+          isDefault = true;
+        };
+        provider = {
+          name = "babylon";
+          type = "file";
+          options.path = "/nix/store/x-babylon/dashboards";
+        };
+        generatedKey = [
+          "babylon-admin-password:/run/secrets/grafana"
+          "babylon-secret-key:/var/lib/babylon-grafana/secret-key"
+        ];
+        givenKey = [
+          "babylon-admin-password:/run/secrets/grafana"
+          "babylon-secret-key:/run/secrets/grafana-key"
+        ];
+        security = {
+          admin_password = "$__file{/run/credentials/grafana.service/babylon-admin-password}";
+          secret_key = "$__file{/run/credentials/grafana.service/babylon-secret-key}";
+        };
+      };
+    };
+
+    # ---- warnings ----
+    warnings = {
+      actual = {
+        storeToken = hasMessage "metrics.tokenFile .* is in the Nix store" (
+          babylon.warnings { metrics.tokenFile = "${builtins.storeDir}/abc-token"; }
+        );
+        prometheusLockedOut = hasMessage "its targets will answer 403" (
+          babylon.warnings {
+            prometheus.enable = true;
+            metrics.allow = [ "10.0.0.0/8" ];
+          }
+        );
+        prometheusAllowedEverywhere = babylon.warnings {
+          prometheus.enable = true;
+          metrics.allow = [ "0.0.0.0/0" ];
+        };
+      };
+      expected = {
+        storeToken = true;
+        prometheusLockedOut = true;
+        prometheusAllowedEverywhere = [ ];
+      };
+    };
+
+    # ---- helpers ----
+    helpers = {
+      actual = {
+        merge = babylon.recursiveMerge {
+          a = {
+            b = 1;
+            c = [ 1 ];
+          };
+          d = 2;
+        } { a.c = [ 2 ]; };
+        cidrs = babylon.cidrList " 10.0.0.0/8 ,::1,";
+        range = babylon.range 3 5;
+        emptyRange = babylon.range 5 3;
+      };
+      expected = {
+        merge = {
+          a = {
+            b = 1;
+            c = [ 2 ];
+          };
+          d = 2;
+        };
+        cidrs = [
+          "10.0.0.0/8"
+          "::1"
+        ];
+        range = [
+          3
+          4
+          5
+        ];
+        emptyRange = [ ];
+      };
+    };
+  };
+
+  failures = builtins.filter (name: tests.${name}.actual != tests.${name}.expected) (
+    builtins.attrNames tests
+  );
+
+  describe =
+    name:
+    let
+      inherit (tests.${name}) actual expected;
+    in
+    "${name}:\n  expected ${builtins.toJSON expected}\n  actual   ${builtins.toJSON actual}";
+in
+if failures == [ ] then
+  builtins.attrNames tests
+else
+  throw "babylon lib tests failed:\n${builtins.concatStringsSep "\n" (map describe failures)}"
