@@ -34,41 +34,39 @@ fn observe(c: &mut Criterion) {
     });
 }
 
-/// A whole request through Rocket's local client, metrics and blocking on vs off: the
-/// difference is the per-request cost of the fairings.
+/// A whole request through Rocket's local client, with metrics and blocking each on or
+/// off: the differences are the per-request costs of the fairings.
 fn local_request(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let client = |enabled: bool| {
-        let url = format!(
-            "sqlite://{}",
-            dir.path().join(format!("{enabled}.sqlite")).display()
-        );
+    let client = |metrics: bool, blocking: bool| {
+        let file = format!("{metrics}-{blocking}.sqlite");
+        let url = format!("sqlite://{}", dir.path().join(file).display());
         let settings = babylon::config::figment_from(json!({
             "log_level": "off",
             "databases": { "main": { "url": url } },
-            "metrics": { "enabled": enabled, "export": { "enabled": false } },
-            "blocking": { "enabled": enabled, "rate_limit": { "per_second": 1000000, "burst": 1000000 } },
+            "metrics": { "enabled": metrics, "export": { "enabled": false } },
+            "blocking": {
+                "enabled": blocking,
+                "deny": ["192.0.2.0/24"],
+                "rate_limit": { "per_second": 1000000, "burst": 1000000 },
+            },
         }));
         let app = babylon::App::from_figment(settings).unwrap();
         Client::untracked(app.rocket().unwrap()).unwrap()
     };
-    let on = client(true);
-    let off = client(false);
     let mut group = c.benchmark_group("GET /api/live via local client");
-    group.bench_function("metrics+blocking on", |b| {
-        b.iter(|| {
-            on.get("/api/live")
-                .remote("127.0.0.1:4000".parse().unwrap())
-                .dispatch()
-        })
-    });
-    group.bench_function("metrics+blocking off", |b| {
-        b.iter(|| {
-            off.get("/api/live")
-                .remote("127.0.0.1:4000".parse().unwrap())
-                .dispatch()
-        })
-    });
+    for (name, metrics, blocking) in [
+        ("metrics+blocking on", true, true),
+        ("metrics on, blocking off", true, false),
+        ("metrics off, blocking on", false, true),
+        ("metrics+blocking off", false, false),
+    ] {
+        let client = client(metrics, blocking);
+        let peer = "127.0.0.1:4000".parse().unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| client.get("/api/live").remote(peer).dispatch())
+        });
+    }
     group.finish();
 }
 

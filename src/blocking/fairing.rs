@@ -46,6 +46,10 @@ impl Gatekeeper {
 
     fn verdict(&self, request: &Request<'_>) -> Result<(), super::BlockReason> {
         let client = request.remote().map(|peer| {
+            // Headers are only read (a map lookup each) when the peer is a trusted proxy.
+            if !self.clients.is_trusted_proxy(peer.ip()) {
+                return crate::config::canonical_ip(peer.ip());
+            }
             self.clients.resolve(
                 peer.ip(),
                 request.headers().get("X-Forwarded-For"),

@@ -43,11 +43,14 @@ impl HttpMetricsFairing {
         let via_trusted_proxy = request
             .remote()
             .is_some_and(|peer| self.clients.is_trusted_proxy(peer.ip()));
-        let forwarded_https = request
-            .headers()
-            .get_one("X-Forwarded-Proto")
-            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
-        if via_trusted_proxy && forwarded_https {
+        // The header is only looked up (a map lookup) when a trusted proxy sent it.
+        let forwarded_https = || {
+            request
+                .headers()
+                .get_one("X-Forwarded-Proto")
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+        };
+        if via_trusted_proxy && forwarded_https() {
             Transport::Https
         } else {
             Transport::Http

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# babylon's benchmark harness: one command, interleaved repetitions (A B C A B C …) so
+# that machine noise hits every side alike, ratios printed at the end. Needs wrk and curl
+# (Debian: apt-get install -y wrk curl).
+#
+#   bash bench/run.sh [--rounds N] [--seconds S] [--connections C]
+#
+# Sides (same release binary for babylon; the setting is what differs):
+#   on     babylon, metrics and blocking on (deny list + a rate limit too high to trip)
+#   off    babylon, metrics.enabled = false, blocking.enabled = false
+#   stock  a minimal Rocket app with only rocket_prometheus' stock fairing
+#          (examples/stock_rocket_prometheus.rs), same trivial route
+# Routes: /api/live (trivial) and /api/items/<id> (a database read; the cache is off on
+# both babylon sides so every request reads SQLite).
+# Also: throughput of `on` while a scraper reads its export port every second, and the
+# resident memory of `on` idle and after every round.
+# Per-request and per-scrape micro-benchmarks: cargo bench --bench recording.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=5 seconds=5 connections=32
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds="$2"; shift 2 ;;
+        --seconds) seconds="$2"; shift 2 ;;
+        --connections) connections="$2"; shift 2 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+for tool in wrk curl; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y $tool)" >&2; exit 1; }
+done
+
+cargo build --release --quiet --bin babylon --example stock_rocket_prometheus
+tmp=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+wait_up() { # port path
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1$2" >/dev/null && return 0; sleep 0.1; done
+    echo "nothing answers on $1$2" >&2; exit 1
+}
+babylon() { # name app-port export-port extra-env...
+    local name=$1 port=$2 export_port=$3; shift 3
+    env ROCKET_CONFIG="$PWD/Rocket.toml" ROCKET_PROFILE=release ROCKET_PORT="$port" \
+        BABYLON_METRICS__EXPORT__PORT="$export_port" BABYLON_CACHE__ENABLED=false \
+        BABYLON_DATABASES__MAIN__URL="sqlite://$tmp/$name.sqlite" "$@" \
+        target/release/babylon >"$tmp/$name.log" 2>&1 &
+    pids+=($!)
+    wait_up "$port" /api/live
+}
+babylon on 18080 18001 BABYLON_BLOCKING__DENY=192.0.2.0/24 \
+    BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
+on_pid=${pids[-1]}
+babylon off 18081 18002 BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false
+ROCKET_PORT=18082 ROCKET_LOG_LEVEL=off target/release/examples/stock_rocket_prometheus >"$tmp/stock.log" 2>&1 &
+pids+=($!)
+wait_up 18082 /api/live
+
+# One item per babylon database, for the database read route.
+item_path() {
+    local id
+    id=$(curl -fs -X POST "http://127.0.0.1:$1/api/items" -H 'Content-Type: application/json' \
+        -d '{"name":"benchmark item","kind":"book"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
+    echo "/api/items/$id"
+}
+db_on=$(item_path 18080)
+db_off=$(item_path 18081)
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+echo "idle $(rss_kib "$on_pid")" >"$tmp/rss"
+
+wrk_run() { # url -> "requests/s p50_ms p99_ms"
+    wrk -t2 -c"$connections" -d"${seconds}s" --latency "$1" | awk '
+        function ms(v) { if (v ~ /us$/) { sub(/us/, "", v); return v / 1000 }
+                         if (v ~ /ms$/) { sub(/ms/, "", v); return v }
+                         if (v ~ /s$/)  { sub(/s/, "", v);  return v * 1000 } return v }
+        /Requests\/sec/ { rps = $2 } /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+}
+scraping() { # scrape babylon-on's export port every second until killed
+    while true; do curl -fs -o /dev/null http://127.0.0.1:18001/metrics; sleep 1; done
+}
+
+printf '%-5s %-22s %12s %9s %9s\n' round case 'requests/s' 'p50 ms' 'p99 ms'
+for round in $(seq "$rounds"); do
+    for case in live:on live:off live:stock db:on db:off live:on-scraped; do
+        case "$case" in
+            live:on) url=http://127.0.0.1:18080/api/live ;;
+            live:off) url=http://127.0.0.1:18081/api/live ;;
+            live:stock) url=http://127.0.0.1:18082/api/live ;;
+            db:on) url="http://127.0.0.1:18080$db_on" ;;
+            db:off) url="http://127.0.0.1:18081$db_off" ;;
+            live:on-scraped) url=http://127.0.0.1:18080/api/live ;;
+        esac
+        scraper=""
+        if [ "$case" = live:on-scraped ]; then scraping & scraper=$!; fi
+        read -r rps p50 p99 < <(wrk_run "$url")
+        if [ -n "$scraper" ]; then kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null || true; fi
+        printf '%-5s %-22s %12s %9s %9s\n' "$round" "$case" "$rps" "$p50" "$p99"
+        echo "$case $rps $p50 $p99" >>"$tmp/results"
+    done
+    echo "round$round $(rss_kib "$on_pid")" >>"$tmp/rss"
+done
+scrape_bytes=$(curl -fs http://127.0.0.1:18001/metrics | wc -c)
+
+awk -v rounds="$rounds" -v bytes="$scrape_bytes" '
+    FNR == NR { n[$1]++; r[$1] += $2; p50[$1] += $3; p99[$1] += $4; next }
+    { rss[$1] = $2; order[++k] = $1 }
+    END {
+        printf "\nmeans over %d interleaved rounds\n", rounds
+        printf "%-22s %12s %9s %9s\n", "case", "requests/s", "p50 ms", "p99 ms"
+        split("live:on live:off live:stock db:on db:off live:on-scraped", cases, " ")
+        for (i = 1; i <= 6; i++) { c = cases[i]; printf "%-22s %12.0f %9.3f %9.3f\n", c, r[c]/n[c], p50[c]/n[c], p99[c]/n[c] }
+        m = "live:on"; o = "live:off"; s = "live:stock"; d = "db:on"; e = "db:off"; q = "live:on-scraped"
+        printf "\nratios (target in brackets)\n"
+        printf "trivial route, on/off throughput                 %.3f  [>= 0.97]\n", (r[m]/n[m]) / (r[o]/n[o])
+        printf "trivial route, on/off p99                        %.3f  [<= 1.05]\n", (p99[m]/n[m]) / (p99[o]/n[o])
+        printf "db read route, on/off throughput                 %.3f  [>= 0.97]\n", (r[d]/n[d]) / (r[e]/n[e])
+        printf "db read route, on/off p99                        %.3f  [<= 1.05]\n", (p99[d]/n[d]) / (p99[e]/n[e])
+        printf "babylon on / stock rocket_prometheus throughput  %.3f  [>= 1.0]\n", (r[m]/n[m]) / (r[s]/n[s])
+        printf "scraped every 1 s / not scraped throughput       %.3f  [>= 0.98]\n", (r[q]/n[q]) / (r[m]/n[m])
+        printf "\nexposition of babylon on: %d bytes per scrape\n", bytes
+        printf "resident memory of babylon on (MiB): idle %.1f", rss["idle"] / 1024
+        for (i = 2; i <= k; i++) printf ", after %s %.1f", order[i], rss[order[i]] / 1024
+        printf "  [idle < 30, no growth]\n"
+    }' "$tmp/results" "$tmp/rss"
