@@ -26,6 +26,13 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+# Servers run on CPU 0 and wrk on CPU 1 (when there are two or more), so that the load
+# generator does not steal cycles from the side being measured; pinning made runs on a
+# 2-core machine far more repeatable.
+server_cpu="" load_cpu=""
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    server_cpu="taskset -c 0" load_cpu="taskset -c 1"
+fi
 for tool in wrk curl; do
     command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y $tool)" >&2; exit 1; }
 done
@@ -45,7 +52,7 @@ babylon() { # name app-port export-port extra-env...
     env ROCKET_CONFIG="$PWD/Rocket.toml" ROCKET_PROFILE=release ROCKET_PORT="$port" \
         BABYLON_METRICS__EXPORT__PORT="$export_port" BABYLON_CACHE__ENABLED=false \
         BABYLON_DATABASES__MAIN__URL="sqlite://$tmp/$name.sqlite" "$@" \
-        target/release/babylon >"$tmp/$name.log" 2>&1 &
+        $server_cpu target/release/babylon >"$tmp/$name.log" 2>&1 &
     pids+=($!)
     wait_up "$port" /api/live
 }
@@ -53,7 +60,7 @@ babylon on 18080 18001 BABYLON_BLOCKING__DENY=192.0.2.0/24 \
     BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
 on_pid=${pids[-1]}
 babylon off 18081 18002 BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false
-ROCKET_PORT=18082 ROCKET_LOG_LEVEL=off target/release/examples/stock_rocket_prometheus >"$tmp/stock.log" 2>&1 &
+ROCKET_PORT=18082 ROCKET_LOG_LEVEL=off $server_cpu target/release/examples/stock_rocket_prometheus >"$tmp/stock.log" 2>&1 &
 pids+=($!)
 wait_up 18082 /api/live
 
@@ -71,7 +78,7 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 echo "idle $(rss_kib "$on_pid")" >"$tmp/rss"
 
 wrk_run() { # url -> "requests/s p50_ms p99_ms"
-    wrk -t2 -c"$connections" -d"${seconds}s" --latency "$1" | awk '
+    $load_cpu wrk -t2 -c"$connections" -d"${seconds}s" --latency "$1" | awk '
         function ms(v) { if (v ~ /us$/) { sub(/us/, "", v); return v / 1000 }
                          if (v ~ /ms$/) { sub(/ms/, "", v); return v }
                          if (v ~ /s$/)  { sub(/s/, "", v);  return v * 1000 } return v }

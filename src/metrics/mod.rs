@@ -19,6 +19,7 @@ pub mod families;
 pub mod file_sd;
 pub mod panics;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::prometheus::{Encoder, Registry, TextEncoder};
@@ -49,6 +50,7 @@ struct Inner {
     models: ModelFamilies,
     cache: CacheFamilies,
     custom: CustomMetrics,
+    last_render_bytes: AtomicUsize,
 }
 
 impl Metrics {
@@ -71,6 +73,7 @@ impl Metrics {
         Ok(Metrics {
             inner: Arc::new(Inner {
                 custom: CustomMetrics::new(registry.clone()),
+                last_render_bytes: AtomicUsize::new(16 * 1024),
                 registry,
                 http,
                 api,
@@ -110,12 +113,17 @@ impl Metrics {
         &self.inner.custom
     }
 
-    /// Every family in the text exposition format.
+    /// Every family in the text exposition format. The buffer starts at the size of the
+    /// previous exposition, so a scrape encodes without growing it step by step.
     pub fn render(&self) -> Vec<u8> {
-        let mut buffer = Vec::with_capacity(16 * 1024);
+        let mut buffer = Vec::with_capacity(self.inner.last_render_bytes.load(Ordering::Relaxed));
         TextEncoder::new()
             .encode(&self.inner.registry.gather(), &mut buffer)
             .expect("encoding into a Vec cannot fail");
+        // A little headroom for series that appear before the next scrape.
+        self.inner
+            .last_render_bytes
+            .store(buffer.len() + buffer.len() / 8, Ordering::Relaxed);
         buffer
     }
 }
