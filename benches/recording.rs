@@ -13,7 +13,12 @@ use rocket::local::blocking::Client;
 use serde_json::json;
 
 fn metrics() -> Metrics {
-    Metrics::new(&babylon::config::MetricsSettings::default()).unwrap()
+    let settings = babylon::config::MetricsSettings {
+        // Room for the 10,000-series registry of the render benchmark.
+        max_series_per_family: std::num::NonZeroUsize::new(100_000).unwrap(),
+        ..Default::default()
+    };
+    Metrics::new(&settings).unwrap()
 }
 
 /// Recording one finished request into every HTTP family.

@@ -203,3 +203,18 @@ fn binary_refuses_bad_environment_values_with_one_line_and_exit_2() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_metrics_token_never_appears_in_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "s3cr3t-t0ken\n").unwrap();
+    let settings = Settings::from_figment(&settings(
+        json!({ "metrics": { "export": { "token_file": path } } }),
+    ))
+    .unwrap();
+    assert!(settings.metrics.export.token.is_some());
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("s3cr3t-t0ken"), "{debug}");
+    assert!(debug.contains("<redacted>"));
+}

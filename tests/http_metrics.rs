@@ -463,3 +463,42 @@ fn transport_is_https_only_when_a_trusted_proxy_says_so() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_full_custom_family_records_into_overflow_and_says_so() {
+    let client = client(json!({ "metrics": { "max_series_per_family": 2 } }));
+    for (n, kind) in ["book", "tool", "other", "other"].into_iter().enumerate() {
+        let body = format!(r#"{{"name":"capped {n}","kind":"{kind}"}}"#);
+        let response = client
+            .post("/api/items")
+            .header(ContentType::JSON)
+            .body(body)
+            .dispatch();
+        assert_eq!(response.status(), Status::Created);
+    }
+    let text = scrape(&client);
+    assert_eq!(
+        sample(&text, r#"babylon_items_created_total{kind="book"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"babylon_items_created_total{kind="tool"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"babylon_items_created_total{kind="other"}"#),
+        None,
+        "the family is full"
+    );
+    assert_eq!(
+        sample(&text, r#"babylon_items_created_total{kind="<overflow>"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"babylon_metrics_series_overflow_total{family="babylon_items_created_total"}"#
+        ),
+        Some(2.0)
+    );
+}

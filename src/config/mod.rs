@@ -110,6 +110,8 @@ pub struct MetricsSettings {
     pub latency_buckets: Buckets,
     /// Requests whose path starts with one of these are not recorded at all.
     pub exclude_paths: Vec<String>,
+    /// Most label sets a custom family may grow to; further ones record as `<overflow>`.
+    pub max_series_per_family: std::num::NonZeroUsize,
     pub export: ExportSettings,
 }
 
@@ -123,6 +125,7 @@ impl Default for MetricsSettings {
             count_scrapes: false,
             latency_buckets: Buckets::django_latency(),
             exclude_paths: Vec::new(),
+            max_series_per_family: std::num::NonZeroUsize::new(1000).expect("nonzero"),
             export: ExportSettings::default(),
         }
     }

@@ -16,24 +16,32 @@
 //! ```
 //!
 //! Each call takes a lock and a map lookup; on a hot path, keep the returned family.
+//!
+//! Every family is [`Capped`]: at most `metrics.max_series_per_family` label sets, then
+//! `<overflow>` (see [`super::cardinality`]), so label values taken from requests cannot
+//! grow the registry without bound.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use super::cardinality::Capped;
 use super::families::register;
 
 pub struct CustomMetrics {
     registry: Registry,
     families: Mutex<HashMap<String, (Family, Vec<String>)>>,
+    max_series_per_family: usize,
+    /// `babylon_metrics_series_overflow_total{family}`.
+    overflow: IntCounterVec,
 }
 
 #[derive(Clone)]
 enum Family {
-    Counter(IntCounterVec),
-    Gauge(GaugeVec),
-    Histogram(HistogramVec),
+    Counter(Capped<IntCounterVec>),
+    Gauge(Capped<GaugeVec>),
+    Histogram(Capped<HistogramVec>),
 }
 
 impl Family {
@@ -68,11 +76,36 @@ pub enum CustomMetricError {
 }
 
 impl CustomMetrics {
-    pub(crate) fn new(registry: Registry) -> Self {
-        CustomMetrics {
+    pub(crate) fn new(
+        registry: Registry,
+        max_series_per_family: usize,
+    ) -> crate::prometheus::Result<Self> {
+        let overflow = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "babylon_metrics_series_overflow_total",
+                    "Records that went to the <overflow> label set because their family was full (metrics.max_series_per_family).",
+                ),
+                &["family"],
+            )?,
+        )?;
+        Ok(CustomMetrics {
             registry,
             families: Mutex::new(HashMap::new()),
-        }
+            max_series_per_family,
+            overflow,
+        })
+    }
+
+    fn capped<F: super::cardinality::LabelledFamily>(
+        &self,
+        name: &str,
+        family: F,
+        labels: &[&str],
+    ) -> Capped<F> {
+        let overflow = self.overflow.with_label_values(&[name]);
+        Capped::new(family, labels.len(), self.max_series_per_family, overflow)
     }
 
     /// An integer counter family; by convention its name ends in `_total`.
@@ -81,9 +114,10 @@ impl CustomMetrics {
         name: &str,
         help: &str,
         labels: &[&str],
-    ) -> Result<IntCounterVec, CustomMetricError> {
+    ) -> Result<Capped<IntCounterVec>, CustomMetricError> {
         self.get_or_register(name, labels, "counter", || {
-            IntCounterVec::new(Opts::new(name, help), labels).map(Family::Counter)
+            IntCounterVec::new(Opts::new(name, help), labels)
+                .map(|family| Family::Counter(self.capped(name, family, labels)))
         })
         .map(|family| match family {
             Family::Counter(counter) => counter,
@@ -97,9 +131,10 @@ impl CustomMetrics {
         name: &str,
         help: &str,
         labels: &[&str],
-    ) -> Result<GaugeVec, CustomMetricError> {
+    ) -> Result<Capped<GaugeVec>, CustomMetricError> {
         self.get_or_register(name, labels, "gauge", || {
-            GaugeVec::new(Opts::new(name, help), labels).map(Family::Gauge)
+            GaugeVec::new(Opts::new(name, help), labels)
+                .map(|family| Family::Gauge(self.capped(name, family, labels)))
         })
         .map(|family| match family {
             Family::Gauge(gauge) => gauge,
@@ -114,13 +149,13 @@ impl CustomMetrics {
         help: &str,
         labels: &[&str],
         buckets: &[f64],
-    ) -> Result<HistogramVec, CustomMetricError> {
+    ) -> Result<Capped<HistogramVec>, CustomMetricError> {
         self.get_or_register(name, labels, "histogram", || {
             HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(buckets.to_vec()),
                 labels,
             )
-            .map(Family::Histogram)
+            .map(|family| Family::Histogram(self.capped(name, family, labels)))
         })
         .map(|family| match family {
             Family::Histogram(histogram) => histogram,
@@ -166,9 +201,9 @@ impl CustomMetrics {
         }
         let family = create().map_err(prometheus_error)?;
         match &family {
-            Family::Counter(c) => register(&self.registry, c.clone()).map(drop),
-            Family::Gauge(g) => register(&self.registry, g.clone()).map(drop),
-            Family::Histogram(h) => register(&self.registry, h.clone()).map(drop),
+            Family::Counter(c) => register(&self.registry, c.family().clone()).map(drop),
+            Family::Gauge(g) => register(&self.registry, g.family().clone()).map(drop),
+            Family::Histogram(h) => register(&self.registry, h.family().clone()).map(drop),
         }
         .map_err(prometheus_error)?;
         let label_names = labels.iter().map(|l| l.to_string()).collect();
@@ -183,7 +218,7 @@ mod tests {
 
     #[test]
     fn same_family_twice_and_kind_mismatch() {
-        let custom = CustomMetrics::new(Registry::new());
+        let custom = CustomMetrics::new(Registry::new(), 100).unwrap();
         let first = custom
             .counter("orders_total", "Orders.", &["kind"])
             .unwrap();

@@ -11,6 +11,7 @@
 //! - [`endpoint`]: the metrics route on the main port.
 
 pub mod access;
+pub mod cardinality;
 pub mod custom;
 pub mod endpoint;
 pub mod exporter;
@@ -72,7 +73,7 @@ impl Metrics {
         ))?;
         Ok(Metrics {
             inner: Arc::new(Inner {
-                custom: CustomMetrics::new(registry.clone()),
+                custom: CustomMetrics::new(registry.clone(), settings.max_series_per_family.get())?,
                 last_render_bytes: AtomicUsize::new(16 * 1024),
                 registry,
                 http,

@@ -1,0 +1,198 @@
+//! Faults the service must survive: SIGTERM in the middle of load, and handlers that panic
+//! under load. (Database down and back: tests/db_health.rs; a taken port range and an
+//! unusable file_sd directory: tests/processes.rs.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::workers::{command, start_command, terminate};
+use common::{free_port, free_range, sample};
+use rocket::http::Status;
+use serde_json::json;
+
+/// How one request ended.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// A whole response: status line, headers and exactly Content-Length body bytes.
+    Complete(u16),
+    /// Refused or reset before any byte of a response: the server had stopped accepting.
+    NotAccepted,
+    /// Some of a response, then the connection ended: a request cut off mid-way.
+    Truncated(String),
+}
+
+fn bulk_create(port: u16, batch: usize) -> Outcome {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return Outcome::NotAccepted;
+    };
+    let items: Vec<String> = (0..50)
+        .map(|n| format!(r#"{{"name":"b{batch} {n}","kind":"book"}}"#))
+        .collect();
+    let body = format!("[{}]", items.join(","));
+    let request = format!(
+        "POST /api/items/bulk HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return Outcome::NotAccepted;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    if response.is_empty() {
+        return Outcome::NotAccepted;
+    }
+    let text = String::from_utf8_lossy(&response).to_string();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Outcome::Truncated(text);
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>())
+        })
+        .and_then(Result::ok);
+    match (head.get(9..12).and_then(|s| s.parse().ok()), length) {
+        (Some(status), Some(length)) if body.len() == length => Outcome::Complete(status),
+        _ => Outcome::Truncated(text),
+    }
+}
+
+#[test]
+fn sigterm_during_load_finishes_in_flight_requests_removes_the_target_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_port = free_port();
+    let mut command = command(app_port, free_range(1));
+    command
+        .env(
+            "BABYLON_DATABASES__MAIN__URL",
+            format!("sqlite://{}", dir.path().join("term.sqlite").display()),
+        )
+        .env("BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY", dir.path());
+    let mut worker = start_command(command, app_port);
+    let target = dir
+        .path()
+        .join(format!("babylon-{}.json", worker.export_port));
+    assert!(target.exists());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                let mut batch = client * 100_000;
+                while !stop.load(Ordering::Relaxed) {
+                    outcomes.push(bulk_create(app_port, batch));
+                    batch += 1;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let signalled = Instant::now();
+    let status = terminate(&mut worker);
+    let took = signalled.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+
+    assert!(status.success(), "SIGTERM is a clean shutdown: {status:?}");
+    // Rocket's shutdown: grace 2 s + mercy 3 s (Rocket.toml defaults).
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
+    assert!(
+        !target.exists(),
+        "the file_sd target is removed on shutdown"
+    );
+    let truncated: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Truncated(_)))
+        .collect();
+    assert!(
+        truncated.is_empty(),
+        "requests cut off mid-way: {truncated:?}"
+    );
+    let completed = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Complete(201))
+        .count();
+    assert!(completed > 0, "load ran before the signal: {outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Complete(201) | Outcome::NotAccepted)),
+        "{outcomes:?}"
+    );
+}
+
+#[rocket::get("/panic")]
+fn panics() -> &'static str {
+    panic!("deliberate test panic under load")
+}
+
+#[rocket::async_test]
+async fn panicking_handlers_under_load_are_counted_and_the_service_keeps_serving() {
+    use rocket::futures::future::join_all;
+    use rocket::local::asynchronous::Client;
+    let dir = tempfile::tempdir().unwrap();
+    let app = babylon::App::from_figment(common::settings_in(&dir, json!({}))).unwrap();
+    let rocket = app.rocket().unwrap().mount(
+        "/test",
+        babylon::metrics::panics::instrument(rocket::routes![panics]),
+    );
+    let client = Client::tracked(rocket).await.unwrap();
+    let requests = (0..300).map(|n| {
+        let path = if n % 2 == 0 {
+            "/test/panic"
+        } else {
+            "/api/live"
+        };
+        let request = client.get(path);
+        async move { (path, request.dispatch().await.status()) }
+    });
+    let answers = join_all(requests).await;
+    for (path, status) in &answers {
+        let expected = if *path == "/test/panic" {
+            Status::InternalServerError
+        } else {
+            Status::Ok
+        };
+        assert_eq!(*status, expected, "{path}");
+    }
+    let text = client
+        .get("/metrics")
+        .remote("127.0.0.1:1".parse().unwrap())
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"rocket_http_exceptions_by_type_total{type="panic"}"#
+        ),
+        Some(150.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rocket_http_exceptions_by_route_total{route="/test/panic"}"#
+        ),
+        Some(150.0)
+    );
+    assert_eq!(sample(&text, "rocket_http_requests_in_flight"), Some(0.0));
+    assert_eq!(
+        client.get("/api/live").dispatch().await.status(),
+        Status::Ok
+    );
+}
