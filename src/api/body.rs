@@ -14,6 +14,9 @@ use rocket::Request;
 use super::error::JsonError;
 use crate::request_record::RequestRecord;
 
+/// How long a client may take to send its whole body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bodies above the `limits.json` setting (default 1 MiB) are refused with 413.
 const DEFAULT_LIMIT_BYTES: u64 = 1024 * 1024;
 
@@ -45,7 +48,23 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
             .limits()
             .get("json")
             .unwrap_or(DEFAULT_LIMIT_BYTES.bytes());
-        let body = match data.open(limit).into_bytes().await {
+        // A client that stops sending half way must not hold the request forever (Rocket 0.5
+        // has no read timeout of its own).
+        let read = rocket::tokio::time::timeout(BODY_READ_TIMEOUT, data.open(limit).into_bytes());
+        let Ok(read) = read.await else {
+            return reject(
+                request,
+                JsonError::new(
+                    Status::RequestTimeout,
+                    "body_timeout",
+                    format!(
+                        "the body did not arrive within {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                ),
+            );
+        };
+        let body = match read {
             Ok(body) => body,
             Err(error) => {
                 return reject(

@@ -46,6 +46,12 @@ impl NewItem {
         let name = self.name.trim().to_string();
         let field = format!("{field_prefix}name");
         problems.check(!name.is_empty(), &field, "must not be empty");
+        // PostgreSQL refuses NUL in text, and control characters have no place in a name.
+        problems.check(
+            !name.chars().any(char::is_control),
+            &field,
+            "must not contain control characters",
+        );
         problems.check(
             name.chars().count() <= MAX_NAME_CHARS,
             &field,

@@ -38,23 +38,29 @@ impl ClientAddr {
         if !self.is_trusted_proxy(peer) {
             return peer;
         }
-        let hops: Option<Vec<IpAddr>> = forwarded_for
-            .flat_map(|line| line.split(','))
-            .map(|hop| parse_hop(hop.trim()))
-            .collect();
-        match hops {
-            Some(hops) if !hops.is_empty() => hops
-                .iter()
-                .rev()
-                .copied()
-                .find(|hop| !self.trusted_proxies.contains(*hop))
-                // Every hop is a trusted proxy: the leftmost is the origin.
-                .unwrap_or(hops[0]),
-            Some(_) => real_ip
-                .and_then(|value| parse_hop(value.trim()))
-                .unwrap_or(peer),
-            None => peer,
+        // Walk from the hop nearest to us. Only hops our trusted proxies appended are
+        // believed, so the first address that is not a trusted proxy is the client, and
+        // whatever the client itself wrote further left never matters.
+        let lines: Vec<&str> = forwarded_for.collect();
+        let mut nearest = peer;
+        let mut saw_any = false;
+        for hop in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+            saw_any = true;
+            match parse_hop(hop.trim()) {
+                Some(address) if self.trusted_proxies.contains(address) => nearest = address,
+                Some(address) => return address,
+                // Garbage right next to a trusted hop: the chain cannot be followed further,
+                // so the nearest trusted hop is the best-known client.
+                None => return nearest,
+            }
         }
+        if saw_any {
+            // Every hop is a trusted proxy: the leftmost is the origin.
+            return nearest;
+        }
+        real_ip
+            .and_then(|value| parse_hop(value.trim()))
+            .unwrap_or(peer)
     }
 }
 

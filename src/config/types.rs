@@ -123,7 +123,14 @@ impl Cidr {
     /// Whether `ip` lies in the block. IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, what a
     /// dual-stack socket reports for IPv4 peers) match IPv4 blocks.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.contains(&canonical_ip(ip))
+        // Check every spelling of the address: as given, as plain IPv4, and as the
+        // IPv4-mapped IPv6 form, so `10.0.0.0/8` and `::ffff:10.0.0.0/104` agree.
+        let v4 = canonical_ip(ip);
+        let mapped = match v4 {
+            IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+            v6 => v6,
+        };
+        self.0.contains(&ip) || self.0.contains(&v4) || self.0.contains(&mapped)
     }
 }
 

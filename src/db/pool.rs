@@ -169,8 +169,11 @@ impl rocket_db_pools::Pool for DbPool {
         self.connection().await
     }
 
+    /// Rocket calls this when shutdown *begins*, while in-flight requests still run (its
+    /// grace period follows). Closing the pool here would answer those requests "database
+    /// unavailable", so the pool stays open; its connections close when the service ends.
     async fn close(&self) {
-        self.pool.close().await;
+        rocket::info!("database pool stays open for in-flight requests; it closes at exit");
     }
 }
 

@@ -257,11 +257,13 @@ impl Children {
     }
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Resolved children by route, then by (method, status, transport). Two levels so that a
 /// lookup borrows the route as `&str` instead of building an owned key.
 #[derive(Default)]
 struct ChildCache {
-    routes: RwLock<HashMap<Box<str>, HashMap<ChildKey, Children>>>,
+    routes: RwLock<FastMap<Box<str>, FastMap<ChildKey, Children>>>,
 }
 
 impl ChildCache {
