@@ -8,8 +8,8 @@ use std::future::Future;
 use std::hash::Hash;
 use std::time::Duration;
 
-use crate::metrics::families::register;
-use crate::prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use crate::metrics::families::counter_vec;
+use crate::prometheus::{IntCounter, IntCounterVec, Registry};
 
 /// The `backend` label of the cache families.
 pub const BACKEND: &str = "moka";
@@ -25,12 +25,7 @@ pub struct CacheFamilies {
 
 impl CacheFamilies {
     pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
-        let family = |name: &str, help: &str| {
-            register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), &["backend"])?,
-            )
-        };
+        let family = |name: &str, help: &str| counter_vec(registry, name, help, &["backend"]);
         Ok(CacheFamilies {
             get: family("rocket_cache_get_total", "Cache lookups.")?,
             hits: family(

@@ -5,34 +5,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::workers::{command, start_command};
-use common::{free_port, free_range, http_get, sample, sample_or_zero};
+use common::workers::{command_in, start_command};
+use common::{free_port, free_range, http_get, http_request_from, sample, sample_or_zero};
 
 const CLIENTS: usize = 16;
 const REQUESTS_PER_CLIENT: usize = 150;
 
 /// One request over a fresh connection from `source`; the status code.
 fn send(source: Ipv4Addr, port: u16, method: &str, path: &str, body: &str) -> u16 {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
-    socket
-        .connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
-        .unwrap();
-    let mut stream: TcpStream = socket.into();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response[9..12].parse().unwrap()
+    let json = [("Content-Type", "application/json")];
+    http_request_from(source, port, method, path, &json, body).0
 }
 
 /// The request a client sends at step `n`: every route, status and blocking outcome.
@@ -75,13 +61,8 @@ fn request(client: usize, n: usize) -> (Ipv4Addr, &'static str, String, String) 
 fn every_counter_equals_what_the_clients_saw() {
     let dir = tempfile::tempdir().unwrap();
     let app_port = free_port();
-    let mut command = command(app_port, free_range(1));
-    command
-        .env(
-            "BABYLON_DATABASES__MAIN__URL",
-            format!("sqlite://{}", dir.path().join("exact.sqlite").display()),
-        )
-        .env("BABYLON_BLOCKING__DENY", "127.0.0.2/32");
+    let mut command = command_in(dir.path(), app_port, free_range(1));
+    command.env("BABYLON_BLOCKING__DENY", "127.0.0.2/32");
     let worker = start_command(command, app_port);
 
     let scraping = Arc::new(AtomicBool::new(true));

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::workers::{command, start_command, terminate};
+use common::workers::{command_in, start_command, terminate};
 use common::{free_port, free_range, sample};
 use rocket::http::Status;
 use serde_json::json;
@@ -68,13 +68,8 @@ fn bulk_create(port: u16, batch: usize) -> Outcome {
 fn sigterm_during_load_finishes_in_flight_requests_removes_the_target_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let app_port = free_port();
-    let mut command = command(app_port, free_range(1));
-    command
-        .env(
-            "BABYLON_DATABASES__MAIN__URL",
-            format!("sqlite://{}", dir.path().join("term.sqlite").display()),
-        )
-        .env("BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY", dir.path());
+    let mut command = command_in(dir.path(), app_port, free_range(1));
+    command.env("BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY", dir.path());
     let mut worker = start_command(command, app_port);
     let target = dir
         .path()

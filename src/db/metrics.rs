@@ -8,7 +8,7 @@ use sqlx::AnyPool;
 
 use super::errors::{DbError, DbErrorKind};
 use super::url::Vendor;
-use crate::metrics::families::register;
+use crate::metrics::families::{counter_vec, gauge_vec, register};
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto::MetricFamily;
 use crate::prometheus::{
@@ -19,24 +19,6 @@ use crate::prometheus::{
 const QUERY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-
-fn counter_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> crate::prometheus::Result<IntCounterVec> {
-    register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
-}
-
-fn gauge_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> crate::prometheus::Result<IntGaugeVec> {
-    register(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
-}
 
 /// `rocket_db_*` and `rocket_migrations_*`.
 #[derive(Clone)]

@@ -23,13 +23,24 @@ pub(crate) fn register<C: Collector + Clone + 'static>(
     Ok(collector)
 }
 
-fn counter_vec(
+/// Registers a labelled integer counter family.
+pub(crate) fn counter_vec(
     registry: &Registry,
     name: &str,
     help: &str,
     labels: &[&str],
 ) -> crate::prometheus::Result<IntCounterVec> {
     register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+/// Registers a labelled integer gauge family.
+pub(crate) fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> crate::prometheus::Result<IntGaugeVec> {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 /// Label value of requests that matched no route: one value for every scanner path.

@@ -164,15 +164,16 @@ pub fn free_range(len: u16) -> (u16, u16) {
     }
 }
 
-/// A raw HTTP/1.0 GET to `127.0.0.1:port` (1.0: no server answers it with a chunked body),
-/// sent from the loopback address `source`
-/// (e.g. 127.0.0.2, to be outside an allow-list), with extra header lines.
-/// Returns the status code and the body.
-pub fn http_get_from(
+/// A raw HTTP/1.0 request to `127.0.0.1:port` (1.0: no server answers it with a chunked
+/// body), sent from the loopback address `source` (e.g. 127.0.0.2, to be outside an
+/// allow-list), with extra header lines and a body. Returns the status code and the body.
+pub fn http_request_from(
     source: std::net::Ipv4Addr,
     port: u16,
+    method: &str,
     path: &str,
     headers: &[(&str, &str)],
+    body: &str,
 ) -> (u16, String) {
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -186,11 +187,12 @@ pub fn http_get_from(
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .unwrap();
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{extra}{length}Connection: close\r\n\r\n{body}").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
@@ -199,6 +201,16 @@ pub fn http_get_from(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A raw GET from `source`; see [`http_request_from`].
+pub fn http_get_from(
+    source: std::net::Ipv4Addr,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    http_request_from(source, port, "GET", path, headers, "")
 }
 
 pub fn http_get(port: u16, path: &str) -> (u16, String) {

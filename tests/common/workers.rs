@@ -28,6 +28,14 @@ pub fn shared_database() -> &'static str {
     Box::leak(format!("sqlite://{}", dir.path().join("workers.sqlite").display()).into_boxed_str())
 }
 
+/// [`command`] with the worker's own SQLite database inside `dir`.
+pub fn command_in(dir: &std::path::Path, app_port: u16, range: (u16, u16)) -> Command {
+    let mut command = command(app_port, range);
+    let url = format!("sqlite://{}", dir.join("babylon.sqlite").display());
+    command.env("BABYLON_DATABASES__MAIN__URL", url);
+    command
+}
+
 pub fn command(app_port: u16, range: (u16, u16)) -> Command {
     let mut command = binary();
     command
