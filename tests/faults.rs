@@ -181,14 +181,7 @@ async fn panicking_handlers_under_load_are_counted_and_the_service_keeps_serving
         };
         assert_eq!(*status, expected, "{path}");
     }
-    let text = client
-        .get("/metrics")
-        .remote("127.0.0.1:1".parse().unwrap())
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap();
+    let text = common::scrape_async(&client).await;
     assert_eq!(
         sample(
             &text,

@@ -390,13 +390,6 @@ async fn hold(
     "released"
 }
 
-async fn scrape_async(client: &rocket::local::asynchronous::Client) -> String {
-    let request = client
-        .get("/metrics")
-        .remote("127.0.0.1:1".parse().unwrap());
-    request.dispatch().await.into_string().await.unwrap()
-}
-
 #[rocket::async_test]
 async fn in_flight_gauge_counts_requests_being_handled() {
     use rocket::local::asynchronous::Client;
@@ -417,7 +410,7 @@ async fn in_flight_gauge_counts_requests_being_handled() {
     let scrape_while_held = async {
         // Poll until both requests wait in their handler; bounded so a bug fails, not hangs.
         for _ in 0..100_000 {
-            let text = scrape_async(&client).await;
+            let text = common::scrape_async(&client).await;
             if sample(&text, "rocket_http_requests_in_flight") == Some(2.0) {
                 gate.add_permits(2);
                 return text;
@@ -433,7 +426,7 @@ async fn in_flight_gauge_counts_requests_being_handled() {
     assert_eq!(sample(&text, "rocket_http_requests_in_flight"), Some(2.0));
     assert_eq!(first.into_string().await.as_deref(), Some("released"));
     assert_eq!(second.into_string().await.as_deref(), Some("released"));
-    let text = scrape_async(&client).await;
+    let text = common::scrape_async(&client).await;
     assert_eq!(sample(&text, "rocket_http_requests_in_flight"), Some(0.0));
 }
 

@@ -427,14 +427,7 @@ async fn two_hundred_concurrent_creates_all_land_and_are_counted_exactly() {
             .await
             .unwrap();
         assert_eq!(page["total"], 200, "{vendor}");
-        let text = client
-            .get("/metrics")
-            .remote("127.0.0.1:1".parse().unwrap())
-            .dispatch()
-            .await
-            .into_string()
-            .await
-            .unwrap();
+        let text = common::scrape_async(&client).await;
         assert_eq!(
             sample(&text, r#"rocket_model_inserts_total{model="item"}"#),
             Some(200.0),

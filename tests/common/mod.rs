@@ -93,6 +93,14 @@ pub fn scrape(client: &Client) -> String {
     response.into_string().unwrap()
 }
 
+/// [`scrape`] for Rocket's asynchronous local client.
+pub async fn scrape_async(client: &rocket::local::asynchronous::Client) -> String {
+    let request = client
+        .get("/metrics")
+        .remote("127.0.0.1:1".parse().unwrap());
+    request.dispatch().await.into_string().await.unwrap()
+}
+
 /// The value of one sample, `name{labels}` written exactly as the exposition writes it
 /// (labels sorted by name), or `None` when absent.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
