@@ -290,21 +290,23 @@ fn namespace_prefixes_every_family() {
     assert!(!text.lines().any(|l| l.starts_with("rocket_")));
 }
 
+/// Creates one item of each kind given, with distinct names.
+fn create_items(client: &rocket::local::blocking::Client, kinds: &[&str]) {
+    for (n, kind) in kinds.iter().enumerate() {
+        let body = format!(r#"{{"name":"item {n}","kind":"{kind}"}}"#);
+        let response = client
+            .post("/api/items")
+            .header(ContentType::JSON)
+            .body(body)
+            .dispatch();
+        assert_eq!(response.status(), Status::Created, "{kind}");
+    }
+}
+
 #[test]
 fn custom_metric_of_the_items_route_appears_on_the_endpoint() {
     let client = client(json!({}));
-    for (n, kind) in ["book", "book", "tool"].into_iter().enumerate() {
-        let body = format!(r#"{{"name":"item {n}","kind":"{kind}"}}"#);
-        assert_eq!(
-            client
-                .post("/api/items")
-                .header(ContentType::JSON)
-                .body(body)
-                .dispatch()
-                .status(),
-            Status::Created
-        );
-    }
+    create_items(&client, &["book", "book", "tool"]);
     let text = scrape(&client);
     assert_eq!(
         sample(&text, r#"babylon_items_created_total{kind="book"}"#),
@@ -460,15 +462,7 @@ fn transport_is_https_only_when_a_trusted_proxy_says_so() {
 #[test]
 fn a_full_custom_family_records_into_overflow_and_says_so() {
     let client = client(json!({ "metrics": { "max_series_per_family": 2 } }));
-    for (n, kind) in ["book", "tool", "other", "other"].into_iter().enumerate() {
-        let body = format!(r#"{{"name":"capped {n}","kind":"{kind}"}}"#);
-        let response = client
-            .post("/api/items")
-            .header(ContentType::JSON)
-            .body(body)
-            .dispatch();
-        assert_eq!(response.status(), Status::Created);
-    }
+    create_items(&client, &["book", "tool", "other", "other"]);
     let text = scrape(&client);
     assert_eq!(
         sample(&text, r#"babylon_items_created_total{kind="book"}"#),
