@@ -123,14 +123,15 @@ impl Cidr {
     /// Whether `ip` lies in the block. IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, what a
     /// dual-stack socket reports for IPv4 peers) match IPv4 blocks.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        // Check every spelling of the address: as given, as plain IPv4, and as the
-        // IPv4-mapped IPv6 form, so `10.0.0.0/8` and `::ffff:10.0.0.0/104` agree.
-        let v4 = canonical_ip(ip);
-        let mapped = match v4 {
-            IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
-            v6 => v6,
-        };
-        self.0.contains(&ip) || self.0.contains(&v4) || self.0.contains(&mapped)
+        // Compare in the block's own family: an IPv4 client (or its IPv4-mapped IPv6
+        // spelling) against an IPv6 block is checked as `::ffff:a.b.c.d`, so `10.0.0.0/8`
+        // and `::ffff:10.0.0.0/104` agree. This runs on every request: no allocation.
+        match (self.0, canonical_ip(ip)) {
+            (IpNet::V4(block), IpAddr::V4(v4)) => block.contains(&v4),
+            (IpNet::V6(block), IpAddr::V4(v4)) => block.contains(&v4.to_ipv6_mapped()),
+            (IpNet::V6(block), IpAddr::V6(v6)) => block.contains(&v6),
+            (IpNet::V4(_), IpAddr::V6(_)) => false,
+        }
     }
 }
 
