@@ -317,6 +317,52 @@ fn prometheus_config_is_valid() {
     );
 }
 
+/// The file_sd job drops the static job's ports, so no worker is scraped twice, and keeps
+/// every other worker: checked with `promtool check service-discovery`, which runs the
+/// job's discovery and relabelling on the real config.
+#[test]
+fn the_file_sd_job_does_not_scrape_the_static_targets_again() {
+    let Some(promtool_path) = common::tool("promtool") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        read("prometheus.yml").replace("prometheus/", &format!("{}/prometheus/", root().display()));
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    std::fs::create_dir(dir.path().join("file_sd")).unwrap();
+    let targets = json!([{ "targets": ["127.0.0.1:8001", "127.0.0.1:8004", "127.0.0.1:8005"], "labels": {} }]);
+    std::fs::write(dir.path().join("file_sd/workers.json"), targets.to_string()).unwrap();
+    let out = Command::new(promtool_path)
+        .args([
+            "check",
+            "service-discovery",
+            "--timeout=3s",
+            "prometheus.yml",
+            "babylon_file_sd",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let kept: BTreeSet<String> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|target| target["labels"]["instance"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        kept,
+        BTreeSet::from(["127.0.0.1:8005".to_string()]),
+        "{report:#}"
+    );
+}
+
 #[test]
 fn rule_files_are_valid_and_fully_read_by_this_test() {
     let Some(promtool_path) = common::tool("promtool") else {
