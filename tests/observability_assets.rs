@@ -141,12 +141,7 @@ const AGGREGATIONS_AND_KEYWORDS: &[&str] = &[
     "bottomk",
     "topk",
     "quantile",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
+    // Grouping keywords (`by`, `on`, …) are in GROUPING, which is checked first.
     "and",
     "or",
     "unless",
