@@ -86,12 +86,19 @@ wrk_run() { # url -> "requests/s p50_ms p99_ms"
         END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
 }
 scraping() { # scrape babylon-on's export port every second until killed
-    while true; do curl -fs -o /dev/null http://127.0.0.1:18001/metrics; sleep 1; done
+    while true; do $load_cpu curl -fs -o /dev/null http://127.0.0.1:18001/metrics; sleep 1; done
 }
 
 printf '%-5s %-22s %12s %9s %9s\n' round case 'requests/s' 'p50 ms' 'p99 ms'
+cases=(live:on live:off live:stock db:on db:off live:on-scraped)
 for round in $(seq "$rounds"); do
-    for case in live:on live:off live:stock db:on db:off live:on-scraped; do
+    # Odd rounds run the cases forwards, even rounds backwards, so that no side always
+    # runs right after the same neighbour (a warm cache, a scrape just stopped).
+    order=("${cases[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=(); for ((i = ${#cases[@]} - 1; i >= 0; i--)); do order+=("${cases[i]}"); done
+    fi
+    for case in "${order[@]}"; do
         case "$case" in
             live:on) url=http://127.0.0.1:18080/api/live ;;
             live:off) url=http://127.0.0.1:18081/api/live ;;
@@ -105,28 +112,43 @@ for round in $(seq "$rounds"); do
         read -r rps p50 p99 < <(wrk_run "$url")
         if [ -n "$scraper" ]; then kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null || true; fi
         printf '%-5s %-22s %12s %9s %9s\n' "$round" "$case" "$rps" "$p50" "$p99"
-        echo "$case $rps $p50 $p99" >>"$tmp/results"
+        echo "$round $case $rps $p50 $p99" >>"$tmp/results"
     done
     echo "round$round $(rss_kib "$on_pid")" >>"$tmp/rss"
 done
 scrape_bytes=$(curl -fs http://127.0.0.1:18001/metrics | wc -c)
 
+# Ratios are paired within each round (on and off measured minutes apart, not the whole
+# run apart) and the median over rounds is the result; min and max show the spread.
 awk -v rounds="$rounds" -v bytes="$scrape_bytes" '
-    FNR == NR { n[$1]++; r[$1] += $2; p50[$1] += $3; p99[$1] += $4; next }
+    function median(list,    parts, n, i, j, t) {
+        n = split(list, parts, " ")
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && parts[j - 1] + 0 > parts[j] + 0; j--) {
+            t = parts[j]; parts[j] = parts[j - 1]; parts[j - 1] = t }
+        lo = parts[1]; hi = parts[n]
+        return n % 2 ? parts[(n + 1) / 2] : (parts[n / 2] + parts[n / 2 + 1]) / 2
+    }
+    function ratio(label, a, b, field, target,    i, list, m) {
+        list = ""
+        for (i = 1; i <= rounds; i++) list = list " " (v[i, a, field] / v[i, b, field])
+        m = median(list)
+        printf "%-48s %6.3f  (rounds %.3f .. %.3f)  [%s]\n", label, m, lo, hi, target
+    }
+    FNR == NR { v[$1, $2, "rps"] = $3; v[$1, $2, "p50"] = $4; v[$1, $2, "p99"] = $5
+                n[$2]++; r[$2] += $3; p50[$2] += $4; p99[$2] += $5; next }
     { rss[$1] = $2; order[++k] = $1 }
     END {
         printf "\nmeans over %d interleaved rounds\n", rounds
         printf "%-22s %12s %9s %9s\n", "case", "requests/s", "p50 ms", "p99 ms"
         split("live:on live:off live:stock db:on db:off live:on-scraped", cases, " ")
         for (i = 1; i <= 6; i++) { c = cases[i]; printf "%-22s %12.0f %9.3f %9.3f\n", c, r[c]/n[c], p50[c]/n[c], p99[c]/n[c] }
-        m = "live:on"; o = "live:off"; s = "live:stock"; d = "db:on"; e = "db:off"; q = "live:on-scraped"
-        printf "\nratios (target in brackets)\n"
-        printf "trivial route, on/off throughput                 %.3f  [>= 0.97]\n", (r[m]/n[m]) / (r[o]/n[o])
-        printf "trivial route, on/off p99                        %.3f  [<= 1.05]\n", (p99[m]/n[m]) / (p99[o]/n[o])
-        printf "db read route, on/off throughput                 %.3f  [>= 0.97]\n", (r[d]/n[d]) / (r[e]/n[e])
-        printf "db read route, on/off p99                        %.3f  [<= 1.05]\n", (p99[d]/n[d]) / (p99[e]/n[e])
-        printf "babylon on / stock rocket_prometheus throughput  %.3f  [>= 1.0]\n", (r[m]/n[m]) / (r[s]/n[s])
-        printf "scraped every 1 s / not scraped throughput       %.3f  [>= 0.98]\n", (r[q]/n[q]) / (r[m]/n[m])
+        printf "\nratios: median of the per-round ratios (target in brackets)\n"
+        ratio("trivial route, on/off throughput", "live:on", "live:off", "rps", ">= 0.97")
+        ratio("trivial route, on/off p99", "live:on", "live:off", "p99", "<= 1.05")
+        ratio("db read route, on/off throughput", "db:on", "db:off", "rps", ">= 0.97")
+        ratio("db read route, on/off p99", "db:on", "db:off", "p99", "<= 1.05")
+        ratio("babylon on / stock rocket_prometheus throughput", "live:on", "live:stock", "rps", ">= 1.0")
+        ratio("scraped every 1 s / not scraped throughput", "live:on-scraped", "live:on", "rps", ">= 0.98")
         printf "\nexposition of babylon on: %d bytes per scrape\n", bytes
         printf "resident memory of babylon on (MiB): idle %.1f", rss["idle"] / 1024
         for (i = 2; i <= k; i++) printf ", after %s %.1f", order[i], rss[order[i]] / 1024

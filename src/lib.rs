@@ -2,7 +2,7 @@
 //!
 //! [`App`] holds validated settings; [`App::rocket`] builds the Rocket that `main` launches
 //! and tests drive with Rocket's local client. The data path of a request reads top to
-//! bottom: [`config`] -> fairings ([`metrics::fairing`], [`blocking::fairing`]) -> guards
+//! bottom: [`config`] -> [`pipeline`] (observe, then screen) -> guards
 //! -> handlers ([`api`]) -> response -> metrics.
 
 pub mod api;
@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod metrics;
+pub mod pipeline;
 pub mod request_record;
 
 /// The `prometheus` crate as rocket_prometheus re-exports it, so that application code
@@ -28,9 +29,10 @@ use api::Started;
 use blocking::{ClientAddr, Gatekeeper, Policy};
 use config::{ConfigError, Settings};
 use metrics::exporter::{ExportError, ExportFairing, ExportListener};
-use metrics::fairing::HttpMetricsFairing;
 use metrics::file_sd::{FileSdError, TargetFile};
+use metrics::observer::HttpObserver;
 use metrics::{Metrics, MetricsAccess};
+use pipeline::RequestPipeline;
 
 /// Facts about this build, also exported as `babylon_build_info`.
 pub mod build {
@@ -96,23 +98,32 @@ impl App {
             ))
             .attach(db::Db::init())
             .attach(db::DbSetup)
-            .mount("/", api::routes())
+            // Counting panics wraps every handler (one boxed future per request), so only
+            // when there are metrics to count them in.
+            .mount(
+                "/",
+                if metrics_settings.enabled {
+                    metrics::panics::instrument(api::routes())
+                } else {
+                    api::routes()
+                },
+            )
             .register("/", api::catchers());
 
         let mut export_port = None;
         if metrics_settings.enabled {
             let on_main_port = metrics_settings.serve_on_main_port;
-            // Order matters: the metrics fairing must see a request before blocking
-            // re-routes it.
-            rocket = rocket.attach(HttpMetricsFairing::new(
-                metrics.clone(),
-                clients.clone(),
-                metrics_settings,
-            ));
-            rocket = rocket.attach(Gatekeeper::new(
-                clients.clone(),
-                policy,
-                on_main_port.then(|| (path.to_string(), access.clone())),
+            rocket = rocket.attach(RequestPipeline::new(
+                Some(HttpObserver::new(
+                    metrics.clone(),
+                    clients.clone(),
+                    metrics_settings,
+                )),
+                Gatekeeper::new(
+                    clients.clone(),
+                    policy,
+                    on_main_port.then(|| (path.to_string(), access.clone())),
+                ),
             ));
             if on_main_port {
                 rocket = rocket.mount("/", vec![metrics::endpoint::route(path, metrics.clone())]);
@@ -142,7 +153,10 @@ impl App {
                 }
             }
         } else {
-            rocket = rocket.attach(Gatekeeper::new(clients, policy, None));
+            rocket = rocket.attach(RequestPipeline::new(
+                None,
+                Gatekeeper::new(clients, policy, None),
+            ));
         }
         Ok(rocket.manage(ExportPort(export_port)).manage(metrics))
     }

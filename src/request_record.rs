@@ -1,9 +1,9 @@
 //! What the layers of a request learn about it, for the metrics fairing to read at the end.
 //!
-//! Rocket gives each request a typed local cache; this record lives there. Fields are set
-//! once (`OnceLock`) by whichever layer knows the fact: the metrics fairing at arrival,
-//! the blocking fairing when it refuses, a handler wrapper when a handler panics, the JSON
-//! body guard when it reads the body.
+//! Rocket gives each request a typed local cache; this record lives there. The HTTP
+//! observer creates it with the arrival; the other fields are set once (`OnceLock`) by
+//! whichever layer knows the fact: the gatekeeper when it refuses, a handler wrapper when a
+//! handler panics, the JSON body guard when it reads the body.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -17,8 +17,9 @@ use crate::blocking::BlockReason;
 
 #[derive(Default)]
 pub struct RequestRecord {
-    /// Set by the metrics fairing when it starts observing the request.
-    arrival: OnceLock<Arrival>,
+    /// Set when the HTTP observer starts observing the request: a plain field, because the
+    /// record is created right then (a `OnceLock` costs a synchronised write per request).
+    arrival: Option<Arrival>,
     blocked: OnceLock<BlockReason>,
     exception: OnceLock<&'static str>,
     body_bytes_read: AtomicU64,
@@ -33,16 +34,29 @@ pub struct Arrival {
 }
 
 impl RequestRecord {
+    /// The request's record, created empty if no layer has made it yet.
     pub fn of<'r>(request: &'r Request<'_>) -> &'r RequestRecord {
         request.local_cache(RequestRecord::default)
     }
 
-    pub fn set_arrival(&self, arrival: Arrival) {
-        let _ = self.arrival.set(arrival);
+    /// Creates the record of an observed request; whether it did. The observer sees each
+    /// request first, so no record exists yet; if one did, the caller must leave the
+    /// request unobserved (its response would find no arrival to measure from).
+    #[must_use]
+    pub fn start(request: &Request<'_>, arrival: Arrival) -> bool {
+        let mut created = false;
+        request.local_cache(|| {
+            created = true;
+            RequestRecord {
+                arrival: Some(arrival),
+                ..RequestRecord::default()
+            }
+        });
+        created
     }
 
     pub fn arrival(&self) -> Option<Arrival> {
-        self.arrival.get().copied()
+        self.arrival
     }
 
     pub fn set_blocked(&self, reason: BlockReason) {

@@ -24,11 +24,12 @@ impl Started {
     }
 }
 
-/// Every API route, wrapped so that handler panics are counted as such.
+/// Every API route. With metrics on, wrap them with [`crate::metrics::panics::instrument`]
+/// so that handler panics are counted as such.
 pub fn routes() -> Vec<Route> {
     let mut routes = rocket::routes![health::health, health::live, metrics_summary::summary];
     routes.extend(items::routes());
-    crate::metrics::panics::instrument(routes)
+    routes
 }
 
 /// JSON answers for every error status, including a data guard's refusal.

@@ -2,14 +2,14 @@
 //!
 //! - [`client`] finds the client's address (believing proxy headers only from trusted peers),
 //! - [`policy`] holds the deny list and the per-client rate limit and gives a verdict,
-//! - [`fairing`] applies verdicts to Rocket requests: a refused request is re-routed to a
+//! - [`gatekeeper`] applies verdicts to Rocket requests: a refused request is re-routed to a
 //!   handler that answers with a JSON error, so the handler it asked for never runs.
 //!
 //! Every refusal carries a [`BlockReason`], the `reason` label of
 //! `api_requests_blocked_total`.
 
 pub mod client;
-pub mod fairing;
+pub mod gatekeeper;
 pub mod policy;
 mod rate_limit;
 
@@ -18,7 +18,7 @@ use std::time::Duration;
 use rocket::http::Status;
 
 pub use client::ClientAddr;
-pub use fairing::Gatekeeper;
+pub use gatekeeper::Gatekeeper;
 pub use policy::Policy;
 
 /// Why a request was refused.

@@ -2,7 +2,7 @@
 //! are recorded and read.
 //!
 //! - [`families`]: the families of DESIGN.md and how one request is observed,
-//! - [`fairing`]: the Rocket fairing that observes every request,
+//! - [`observer`]: records every request from arrival to response,
 //! - [`panics`]: a handler wrapper that tells panics apart from other server errors,
 //! - [`custom`]: get-or-register custom families for application code,
 //! - [`access`]: who may read metrics,
@@ -15,9 +15,9 @@ pub mod cardinality;
 pub mod custom;
 pub mod endpoint;
 pub mod exporter;
-pub mod fairing;
 pub mod families;
 pub mod file_sd;
+pub mod observer;
 pub mod panics;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

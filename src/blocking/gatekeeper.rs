@@ -1,5 +1,6 @@
-//! The Rocket side of blocking: a request fairing that asks the policy (or, for the
-//! metrics path, the metrics access check) and re-routes refused requests.
+//! The Rocket side of blocking: the gatekeeper asks the policy (or, for the metrics path,
+//! the metrics access check) about each request and re-routes refused ones. It is driven
+//! by [`crate::pipeline::RequestPipeline`].
 //!
 //! Rocket 0.5 fairings cannot answer a request themselves, so a refused request is
 //! rewritten to [`BLOCKED_PATH`], whose only route answers with the JSON error. The handler
@@ -8,10 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::uri::Origin;
 use rocket::http::Method;
-use rocket::{Build, Data, Orbit, Request, Rocket, Route};
+use rocket::{Orbit, Request, Rocket, Route};
 
 use super::{ClientAddr, Policy};
 use crate::api::error::JsonError;
@@ -44,7 +44,17 @@ impl Gatekeeper {
         }
     }
 
-    fn verdict(&self, request: &Request<'_>) -> Result<(), super::BlockReason> {
+    /// Whether the gatekeeper has nothing to check: no policy and no metrics path to guard.
+    /// The pipeline then skips it entirely.
+    pub fn is_idle(&self) -> bool {
+        self.policy.is_none() && self.metrics.is_none()
+    }
+
+    /// Whether `request`, whose path is `path`, may pass, and if not, why.
+    pub fn verdict(&self, request: &Request<'_>, path: &str) -> Result<(), super::BlockReason> {
+        if self.is_idle() {
+            return Ok(());
+        }
         let client = request.remote().map(|peer| {
             // Headers are only read (a map lookup each) when the peer is a trusted proxy.
             if !self.clients.is_trusted_proxy(peer.ip()) {
@@ -56,8 +66,8 @@ impl Gatekeeper {
                 request.headers().get_one("X-Real-IP"),
             )
         });
-        if let Some((path, access)) = &self.metrics {
-            if request.uri().path() == path.as_str() {
+        if let Some((metrics_path, access)) = &self.metrics {
+            if path == metrics_path.as_str() {
                 let authorization = request.headers().get_one("Authorization");
                 return access.check(client, authorization);
             }
@@ -70,25 +80,13 @@ impl Gatekeeper {
         }
     }
 
+    /// The route that answers refused requests; mount it at `/`.
     pub fn routes() -> Vec<Route> {
         rocket::routes![blocked]
     }
-}
 
-#[rocket::async_trait]
-impl Fairing for Gatekeeper {
-    fn info(&self) -> Info {
-        Info {
-            name: "babylon request blocking",
-            kind: Kind::Ignite | Kind::Liftoff | Kind::Request,
-        }
-    }
-
-    async fn on_ignite(&self, rocket: Rocket<Build>) -> rocket::fairing::Result {
-        Ok(rocket.mount("/", Self::routes()))
-    }
-
-    async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
+    /// Starts forgetting idle rate-limit clients every minute until shutdown.
+    pub fn start_forgetting_idle_clients(&self, rocket: &Rocket<Orbit>) {
         let Some(policy) = self.policy.clone() else {
             return;
         };
@@ -104,12 +102,11 @@ impl Fairing for Gatekeeper {
         });
     }
 
-    async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
-        if let Err(reason) = self.verdict(request) {
-            RequestRecord::of(request).set_blocked(reason);
-            request.set_method(Method::Get);
-            request.set_uri(Origin::parse(BLOCKED_PATH).expect("valid constant path"));
-        }
+    /// Re-routes a refused request to [`BLOCKED_PATH`], noting the reason in its record.
+    pub fn refuse(&self, request: &mut Request<'_>, reason: super::BlockReason) {
+        RequestRecord::of(request).set_blocked(reason);
+        request.set_method(Method::Get);
+        request.set_uri(Origin::parse(BLOCKED_PATH).expect("valid constant path"));
     }
 }
 

@@ -1,17 +1,16 @@
-//! The HTTP fairing: observes every request from arrival to response.
+//! The HTTP observer: records every request from arrival to response.
 //!
-//! It must be attached before the blocking fairing, so that it sees each request as it
-//! arrived (method and time) before a refused request is re-routed.
+//! It is driven by [`crate::pipeline::RequestPipeline`], which shows it each request as it
+//! arrived (method and time), before the gatekeeper may re-route a refused request.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::prometheus::Histogram;
-use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::Method;
 use rocket::tokio::io::{AsyncRead, ReadBuf};
-use rocket::{Data, Request, Response};
+use rocket::{Request, Response};
 
 use super::families::{Exchange, Transport, BLOCKED_ROUTE, UNMATCHED_ROUTE};
 use super::Metrics;
@@ -19,7 +18,7 @@ use crate::blocking::ClientAddr;
 use crate::config::MetricsSettings;
 use crate::request_record::{Arrival, RequestRecord};
 
-pub struct HttpMetricsFairing {
+pub struct HttpObserver {
     metrics: Metrics,
     /// Decides whether an `X-Forwarded-Proto` header is believed.
     clients: ClientAddr,
@@ -28,9 +27,9 @@ pub struct HttpMetricsFairing {
     skip_prefixes: Vec<String>,
 }
 
-impl HttpMetricsFairing {
+impl HttpObserver {
     pub fn new(metrics: Metrics, clients: ClientAddr, settings: &MetricsSettings) -> Self {
-        HttpMetricsFairing {
+        HttpObserver {
             metrics,
             clients,
             skip_exact: (!settings.count_scrapes).then(|| settings.path.as_str().to_string()),
@@ -66,28 +65,24 @@ impl HttpMetricsFairing {
     }
 }
 
-#[rocket::async_trait]
-impl Fairing for HttpMetricsFairing {
-    fn info(&self) -> Info {
-        Info {
-            name: "babylon HTTP metrics",
-            kind: Kind::Request | Kind::Response,
-        }
-    }
-
-    async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
-        if !self.observes(request.uri().path().as_str()) {
+impl HttpObserver {
+    /// Starts observing a request that has just arrived at `path`, unless it is excluded.
+    pub fn arrive(&self, request: &Request<'_>, path: &str) {
+        if !self.observes(path) {
             return;
         }
-        RequestRecord::of(request).set_arrival(Arrival {
+        let arrival = Arrival {
             started: Instant::now(),
             method: request.method(),
-        });
-        self.metrics.api().requests_total.inc();
-        self.metrics.http().requests_in_flight.inc();
+        };
+        if RequestRecord::start(request, arrival) {
+            self.metrics.api().requests_total.inc();
+            self.metrics.http().requests_in_flight.inc();
+        }
     }
 
-    async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+    /// Records a request's response into every HTTP family.
+    pub async fn finish<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
         let record = RequestRecord::of(request);
         if let Some(reason) = record.blocked() {
             // Counted even for unobserved paths: a refused scrape is still a refusal.
