@@ -1,42 +1,63 @@
 #!/usr/bin/env bash
-# Instructions per request of GET /api/live through Rocket's local client, with metrics
-# and blocking each on or off, counted by callgrind. Unlike wall-clock benchmarks the
-# counts repeat exactly for the same binary, so a change of a few dozen instructions per
-# request shows. Needs valgrind (Debian: apt-get install -y valgrind).
+# User-space instructions per HTTP request of each benchmark side (bench/sides.sh), counted
+# by callgrind in the real server while wrk drives it. Unlike requests per second these
+# counts repeat (within ~0.3 % here) on a shared, noisy machine, so a change of a few dozen
+# instructions per request shows. Kernel time (sockets, scheduling) is not counted: it is
+# the same for every side, so the ratios below overstate the share of user-space costs.
+# Needs valgrind, wrk and curl (Debian: apt-get install -y valgrind wrk curl).
 #
-#   bash bench/instructions.sh [requests]
-#
-# Each configuration runs twice, with 1,000 and with 1,000 + N requests; the difference
-# divided by N leaves start-up out.
+#   bash bench/instructions.sh [--seconds S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-requests=${1:-10000}
-command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install -y valgrind)" >&2; exit 1; }
-cargo build --release --quiet --example request_loop
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+seconds=5
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) seconds="$2"; shift 2 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+for tool in valgrind callgrind_control wrk curl; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y valgrind wrk curl)" >&2; exit 1; }
+done
 
-instructions() { # metrics blocking requests -> total instructions
-    valgrind --tool=callgrind --callgrind-out-file="$tmp/out" \
-        target/release/examples/request_loop "$@" 2>"$tmp/err" >/dev/null \
-        || { cat "$tmp/err" >&2; exit 1; }
-    sed -n 's/^summary: //p' "$tmp/out"
+. bench/sides.sh
+build_sides
+tmp=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+# Counts one side on one path: start-up and the first requests are zeroed away, then
+# the counters are dumped after wrk's run and divided by the requests wrk completed.
+count() { # side path-or-"db" -> instructions per request
+    local side=$1 path=$2 pid requests total
+    server_prefix="valgrind --tool=callgrind --callgrind-out-file=$tmp/$side.out"
+    start_side "$side" 18190 18191 600 >&2
+    pid=${pids[-1]}
+    if [ "$path" = db ]; then path=$(item_path 18190); fi
+    curl -fs -o /dev/null "http://127.0.0.1:18190$path"
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    requests=$(wrk -t1 -c4 -d"${seconds}s" "http://127.0.0.1:18190$path" | awk '/requests in/ {print $1}')
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    total=$(awk '/^summary:/ {print $2}' "$tmp/$side.out.1")
+    rm -f "$tmp/$side.out"*
+    echo $((total / requests))
 }
 
-printf '%-9s %-9s %24s\n' metrics blocking 'instructions per request'
+printf '%-24s %26s\n' case 'instructions per request'
 declare -A per_request
-for metrics in off on; do
-    for blocking in off on; do
-        base=$(instructions "$metrics" "$blocking" 1000)
-        more=$(instructions "$metrics" "$blocking" $((1000 + requests)))
-        per_request[$metrics$blocking]=$(( (more - base) / requests ))
-        printf '%-9s %-9s %24s\n' "$metrics" "$blocking" "${per_request[$metrics$blocking]}"
-    done
+for case in live:on live:off live:stock db:on db:off; do
+    side=${case#*:} path=/api/live
+    if [ "${case%%:*}" = db ]; then path=db; fi
+    per_request[$case]=$(count "$side" "$path")
+    printf '%-24s %26s\n' "$case" "${per_request[$case]}"
 done
-off=${per_request[offoff]}
+ratio() { echo "$1 $2" | awk '{printf "%.3f", $1 / $2}'; }
 echo
-for case in "metrics:onoff" "blocking:offon" "both:onon"; do
-    name=${case%%:*} key=${case#*:}
-    printf 'cost of %-8s %6d instructions per request (%+.1f %%)\n' "$name" \
-        $(( ${per_request[$key]} - off )) "$(echo "${per_request[$key]} $off" | awk '{print ($1 - $2) * 100 / $2}')"
-done
+echo "instruction ratios (user space only; a throughput ratio is this diluted by kernel time)"
+printf 'trivial route, off/on      %s\n' "$(ratio "${per_request[live:off]}" "${per_request[live:on]}")"
+printf 'db read route, off/on      %s\n' "$(ratio "${per_request[db:off]}" "${per_request[db:on]}")"
+printf 'trivial route, stock/on    %s\n' "$(ratio "${per_request[live:stock]}" "${per_request[live:on]}")"
+printf 'metrics and blocking cost  %d instructions per request\n' \
+    $((per_request[live:on] - per_request[live:off]))

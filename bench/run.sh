@@ -5,16 +5,14 @@
 #
 #   bash bench/run.sh [--rounds N] [--seconds S] [--connections C]
 #
-# Sides (same release binary for babylon; the setting is what differs):
-#   on     babylon, metrics and blocking on (deny list + a rate limit too high to trip)
-#   off    babylon, metrics.enabled = false, blocking.enabled = false
-#   stock  a minimal Rocket app with only rocket_prometheus' stock fairing
-#          (examples/stock_rocket_prometheus.rs), same trivial route
+# Sides (same release binary for babylon; the setting is what differs): on, off and
+# stock, defined in bench/sides.sh.
 # Routes: /api/live (trivial) and /api/items/<id> (a database read; the cache is off on
 # both babylon sides so every request reads SQLite).
 # Also: throughput of `on` while a scraper reads its export port every second, and the
 # resident memory of `on` idle and after every round.
 # Per-request and per-scrape micro-benchmarks: cargo bench --bench recording.
+# Instruction counts per request, which repeat where timings do not: bench/instructions.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=5 seconds=5 connections=32
@@ -37,40 +35,18 @@ for tool in wrk curl; do
     command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y $tool)" >&2; exit 1; }
 done
 
-cargo build --release --quiet --bin babylon --example stock_rocket_prometheus
+. bench/sides.sh
+build_sides
 tmp=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-wait_up() { # port path
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1$2" >/dev/null && return 0; sleep 0.1; done
-    echo "nothing answers on $1$2" >&2; exit 1
-}
-babylon() { # name app-port export-port extra-env...
-    local name=$1 port=$2 export_port=$3; shift 3
-    env ROCKET_CONFIG="$PWD/Rocket.toml" ROCKET_PROFILE=release ROCKET_PORT="$port" \
-        BABYLON_METRICS__EXPORT__PORT="$export_port" BABYLON_CACHE__ENABLED=false \
-        BABYLON_DATABASES__MAIN__URL="sqlite://$tmp/$name.sqlite" "$@" \
-        $server_cpu target/release/babylon >"$tmp/$name.log" 2>&1 &
-    pids+=($!)
-    wait_up "$port" /api/live
-}
-babylon on 18080 18001 BABYLON_BLOCKING__DENY=192.0.2.0/24 \
-    BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
+server_prefix=$server_cpu
+start_side on 18080 18001
 on_pid=${pids[-1]}
-babylon off 18081 18002 BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false
-ROCKET_PORT=18082 ROCKET_LOG_LEVEL=off $server_cpu target/release/examples/stock_rocket_prometheus >"$tmp/stock.log" 2>&1 &
-pids+=($!)
-wait_up 18082 /api/live
-
-# One item per babylon database, for the database read route.
-item_path() {
-    local id
-    id=$(curl -fs -X POST "http://127.0.0.1:$1/api/items" -H 'Content-Type: application/json' \
-        -d '{"name":"benchmark item","kind":"book"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
-    echo "/api/items/$id"
-}
+start_side off 18081 18002
+start_side stock 18082 -
 db_on=$(item_path 18080)
 db_off=$(item_path 18081)
 

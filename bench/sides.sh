@@ -1,0 +1,57 @@
+# The benchmarked sides, shared by bench/run.sh and bench/instructions.sh (sourced, not run).
+#
+#   on     babylon, metrics and blocking on (a deny list, and a per-client rate limit too
+#          high to trip, so its bookkeeping runs on every request)
+#   off    the same binary with metrics.enabled = false and blocking.enabled = false
+#   stock  examples/stock_rocket_prometheus.rs: a minimal Rocket app with only
+#          rocket_prometheus' stock fairing, serving the same trivial route
+#
+# The caller sets `tmp` (a scratch directory) and `pids` (an array), and may set
+# `server_prefix` (e.g. "taskset -c 0" or a valgrind command line) to run servers under.
+
+# The release binaries every side runs.
+build_sides() {
+    cargo build --release --quiet --bin babylon --example stock_rocket_prometheus
+}
+
+wait_up() { # port path [tries of 0.1 s]
+    for _ in $(seq "${3:-100}"); do
+        curl -fs "http://127.0.0.1:$1$2" >/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing answers on $1$2" >&2
+    exit 1
+}
+
+# Starts one side in the background, appends its pid to `pids` and waits until it answers.
+start_side() { # side app-port export-port [tries]
+    local side=$1 port=$2 export_port=$3 tries=${4:-100}
+    local -a settings=()
+    case "$side" in
+        on) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
+                      BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}') ;;
+        off) settings=(BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false) ;;
+        stock) ;;
+        *) echo "unknown side $side" >&2; exit 2 ;;
+    esac
+    if [ "$side" = stock ]; then
+        env ROCKET_PORT="$port" ROCKET_LOG_LEVEL=off \
+            ${server_prefix:-} target/release/examples/stock_rocket_prometheus >"$tmp/$side.log" 2>&1 &
+    else
+        # The cache is off so that every database read reaches the database.
+        env ROCKET_CONFIG="$PWD/Rocket.toml" ROCKET_PROFILE=release ROCKET_PORT="$port" \
+            BABYLON_METRICS__EXPORT__PORT="$export_port" BABYLON_CACHE__ENABLED=false \
+            BABYLON_DATABASES__MAIN__URL="sqlite://$tmp/$side.sqlite" "${settings[@]}" \
+            ${server_prefix:-} target/release/babylon >"$tmp/$side.log" 2>&1 &
+    fi
+    pids+=($!)
+    wait_up "$port" /api/live "$tries"
+}
+
+# Creates one item on a babylon side and prints its path, for the database read route.
+item_path() { # app-port
+    local id
+    id=$(curl -fs -X POST "http://127.0.0.1:$1/api/items" -H 'Content-Type: application/json' \
+        -d '{"name":"benchmark item","kind":"book"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
+    echo "/api/items/$id"
+}
