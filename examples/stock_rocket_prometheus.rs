@@ -6,11 +6,6 @@
 
 use std::time::Instant;
 
-// The same allocator as babylon's binary, so that the comparison measures the metrics
-// fairings and not the allocators.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use rocket::serde::json::Json;
 use rocket::State;
 use rocket_prometheus::PrometheusMetrics;

@@ -3,12 +3,6 @@
 
 use std::process::ExitCode;
 
-// mimalloc instead of the system allocator: a request allocates a dozen small objects (Rocket's
-// request state, boxed fairing and handler futures), and glibc's free path was the largest
-// single cost in babylon's per-request profile (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage: babylon [--check-config]\n\n  \
     --check-config  read Rocket.toml and BABYLON_* variables, report the first problem, open no port\n";
 
