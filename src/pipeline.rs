@@ -71,3 +71,47 @@ impl Fairing for RequestPipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocking::{ClientAddr, Policy};
+    use crate::config::{BlockingSettings, MetricsSettings};
+    use crate::metrics::Metrics;
+
+    fn observer() -> HttpObserver {
+        let settings = MetricsSettings::default();
+        let metrics = Metrics::new(&settings).unwrap();
+        HttpObserver::new(metrics, ClientAddr::default(), &settings)
+    }
+
+    fn gatekeeper(blocking: bool) -> Gatekeeper {
+        let policy = blocking.then(|| Policy::new(&BlockingSettings::default()));
+        Gatekeeper::new(ClientAddr::default(), policy, None)
+    }
+
+    fn kind(pipeline: RequestPipeline) -> Kind {
+        pipeline.info().kind
+    }
+
+    #[test]
+    fn with_everything_off_rocket_calls_no_babylon_code_per_request() {
+        let kind = kind(RequestPipeline::new(None, gatekeeper(false)));
+        assert!(!kind.is(Kind::Request) && !kind.is(Kind::Response));
+        assert!(kind.is(Kind::Ignite), "the blocked route is still mounted");
+    }
+
+    #[test]
+    fn blocking_alone_screens_requests_but_records_no_responses() {
+        let kind = kind(RequestPipeline::new(None, gatekeeper(true)));
+        assert!(kind.is(Kind::Request) && !kind.is(Kind::Response));
+    }
+
+    #[test]
+    fn metrics_observe_both_ends_of_a_request() {
+        for blocking in [false, true] {
+            let kind = kind(RequestPipeline::new(Some(observer()), gatekeeper(blocking)));
+            assert!(kind.is(Kind::Request) && kind.is(Kind::Response));
+        }
+    }
+}

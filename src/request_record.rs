@@ -94,3 +94,33 @@ impl RequestRecord {
         self.rejection.get()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rocket::local::blocking::Client;
+
+    #[test]
+    fn a_request_is_started_once() {
+        let client = Client::untracked(rocket::build()).unwrap();
+        let request = client.post("/items");
+        let arrival = Arrival {
+            started: Instant::now(),
+            method: Method::Post,
+        };
+        assert!(RequestRecord::of(request.inner()).arrival().is_none());
+        let fresh = client.post("/items");
+        assert!(RequestRecord::start(fresh.inner(), arrival));
+        assert!(
+            !RequestRecord::start(fresh.inner(), arrival),
+            "a second start must report that the request is already recorded"
+        );
+        let recorded = RequestRecord::of(fresh.inner()).arrival().unwrap();
+        assert_eq!(recorded.method, Method::Post);
+        assert_eq!(recorded.started, arrival.started);
+        assert!(
+            !RequestRecord::start(request.inner(), arrival),
+            "a record made by another layer first leaves the request unobserved"
+        );
+    }
+}
