@@ -16,16 +16,8 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-for tool in valgrind callgrind_control wrk curl; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y valgrind wrk curl)" >&2; exit 1; }
-done
-
 . bench/sides.sh
-build_sides
-tmp=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
+prepare_sides valgrind wrk
 
 # Counts one side on one path: start-up and the first requests are zeroed away, then
 # the counters are dumped after wrk's run and divided by the requests wrk completed.

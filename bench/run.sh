@@ -31,16 +31,8 @@ server_cpu="" load_cpu=""
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     server_cpu="taskset -c 0" load_cpu="taskset -c 1"
 fi
-for tool in wrk curl; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y $tool)" >&2; exit 1; }
-done
-
 . bench/sides.sh
-build_sides
-tmp=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
+prepare_sides wrk
 
 server_prefix=$server_cpu
 start_side on 18080 18001

@@ -6,12 +6,20 @@
 #   stock  examples/stock_rocket_prometheus.rs: a minimal Rocket app with only
 #          rocket_prometheus' stock fairing, serving the same trivial route
 #
-# The caller sets `tmp` (a scratch directory) and `pids` (an array), and may set
-# `server_prefix` (e.g. "taskset -c 0" or a valgrind command line) to run servers under.
+# `prepare_sides tool...` checks the tools, builds the release binaries, and sets `tmp` (a
+# scratch directory) and `pids` (the servers started), both cleaned up on exit. The caller
+# may set `server_prefix` (e.g. "taskset -c 0" or a valgrind command line) to run servers
+# under.
 
-# The release binaries every side runs.
-build_sides() {
+prepare_sides() { # tools the caller needs besides curl
+    local tool
+    for tool in curl "$@"; do
+        command -v "$tool" >/dev/null || { echo "$tool is missing (Debian: apt-get install -y $tool)" >&2; exit 1; }
+    done
     cargo build --release --quiet --bin babylon --example stock_rocket_prometheus
+    tmp=$(mktemp -d)
+    pids=()
+    trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 }
 
 wait_up() { # port path [tries of 0.1 s]
