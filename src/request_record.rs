@@ -1,4 +1,4 @@
-//! What the layers of a request learn about it, for the metrics fairing to read at the end.
+//! What the layers of a request learn about it, for the HTTP observer to read at the end.
 //!
 //! Rocket gives each request a typed local cache; this record lives there. The HTTP
 //! observer creates it with the arrival; the other fields are set once (`OnceLock`) by
@@ -26,7 +26,7 @@ pub struct RequestRecord {
     rejection: OnceLock<JsonError>,
 }
 
-/// The request as it arrived, before any fairing rewrote it.
+/// The request as it arrived, before the gatekeeper may have rewritten it.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival {
     pub started: Instant,

@@ -43,7 +43,8 @@ struct PanicRecorder(Box<dyn Handler>);
 // Written out rather than with `async_trait`, as Rocket does for closures: the inner
 // handler's boxed future is polled in place, so the request data and the outcome (each
 // hundreds of bytes) are not copied into and out of a second async state machine
-// (measured with callgrind: ~670 instructions per request before, BENCHMARKS.md).
+// (callgrind: 565 fewer instructions per request than `catch_unwind` in an async fn,
+// BENCHMARKS.md).
 impl Handler for PanicRecorder {
     fn handle<'r, 'life0, 'life1, 'async_trait>(
         &'life0 self,
