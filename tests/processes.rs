@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
 use common::workers::{command, start, start_command, terminate, Worker};
-use common::{free_port, free_range, http_get, sample};
+use common::{free_port, free_range, http_get, refusing_port, sample};
 
 #[test]
 fn three_workers_take_three_consecutive_export_ports() {
@@ -95,7 +95,7 @@ fn release_profile_serves_metrics_on_the_export_port_only() {
 
 #[test]
 fn unreachable_database_at_start_up_names_the_setting_and_hides_the_password() {
-    let closed = free_port();
+    let (_reserved, closed) = refusing_port();
     let mut command = command(free_port(), free_range(1));
     command
         .env(

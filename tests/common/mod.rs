@@ -155,6 +155,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port that refuses connections for as long as the returned socket lives: it
+/// is bound but never listens, so no other test can take it in the meantime (a port that
+/// was merely free a moment ago once turned out to be another test's HTTP server).
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
 /// `len` consecutive ports, all free on every interface a moment ago.
 pub fn free_range(len: u16) -> (u16, u16) {
     use std::net::{Ipv4Addr, TcpListener};
