@@ -110,21 +110,18 @@ impl App {
             )
             .register("/", api::catchers());
 
+        let on_main_port = metrics_settings.enabled && metrics_settings.serve_on_main_port;
+        let observer = metrics_settings
+            .enabled
+            .then(|| HttpObserver::new(metrics.clone(), clients.clone(), metrics_settings));
+        let guarded_metrics_path = on_main_port.then(|| (path.to_string(), access.clone()));
+        rocket = rocket.attach(RequestPipeline::new(
+            observer,
+            Gatekeeper::new(clients.clone(), policy, guarded_metrics_path),
+        ));
+
         let mut export_port = None;
         if metrics_settings.enabled {
-            let on_main_port = metrics_settings.serve_on_main_port;
-            rocket = rocket.attach(RequestPipeline::new(
-                Some(HttpObserver::new(
-                    metrics.clone(),
-                    clients.clone(),
-                    metrics_settings,
-                )),
-                Gatekeeper::new(
-                    clients.clone(),
-                    policy,
-                    on_main_port.then(|| (path.to_string(), access.clone())),
-                ),
-            ));
             if on_main_port {
                 rocket = rocket.mount("/", vec![metrics::endpoint::route(path, metrics.clone())]);
             }
@@ -152,11 +149,6 @@ impl App {
                     ));
                 }
             }
-        } else {
-            rocket = rocket.attach(RequestPipeline::new(
-                None,
-                Gatekeeper::new(clients, policy, None),
-            ));
         }
         Ok(rocket.manage(ExportPort(export_port)).manage(metrics))
     }

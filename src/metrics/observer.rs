@@ -63,9 +63,7 @@ impl HttpObserver {
                 .iter()
                 .any(|prefix| path.starts_with(prefix.as_str()))
     }
-}
 
-impl HttpObserver {
     /// Starts observing a request that has just arrived at `path`, unless it is excluded.
     pub fn arrive(&self, request: &Request<'_>, path: &str) {
         if !self.observes(path) {
