@@ -5,8 +5,8 @@
 #
 #   bash bench/run.sh [--rounds N] [--seconds S] [--connections C]
 #
-# Sides (same release binary for babylon; the setting is what differs): on, off and
-# stock, defined in bench/sides.sh.
+# Sides (same release binary for babylon; the setting is what differs): on, off, stock
+# and stock-mimalloc, defined in bench/sides.sh.
 # Routes: /api/live (trivial) and /api/items/<id> (a database read; the cache is off on
 # both babylon sides so every request reads SQLite).
 # Also: throughput of `on` while a scraper reads its export port every second, and the
@@ -39,6 +39,7 @@ start_side on 18080 18001
 on_pid=${pids[-1]}
 start_side off 18081 18002
 start_side stock 18082 -
+start_side stock-mimalloc 18083 -
 db_on=$(item_path 18080)
 db_off=$(item_path 18081)
 
@@ -58,7 +59,7 @@ scraping() { # scrape babylon-on's export port every second until killed
 }
 
 printf '%-5s %-22s %12s %9s %9s\n' round case 'requests/s' 'p50 ms' 'p99 ms'
-cases=(live:on live:off live:stock db:on db:off live:on-scraped)
+cases=(live:on live:off live:stock live:stock-mimalloc db:on db:off live:on-scraped)
 for round in $(seq "$rounds"); do
     # Odd rounds run the cases forwards, even rounds backwards, so that no side always
     # runs right after the same neighbour (a warm cache, a scrape just stopped).
@@ -71,6 +72,7 @@ for round in $(seq "$rounds"); do
             live:on) url=http://127.0.0.1:18080/api/live ;;
             live:off) url=http://127.0.0.1:18081/api/live ;;
             live:stock) url=http://127.0.0.1:18082/api/live ;;
+            live:stock-mimalloc) url=http://127.0.0.1:18083/api/live ;;
             db:on) url="http://127.0.0.1:18080$db_on" ;;
             db:off) url="http://127.0.0.1:18081$db_off" ;;
             live:on-scraped) url=http://127.0.0.1:18080/api/live ;;
@@ -108,14 +110,16 @@ awk -v rounds="$rounds" -v bytes="$scrape_bytes" '
     END {
         printf "\nmeans over %d interleaved rounds\n", rounds
         printf "%-22s %12s %9s %9s\n", "case", "requests/s", "p50 ms", "p99 ms"
-        split("live:on live:off live:stock db:on db:off live:on-scraped", cases, " ")
-        for (i = 1; i <= 6; i++) { c = cases[i]; printf "%-22s %12.0f %9.3f %9.3f\n", c, r[c]/n[c], p50[c]/n[c], p99[c]/n[c] }
+        split("live:on live:off live:stock live:stock-mimalloc db:on db:off live:on-scraped", cases, " ")
+        for (i = 1; i <= 7; i++) { c = cases[i]; printf "%-22s %12.0f %9.3f %9.3f\n", c, r[c]/n[c], p50[c]/n[c], p99[c]/n[c] }
         printf "\nratios: median of the per-round ratios (target in brackets)\n"
         ratio("trivial route, on/off throughput", "live:on", "live:off", "rps", ">= 0.97")
         ratio("trivial route, on/off p99", "live:on", "live:off", "p99", "<= 1.05")
         ratio("db read route, on/off throughput", "db:on", "db:off", "rps", ">= 0.97")
         ratio("db read route, on/off p99", "db:on", "db:off", "p99", "<= 1.05")
         ratio("babylon on / stock rocket_prometheus throughput", "live:on", "live:stock", "rps", ">= 1.0")
+        ratio("babylon on / stock, same allocator, throughput", "live:on", "live:stock-mimalloc", "rps", "info")
+        ratio("stock with mimalloc / stock throughput", "live:stock-mimalloc", "live:stock", "rps", "info")
         ratio("scraped every 1 s / not scraped throughput", "live:on-scraped", "live:on", "rps", ">= 0.98")
         printf "\nexposition of babylon on: %d bytes per scrape\n", bytes
         printf "resident memory of babylon on (MiB): idle %.1f", rss["idle"] / 1024

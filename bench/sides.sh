@@ -4,7 +4,10 @@
 #          high to trip, so its bookkeeping runs on every request)
 #   off    the same binary with metrics.enabled = false and blocking.enabled = false
 #   stock  examples/stock_rocket_prometheus.rs: a minimal Rocket app with only
-#          rocket_prometheus' stock fairing, serving the same trivial route
+#          rocket_prometheus' stock fairing, serving the same trivial route, with the
+#          system allocator (as one would write it)
+#   stock-mimalloc  the same app with babylon's allocator (src/memory.rs), so that
+#          babylon's own request path can be told apart from what its allocator buys
 #
 # `prepare_sides tool...` checks the tools, builds the release binaries, and sets `tmp` (a
 # scratch directory) and `pids` (the servers started), both cleaned up on exit. The caller
@@ -16,7 +19,8 @@ prepare_sides() { # tools the caller needs besides curl
     for tool in curl "$@"; do
         command -v "$tool" >/dev/null || { echo "$tool is missing (Debian: apt-get install -y $tool)" >&2; exit 1; }
     done
-    cargo build --release --quiet --bin babylon --example stock_rocket_prometheus
+    cargo build --release --quiet --bin babylon \
+        --example stock_rocket_prometheus --example stock_rocket_prometheus_mimalloc
     tmp=$(mktemp -d)
     pids=()
     trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -39,12 +43,13 @@ start_side() { # side app-port export-port [tries]
         on) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}') ;;
         off) settings=(BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false) ;;
-        stock) ;;
+        stock|stock-mimalloc) ;;
         *) echo "unknown side $side" >&2; exit 2 ;;
     esac
-    if [ "$side" = stock ]; then
+    if [[ "$side" = stock* ]]; then
+        local example=stock_rocket_prometheus${side#stock}
         env ROCKET_PORT="$port" ROCKET_LOG_LEVEL=off \
-            ${server_prefix:-} target/release/examples/stock_rocket_prometheus >"$tmp/$side.log" 2>&1 &
+            ${server_prefix:-} "target/release/examples/${example//-/_}" >"$tmp/$side.log" 2>&1 &
     else
         # The cache is off so that every database read reaches the database.
         env ROCKET_CONFIG="$PWD/Rocket.toml" ROCKET_PROFILE=release ROCKET_PORT="$port" \

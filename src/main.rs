@@ -6,8 +6,18 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: babylon [--check-config]\n\n  \
     --check-config  read Rocket.toml and BABYLON_* variables, report the first problem, open no port\n";
 
-#[rocket::main]
-async fn main() -> ExitCode {
+#[global_allocator]
+static ALLOCATOR: babylon::memory::Allocator = babylon::memory::Allocator;
+
+fn main() -> ExitCode {
+    // Before the runtime starts: pages touched earlier keep their size.
+    if let Err(error) = babylon::memory::keep_pages_small() {
+        eprintln!("babylon: warning: {error}");
+    }
+    rocket::execute(run())
+}
+
+async fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check_only = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => false,

@@ -209,3 +209,17 @@ fn an_unusable_file_sd_directory_stops_start_up() {
         "{stderr}"
     );
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_worker_runs_without_transparent_huge_pages() {
+    // src/memory.rs: with huge pages, mimalloc's arenas made a worker's memory resident
+    // in 2 MiB steps (BENCHMARKS.md, "Allocator").
+    let worker = start(free_range(1));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.child.id())).unwrap();
+    let thp_enabled = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line (Linux >= 5.0) in {status}"));
+    assert_eq!(thp_enabled.trim(), "0", "transparent huge pages are on");
+}
