@@ -12,6 +12,10 @@ use rocket::http::Method;
 use rocket::local::blocking::Client;
 use serde_json::json;
 
+// The binary's allocator (src/memory.rs), so that these numbers are the service's.
+#[global_allocator]
+static ALLOCATOR: babylon::memory::Allocator = babylon::memory::Allocator;
+
 fn metrics() -> Metrics {
     let settings = babylon::config::MetricsSettings {
         // Room for the 10,000-series registry of the render benchmark.

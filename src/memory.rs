@@ -22,12 +22,12 @@
 //!
 //! Why small pages: mimalloc reserves memory in large aligned blocks. Where the kernel
 //! backs such blocks with transparent huge pages, every touched 4 KiB becomes 2 MiB of
-//! resident memory. With THP `always` (the default of some distributions), a worker went
-//! from 13 to 22 MiB resident when idle and to 42 MiB after load on 16 Rocket workers;
-//! with THP `madvise`, mimalloc's own huge-page requests did the same until its `no_thp`
-//! feature turned them off. Turning THP off for the process keeps it at 16 and 27 MiB
-//! under `always`, and at 13 and 22 MiB under `madvise`. A web service with a heap of a
-//! few MiB gains nothing measurable from huge pages.
+//! resident memory. Under THP `madvise`, mimalloc's own huge-page requests doubled a
+//! worker's memory until its `no_thp` feature turned them off; under THP `always` (the
+//! default of some distributions) the kernel does it unasked: with `no_thp` alone a
+//! worker idled at 21 MiB and reached 42 MiB after load on 16 Rocket workers. With THP
+//! also off for the process: 16 and 26 MiB under `always`, 12 and 21 MiB under `madvise`
+//! (glibc's malloc: 12 and 26). A heap of a few MiB gains nothing from huge pages.
 
 /// The global allocator of the `babylon` binary (and of the benchmark's stock reference
 /// built "with babylon's allocator").
