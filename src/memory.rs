@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Why mimalloc: a request makes about 50 allocations (most of them in Rocket and hyper),
-//! and with mimalloc a trivial request runs 12.5 % fewer instructions than with glibc's
+//! and with mimalloc a trivial request runs 12 % fewer instructions than with glibc's
 //! allocator (BENCHMARKS.md, "Allocator").
 //!
 //! Why small pages: mimalloc reserves memory in large aligned blocks. Where the kernel
