@@ -43,6 +43,25 @@ fn observe(c: &mut Criterion) {
     });
 }
 
+/// One histogram observation: the `prometheus` crate's (four locked read-modify-writes)
+/// against babylon's per-thread one (plain loads and stores), same bounds, same value.
+fn histogram(c: &mut Criterion) {
+    let buckets = babylon::config::Buckets::django_latency();
+    let shared = babylon::prometheus::Histogram::with_opts(
+        babylon::prometheus::HistogramOpts::new("shared", "help").buckets(buckets.to_vec()),
+    )
+    .unwrap();
+    let sharded = babylon::metrics::sharded::ShardedHistogram::new(buckets);
+    let mut group = c.benchmark_group("one histogram observation");
+    group.bench_function("prometheus::Histogram", |b| {
+        b.iter(|| shared.observe(black_box(0.0003)))
+    });
+    group.bench_function("ShardedHistogram", |b| {
+        b.iter(|| sharded.observe(black_box(0.0003)))
+    });
+    group.finish();
+}
+
 /// A whole request through Rocket's local client, with metrics and blocking each on or
 /// off: the differences are the per-request costs of the fairings.
 fn local_request(c: &mut Criterion) {
@@ -129,6 +148,6 @@ fn render(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = observe, local_request, render
+    targets = observe, histogram, local_request, render
 }
 criterion_main!(benches);

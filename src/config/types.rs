@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -313,19 +314,29 @@ impl TryFrom<String> for Namespace {
 /// Histogram bucket upper bounds: non-empty, finite, positive, strictly increasing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "Vec<f64>")]
-pub struct Buckets(Vec<f64>);
+pub struct Buckets(Arc<[f64]>);
 
 impl Buckets {
     /// django-prometheus' default latency buckets, in seconds.
     pub fn django_latency() -> Self {
-        Buckets(vec![
+        Buckets(Arc::new([
             0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 25.0, 50.0,
             75.0,
-        ])
+        ]))
+    }
+
+    /// `count` bounds from `start`, each `factor` times the one before.
+    pub fn exponential(start: f64, factor: f64, count: usize) -> Result<Self, String> {
+        let bounds = std::iter::successors(Some(start), |bound| Some(bound * factor));
+        Buckets::try_from(bounds.take(count).collect::<Vec<_>>())
+    }
+
+    pub fn bounds(&self) -> &[f64] {
+        &self.0
     }
 
     pub fn to_vec(&self) -> Vec<f64> {
-        self.0.clone()
+        self.0.to_vec()
     }
 }
 
@@ -347,7 +358,7 @@ impl TryFrom<Vec<f64>> for Buckets {
                 pair[0], pair[1]
             ));
         }
-        Ok(Buckets(bounds))
+        Ok(Buckets(bounds.into()))
     }
 }
 

@@ -2,6 +2,9 @@
 //! are recorded and read.
 //!
 //! - [`families`]: the families of DESIGN.md and how one request is observed,
+//! - [`per_request`]: the six families every request increments, as one histogram per
+//!   kind of request,
+//! - [`sharded`]: histograms each thread records into alone, summed when read,
 //! - [`observer`]: records every request from arrival to response,
 //! - [`panics`]: a handler wrapper that tells panics apart from other server errors,
 //! - [`custom`]: get-or-register custom families for application code,
@@ -19,6 +22,8 @@ pub mod families;
 pub mod file_sd;
 pub mod observer;
 pub mod panics;
+pub mod per_request;
+pub mod sharded;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -7,12 +7,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::prometheus::Histogram;
 use rocket::http::Method;
 use rocket::tokio::io::{AsyncRead, ReadBuf};
 use rocket::{Request, Response};
 
 use super::families::{Exchange, Transport, BLOCKED_ROUTE, UNMATCHED_ROUTE};
+use super::sharded::HistogramFamily;
 use super::Metrics;
 use crate::blocking::ClientAddr;
 use crate::config::MetricsSettings;
@@ -126,7 +126,7 @@ impl HttpObserver {
 
 /// Replaces a streamed body by one that counts what is actually sent and observes the
 /// count when the stream is dropped (finished, or abandoned by the client).
-fn count_streamed_body(response: &mut Response<'_>, histogram: Histogram) {
+fn count_streamed_body(response: &mut Response<'_>, histogram: HistogramFamily) {
     let inner = response.body_mut().take();
     response.set_streamed_body(CountingBody {
         inner,
@@ -138,7 +138,7 @@ fn count_streamed_body(response: &mut Response<'_>, histogram: Histogram) {
 struct CountingBody<B> {
     inner: B,
     sent: u64,
-    histogram: Histogram,
+    histogram: HistogramFamily,
 }
 
 impl<B: AsyncRead + Unpin> AsyncRead for CountingBody<B> {
