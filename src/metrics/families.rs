@@ -1,12 +1,12 @@
 //! The built-in metric families of DESIGN.md, registered once per registry.
 
 use crate::prometheus::core::Collector;
-use crate::prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use crate::prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use rocket::http::Method;
 
 use super::per_request::{RequestFamilies, RequestKind};
-use super::sharded::HistogramFamily;
+use super::sharded::{CounterFamily, HistogramFamily, InFlightGauge};
 use crate::blocking::BlockReason;
 use crate::config::{Buckets, MetricsSettings};
 
@@ -53,7 +53,7 @@ pub struct HttpFamilies {
     pub exceptions_by_route: IntCounterVec,
     pub request_body_bytes: HistogramFamily,
     pub response_body_bytes: HistogramFamily,
-    pub requests_in_flight: IntGauge,
+    pub requests_in_flight: InFlightGauge,
 }
 
 /// One finished request, as the HTTP fairing saw it.
@@ -112,7 +112,7 @@ impl HttpFamilies {
             )?,
             requests_in_flight: register(
                 registry,
-                IntGauge::new(
+                InFlightGauge::new(
                     "rocket_http_requests_in_flight",
                     "Requests being handled right now.",
                 )?,
@@ -162,7 +162,7 @@ impl Transport {
 /// The seed's two custom families.
 #[derive(Clone)]
 pub struct ApiFamilies {
-    pub requests_total: IntCounter,
+    pub requests_total: CounterFamily,
     pub requests_blocked_total: IntCounterVec,
 }
 
@@ -181,7 +181,7 @@ impl ApiFamilies {
         Ok(ApiFamilies {
             requests_total: register(
                 registry,
-                IntCounter::new(
+                CounterFamily::new(
                     "api_requests_total",
                     "API requests received (blocked ones included; metrics scrapes not).",
                 )?,

@@ -1,17 +1,18 @@
-//! Histograms that each thread records into alone, summed whenever they are read.
+//! Histograms, counters and gauges that each thread records into alone, summed whenever
+//! they are read.
 //!
 //! The `prometheus` crate's `Histogram` makes four locked read-modify-writes per
-//! observation (its hot/cold shard count, a bucket, the sum, the count), so that any thread
-//! may record at any moment. A request makes three observations, and the locked
-//! instructions, not the arithmetic, were most of what recording a request cost (see
-//! BENCHMARKS.md). Here every thread owns a shard ([`thread_local::ThreadLocal`]) and is
+//! observation (its hot/cold shard count, a bucket, the sum, the count), and its counters
+//! and gauges one per update, so that any thread may record at any moment. A request made
+//! about twenty of them, and the locked instructions, not the arithmetic, were most of
+//! what recording a request cost (see BENCHMARKS.md). Here every thread owns a shard ([`thread_local::ThreadLocal`]) and is
 //! the only writer of it, so an observation is plain loads and stores; a scrape adds the
 //! shards up. Values stay atomics only so that the reader may load them while the owner
 //! writes.
 //!
 //! A reader may see one in-flight observation in the buckets but not yet in the sum. The
 //! count is the sum of the buckets, so the exposition's `_count` always equals its
-//! `+Inf` bucket, and every value only grows from one read to the next.
+//! `+Inf` bucket, and every counter and bucket only grows from one read to the next.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -151,12 +152,7 @@ pub struct HistogramFamily {
 impl HistogramFamily {
     pub fn new(name: &str, help: &str, bounds: Buckets) -> crate::prometheus::Result<Self> {
         Ok(HistogramFamily {
-            desc: Arc::new(Desc::new(
-                name.to_string(),
-                help.to_string(),
-                Vec::new(),
-                Default::default(),
-            )?),
+            desc: Arc::new(unlabelled_desc(name, help)?),
             histogram: Arc::new(ShardedHistogram::new(bounds)),
         })
     }
@@ -181,6 +177,136 @@ impl Collector for HistogramFamily {
             vec![metric],
         )]
     }
+}
+
+/// A whole number each thread adds to alone; the total is the sum of the threads' parts.
+/// A gauge's part on one thread may be negative (a request that arrived on one thread and
+/// finished on another); parts are kept as two's complement, so the total still adds up.
+#[derive(Default)]
+struct ShardedSum {
+    shards: ThreadLocal<AtomicU64>,
+}
+
+impl ShardedSum {
+    fn add(&self, delta: i64) {
+        add_as_sole_writer(self.shards.get_or_default(), |part| {
+            part.wrapping_add_signed(delta)
+        });
+    }
+
+    fn total(&self) -> i64 {
+        self.shards.iter().fold(0u64, |total, part| {
+            total.wrapping_add(part.load(Ordering::Relaxed))
+        }) as i64
+    }
+}
+
+/// An unlabelled family whose one value is a [`ShardedSum`]; the wrappers below decide
+/// what may be added and how the total reads.
+#[derive(Clone)]
+struct SumFamily {
+    desc: Arc<Desc>,
+    kind: proto::MetricType,
+    sum: Arc<ShardedSum>,
+}
+
+impl SumFamily {
+    fn new(name: &str, help: &str, kind: proto::MetricType) -> crate::prometheus::Result<Self> {
+        Ok(SumFamily {
+            desc: Arc::new(unlabelled_desc(name, help)?),
+            kind,
+            sum: Arc::default(),
+        })
+    }
+
+    fn collect(&self, value: u64) -> Vec<proto::MetricFamily> {
+        let value = value as f64;
+        let mut metric = proto::Metric::default();
+        if self.kind == proto::MetricType::COUNTER {
+            let mut counter = proto::Counter::default();
+            counter.set_value(value);
+            metric.set_counter(counter);
+        } else {
+            let mut gauge = proto::Gauge::default();
+            gauge.set_value(value);
+            metric.set_gauge(gauge);
+        }
+        vec![family(&self.desc, self.kind, vec![metric])]
+    }
+}
+
+/// An unlabelled counter recorded per thread. Cheap to clone; clones count together.
+#[derive(Clone)]
+pub struct CounterFamily(SumFamily);
+
+impl CounterFamily {
+    pub fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
+        SumFamily::new(name, help, proto::MetricType::COUNTER).map(CounterFamily)
+    }
+
+    pub fn inc(&self) {
+        self.0.sum.add(1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.sum.total() as u64
+    }
+}
+
+/// An unlabelled gauge of things in progress, moved up and down per thread. Cheap to
+/// clone; clones share it.
+///
+/// A reader that loads one thread's part just before an arrival there, and another's just
+/// after the matching departure, would sum to one less than the truth; a count of things
+/// in progress is never negative, so the total is clamped at zero.
+#[derive(Clone)]
+pub struct InFlightGauge(SumFamily);
+
+impl InFlightGauge {
+    pub fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
+        SumFamily::new(name, help, proto::MetricType::GAUGE).map(InFlightGauge)
+    }
+
+    pub fn inc(&self) {
+        self.0.sum.add(1);
+    }
+
+    pub fn dec(&self) {
+        self.0.sum.add(-1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.sum.total().max(0) as u64
+    }
+}
+
+impl Collector for CounterFamily {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.0.desc]
+    }
+
+    fn collect(&self) -> Vec<proto::MetricFamily> {
+        self.0.collect(self.get())
+    }
+}
+
+impl Collector for InFlightGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.0.desc]
+    }
+
+    fn collect(&self) -> Vec<proto::MetricFamily> {
+        self.0.collect(self.get())
+    }
+}
+
+fn unlabelled_desc(name: &str, help: &str) -> crate::prometheus::Result<Desc> {
+    Desc::new(
+        name.to_string(),
+        help.to_string(),
+        Vec::new(),
+        Default::default(),
+    )
 }
 
 /// A family of `kind` named and described by `desc`, holding `metrics`.
@@ -239,6 +365,45 @@ mod tests {
         let snapshot = histogram.snapshot();
         assert_eq!(snapshot.count(), 80_000);
         assert_eq!(snapshot.sum(), 40_000.0);
+    }
+
+    #[test]
+    fn a_gauge_moved_on_different_threads_sums_to_its_value() {
+        let in_flight = InFlightGauge::new("in_flight", "help").unwrap();
+        in_flight.inc();
+        in_flight.inc();
+        // Both requests finish on another thread: its part goes negative.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                in_flight.dec();
+                in_flight.dec();
+            });
+        });
+        assert_eq!(in_flight.get(), 0);
+        // A reader that saw only the departures clamps to zero rather than go negative.
+        in_flight.dec();
+        assert_eq!(in_flight.get(), 0);
+        in_flight.inc();
+        in_flight.inc();
+        let collected = in_flight.collect();
+        assert_eq!(collected[0].get_metric()[0].get_gauge().get_value(), 1.0);
+    }
+
+    #[test]
+    fn a_counter_counts_every_thread() {
+        let counter = CounterFamily::new("requests_total", "help").unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| (0..1000).for_each(|_| counter.inc()));
+            }
+        });
+        assert_eq!(counter.get(), 4000);
+        let collected = counter.collect();
+        assert_eq!(collected[0].get_field_type(), proto::MetricType::COUNTER);
+        assert_eq!(
+            collected[0].get_metric()[0].get_counter().get_value(),
+            4000.0
+        );
     }
 
     #[test]
