@@ -59,7 +59,27 @@ fn histogram(c: &mut Criterion) {
     group.bench_function("ShardedHistogram", |b| {
         b.iter(|| sharded.observe(black_box(0.0003)))
     });
+    // Every available core observing at once, as the workers of a busy service do: the
+    // shared histogram's cache lines then move between cores on every observation.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    group.bench_function(format!("prometheus::Histogram, {threads} threads"), |b| {
+        b.iter_custom(|iters| on_every_core(threads, iters, || shared.observe(0.0003)))
+    });
+    group.bench_function(format!("ShardedHistogram, {threads} threads"), |b| {
+        b.iter_custom(|iters| on_every_core(threads, iters, || sharded.observe(0.0003)))
+    });
     group.finish();
+}
+
+/// Wall time for `threads` threads to run `observe` `iters` times each.
+fn on_every_core(threads: usize, iters: u64, observe: impl Fn() + Sync) -> Duration {
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| (0..iters).for_each(|_| observe()));
+        }
+    });
+    start.elapsed()
 }
 
 /// A whole request through Rocket's local client, with metrics and blocking each on or
