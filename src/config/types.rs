@@ -367,6 +367,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exponential_buckets_grow_by_their_factor_or_are_refused() {
+        let buckets = Buckets::exponential(64.0, 2.0, 3).unwrap();
+        assert_eq!(buckets.bounds(), [64.0, 128.0, 256.0]);
+        assert!(Buckets::exponential(1.0, 1.0, 3)
+            .unwrap_err()
+            .contains("increase strictly"));
+        assert!(
+            Buckets::exponential(1.0, 2.0, 0).is_err(),
+            "no bounds at all"
+        );
+    }
+
+    #[test]
     fn port_range_forms() {
         assert_eq!(
             "8001-8050".parse::<PortRange>().unwrap().to_string(),
