@@ -16,7 +16,7 @@ use rocket::http::Method;
 use thread_local::ThreadLocal;
 
 use super::families::Transport;
-use super::sharded::{family, ShardedHistogram, Snapshot};
+use super::sharded::{family, with_counter, ShardedHistogram, Snapshot};
 use crate::config::Buckets;
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto;
@@ -166,13 +166,7 @@ type Tally<'a, const N: usize> = BTreeMap<[&'a str; N], u64>;
 fn counter_family<const N: usize>(desc: &Desc, tally: Tally<'_, N>) -> proto::MetricFamily {
     let metrics = tally
         .into_iter()
-        .map(|(values, count)| {
-            let mut counter = proto::Counter::default();
-            counter.set_value(count as f64);
-            let mut metric = labelled(desc, &values);
-            metric.set_counter(counter);
-            metric
-        })
+        .map(|(values, count)| with_counter(labelled(desc, &values), count))
         .collect();
     family(desc, proto::MetricType::COUNTER, metrics)
 }

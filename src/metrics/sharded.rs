@@ -207,36 +207,23 @@ impl ShardedSum {
 }
 
 /// An unlabelled family whose one value is a [`ShardedSum`]; the wrappers below decide
-/// what may be added and how the total reads.
+/// what may be added, how the total reads and what type the family has.
 #[derive(Clone)]
 struct SumFamily {
     desc: Arc<Desc>,
-    kind: proto::MetricType,
     sum: Arc<ShardedSum>,
 }
 
 impl SumFamily {
-    fn new(name: &str, help: &str, kind: proto::MetricType) -> crate::prometheus::Result<Self> {
+    fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
         Ok(SumFamily {
             desc: Arc::new(unlabelled_desc(name, help)?),
-            kind,
             sum: Arc::default(),
         })
     }
 
-    fn collect(&self, value: u64) -> Vec<proto::MetricFamily> {
-        let value = value as f64;
-        let mut metric = proto::Metric::default();
-        if self.kind == proto::MetricType::COUNTER {
-            let mut counter = proto::Counter::default();
-            counter.set_value(value);
-            metric.set_counter(counter);
-        } else {
-            let mut gauge = proto::Gauge::default();
-            gauge.set_value(value);
-            metric.set_gauge(gauge);
-        }
-        vec![family(&self.desc, self.kind, vec![metric])]
+    fn collect(&self, kind: proto::MetricType, metric: proto::Metric) -> Vec<proto::MetricFamily> {
+        vec![family(&self.desc, kind, vec![metric])]
     }
 }
 
@@ -246,7 +233,7 @@ pub struct CounterFamily(SumFamily);
 
 impl CounterFamily {
     pub fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
-        SumFamily::new(name, help, proto::MetricType::COUNTER).map(CounterFamily)
+        SumFamily::new(name, help).map(CounterFamily)
     }
 
     pub fn inc(&self) {
@@ -269,7 +256,7 @@ pub struct InFlightGauge(SumFamily);
 
 impl InFlightGauge {
     pub fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
-        SumFamily::new(name, help, proto::MetricType::GAUGE).map(InFlightGauge)
+        SumFamily::new(name, help).map(InFlightGauge)
     }
 
     pub fn inc(&self) {
@@ -291,7 +278,8 @@ impl Collector for CounterFamily {
     }
 
     fn collect(&self) -> Vec<proto::MetricFamily> {
-        self.0.collect(self.get())
+        let metric = with_counter(proto::Metric::default(), self.get());
+        self.0.collect(proto::MetricType::COUNTER, metric)
     }
 }
 
@@ -301,8 +289,19 @@ impl Collector for InFlightGauge {
     }
 
     fn collect(&self) -> Vec<proto::MetricFamily> {
-        self.0.collect(self.get())
+        let mut gauge = proto::Gauge::default();
+        gauge.set_value(self.get() as f64);
+        self.0
+            .collect(proto::MetricType::GAUGE, proto::Metric::from_gauge(gauge))
     }
+}
+
+/// `metric` (with whatever labels it has) holding a counter of `value`.
+pub fn with_counter(mut metric: proto::Metric, value: u64) -> proto::Metric {
+    let mut counter = proto::Counter::default();
+    counter.set_value(value as f64);
+    metric.set_counter(counter);
+    metric
 }
 
 fn unlabelled_desc(name: &str, help: &str) -> crate::prometheus::Result<Desc> {
