@@ -46,8 +46,9 @@
           '';
         };
 
-      # Throws on a failed assertion, else lists the assertions that passed.
+      # Each throws on a failed assertion, else lists the assertions that passed.
       libTests = import ./nix/tests/lib-test.nix;
+      moduleTests = import ./nix/tests/module-test.nix { };
 
       app = drv: description: {
         type = "app";
@@ -89,7 +90,17 @@
       checks = forSystems linuxSystems (pkgs: {
         package = pkgs.babylon;
 
-        vm = import ./nix/tests/vm.nix { inherit pkgs; };
+        # The module as users import it, on nixpkgs without this flake's overlay: the
+        # package must come from nixosModules.default.
+        vm =
+          let
+            inherit (pkgs.stdenv.hostPlatform) system;
+          in
+          import ./nix/tests/vm.nix {
+            pkgs = nixpkgs.legacyPackages.${system};
+            module = self.nixosModules.default;
+            package = self.packages.${system}.default;
+          };
 
         # nixfmt (RFC 166 style) over every Nix file of the flake.
         fmt =
@@ -105,8 +116,10 @@
             touch $out
           '';
 
-        # The pure functions behind the module (nix/lib.nix).
+        # The pure functions behind the module (nix/lib.nix), and the module's own
+        # definitions evaluated with a stub lib (priorities, units, firewall).
         lib = pkgs.writeText "babylon-lib-tests.json" (builtins.toJSON libTests);
+        module = pkgs.writeText "babylon-module-tests.json" (builtins.toJSON moduleTests);
       });
 
       devShells = forSystems allSystems (pkgs: {

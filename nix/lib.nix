@@ -1,6 +1,7 @@
 # Everything the babylon NixOS module computes, as pure functions of plain values:
 # ports per instance, unit names, the settings each instance reads, Prometheus scrape
-# targets, nginx upstream servers, firewall ports, credentials, assertion messages.
+# targets, nginx upstream servers, firewall ports, credentials, the units' sandboxing,
+# assertion messages.
 #
 # builtins only (no nixpkgs lib), so that `nix-instantiate --eval` can test it on any
 # machine with Nix (nix/tests/lib-test.nix, tests/nix.rs). nix/module.nix turns the
@@ -13,6 +14,7 @@ let
   range = from: to: if to < from then [ ] else builtins.genList (n: from + n) (to - from + 1);
 
   optional = cond: value: if cond then [ value ] else [ ];
+  optionals = cond: list: if cond then list else [ ];
   optionalAttrs = cond: attrs: if cond then attrs else { };
 
   hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
@@ -102,8 +104,10 @@ let
     grafanaSecretKey = "babylon-secret-key";
   };
 
-  # Where the module generates Grafana's secret key when no file is given.
-  grafanaGeneratedSecretKey = "/var/lib/babylon-grafana/secret-key";
+  # Where the module generates Grafana's secret key when no file is given: the state
+  # directory (StateDirectory=) of the unit that generates it.
+  grafanaStateDirectory = "babylon-grafana";
+  grafanaGeneratedSecretKey = "/var/lib/${grafanaStateDirectory}/secret-key";
 
   # The user babylon runs as: static for PostgreSQL peer authentication, else dynamic.
   user = "babylon";
@@ -177,6 +181,12 @@ let
         "::/0"
       ]
     ) (effectiveAllow cfg);
+
+  # Whether a server bound to `address` is reachable from this host only. "" (every
+  # interface, for Rocket and babylon's export listener), "0.0.0.0", "::" and any other
+  # address are reachable from outside. IPv6 may come in brackets.
+  isLoopbackAddress =
+    address: isLoopbackCidr (builtins.head (builtins.match "\\[?([^]]*)]?" address));
 
   # Where to reach a server bound to `address` from this host.
   connectHost =
@@ -282,6 +292,11 @@ let
 
   metricsPath = cfg: (sharedSettings cfg).metrics.path or "/metrics";
 
+  # Where the application ports and the export ports listen, as they take effect: a user's
+  # `settings.address` wins over the option; babylon's export listener defaults to "".
+  appAddress = cfg: (sharedSettings cfg).address;
+  exportAddress = cfg: (sharedSettings cfg).metrics.export.address or "";
+
   # ---- systemd ----
 
   environment = cfg: index: configFile: {
@@ -305,10 +320,53 @@ let
   # Whether the units need the static user (PostgreSQL peer authentication).
   staticUser = cfg: (normalize cfg).database.type == "postgresql";
 
+  # The sandbox of every unit the module defines: no capabilities, a read-only system,
+  # no devices, no kernel knobs, no other users' processes, files private to the unit.
+  # Each unit adds the address families it needs.
+  hardening = {
+    AmbientCapabilities = "";
+    CapabilityBoundingSet = "";
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    NoNewPrivileges = true;
+    PrivateDevices = true;
+    PrivateTmp = true;
+    ProtectClock = true;
+    ProtectControlGroups = true;
+    ProtectHome = true;
+    ProtectHostname = true;
+    ProtectKernelLogs = true;
+    ProtectKernelModules = true;
+    ProtectKernelTunables = true;
+    ProtectProc = "invisible";
+    ProtectSystem = "strict";
+    RemoveIPC = true;
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+    ];
+    UMask = "0077";
+  };
+
+  # LimitNOFILE= of the babylon units. babylon raises its soft open-files limit to the
+  # hard one at start, so the hard limit bounds how many connections it can hold.
+  # systemd (since v240) gives services 1024:524288; a lower value (65536, say) would
+  # cut that, so the units keep 524288, also on a host that lowered DefaultLimitNOFILE=.
+  openFilesLimit = 524288;
+
   # ---- Prometheus ----
 
   # Where prometheus.service reads the token (LoadCredential on prometheus.service).
   prometheusTokenFile = "/run/credentials/prometheus.service/${credentialNames.prometheusToken}";
+
+  # services.prometheus.listenAddress unless the user sets it (nixpkgs' default is
+  # 0.0.0.0): Prometheus' API serves every scraped series to anyone who reaches it, which
+  # would bypass metrics.allow and the metrics token.
+  prometheusListenAddress = "127.0.0.1";
 
   scrapeTargets = cfg: map (port: "127.0.0.1:${toString port}") (exportPorts cfg);
 
@@ -351,11 +409,12 @@ let
 
   # ---- Grafana ----
 
-  grafanaDatasource = prometheusPort: {
+  # The local Prometheus, wherever services.prometheus.listenAddress binds it.
+  grafanaDatasource = prometheusAddress: prometheusPort: {
     name = "Prometheus (babylon)";
     type = "prometheus";
     uid = "babylon-prometheus";
-    url = "http://127.0.0.1:${toString prometheusPort}";
+    url = "http://${connectHost prometheusAddress}:${toString prometheusPort}";
     access = "proxy";
     isDefault = true;
   };
@@ -382,6 +441,19 @@ let
     in
     optional (adminPasswordFile != null) password ++ [ secretKey ];
 
+  # The unit that generates Grafana's secret key. Nothing but systemd reads the key (as
+  # root, for grafana.service's LoadCredential=), so a dynamic user may own it; the unit
+  # needs no network at all.
+  grafanaSecretKeyServiceConfig = hardening // {
+    Type = "oneshot";
+    RemainAfterExit = true;
+    DynamicUser = true;
+    StateDirectory = grafanaStateDirectory;
+    StateDirectoryMode = "0700";
+    PrivateNetwork = true;
+    RestrictAddressFamilies = "none";
+  };
+
   # Grafana's file provider reads the secrets from grafana.service's credentials.
   grafanaCredentials = "/run/credentials/grafana.service";
   grafanaSecurity = {
@@ -403,15 +475,18 @@ let
 
   # ---- firewall ----
 
+  # With openFirewall: the ports other hosts can reach. An application port bound to
+  # loopback is not; an export port is when it is not bound to loopback and the
+  # allow-list lets in more than this host.
   firewallPorts =
     cfg:
     let
       c = normalize cfg;
+      app = optionals (!isLoopbackAddress (appAddress c)) (appPorts c);
+      exportReachable = exportedBeyondLoopback c && !isLoopbackAddress (exportAddress c);
+      export = optionals exportReachable (exportPorts c);
     in
-    if !c.openFirewall then
-      [ ]
-    else
-      appPorts c ++ (if exportedBeyondLoopback c then exportPorts c else [ ]);
+    optionals c.openFirewall (app ++ export);
 
   # ---- checks ----
 
@@ -507,6 +582,7 @@ in
     serviceName
     credentialsDirectory
     credentialNames
+    grafanaStateDirectory
     grafanaGeneratedSecretKey
     user
     indices
@@ -520,6 +596,7 @@ in
     exportedBeyondLoopback
     effectiveAllow
     loopbackAllowed
+    isLoopbackAddress
     connectHost
     databaseUrl
     sharedModuleSettings
@@ -528,9 +605,14 @@ in
     configFor
     sharedSettings
     metricsPath
+    appAddress
+    exportAddress
     environment
     loadCredentials
     staticUser
+    hardening
+    openFilesLimit
+    prometheusListenAddress
     prometheusTokenFile
     scrapeTargets
     scrapeConfigWith
@@ -540,6 +622,7 @@ in
     grafanaDashboardProvider
     grafanaSecretKeyFile
     grafanaLoadCredentials
+    grafanaSecretKeyServiceConfig
     grafanaCredentials
     grafanaSecurity
     upstreamServers

@@ -2,8 +2,10 @@
 # its own application port and its own fixed metrics export port, with optional
 # PostgreSQL, Prometheus (one target per instance), Grafana (datasource and dashboards)
 # and nginx in front. What is computed (ports, settings, targets, upstreams, firewall
-# ports, assertion messages) lives in ./lib.nix as pure functions, tested without NixOS
-# by nix/tests/lib-test.nix; this file only maps options to them.
+# ports, the units' sandboxing, assertion messages) lives in ./lib.nix as pure functions,
+# tested without NixOS by nix/tests/lib-test.nix; this file only maps options to them.
+# nix/tests/module-test.nix evaluates it with a stub of nixpkgs' lib to check which of
+# its definitions a user's own value overrides.
 {
   config,
   lib,
@@ -12,6 +14,8 @@
 }:
 let
   cfg = config.services.babylon;
+  # Read for Grafana's datasource, wherever the user binds Prometheus.
+  prometheus = config.services.prometheus;
   babylonLib = import ./lib.nix;
   settingsFormat = pkgs.formats.toml { };
 
@@ -96,7 +100,8 @@ let
     ++ lib.optional staticUser "postgresql.target";
     requires = lib.optional staticUser "postgresql.target";
     environment = babylonLib.environment plain instance.index (configFile instance.index);
-    serviceConfig = {
+    # Hardening: babylon needs the network, its state directory and nothing else.
+    serviceConfig = babylonLib.hardening // {
       ExecStart = if external then "${startWithDatabaseUrl}" else lib.getExe cfg.package;
       User = babylonLib.user;
       Group = babylonLib.user;
@@ -111,39 +116,13 @@ let
       RestartSec = "5s";
       # Exit code 2 is a wrong setting (babylon names the key): restarting cannot help.
       RestartPreventExitStatus = 2;
-
-      # Hardening: babylon needs the network, its state directory and nothing else.
-      AmbientCapabilities = "";
-      CapabilityBoundingSet = "";
-      LockPersonality = true;
-      MemoryDenyWriteExecute = true;
-      NoNewPrivileges = true;
-      PrivateDevices = true;
-      PrivateTmp = true;
-      ProtectClock = true;
-      ProtectControlGroups = true;
-      ProtectHome = true;
-      ProtectHostname = true;
-      ProtectKernelLogs = true;
-      ProtectKernelModules = true;
-      ProtectKernelTunables = true;
-      ProtectProc = "invisible";
-      ProtectSystem = "strict";
-      RemoveIPC = true;
+      # babylon raises its soft limit to this one; each open connection takes a descriptor.
+      LimitNOFILE = mkDefault babylonLib.openFilesLimit;
       RestrictAddressFamilies = [
         "AF_INET"
         "AF_INET6"
         "AF_UNIX"
       ];
-      RestrictNamespaces = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      SystemCallArchitectures = "native";
-      SystemCallFilter = [
-        "@system-service"
-        "~@privileged"
-      ];
-      UMask = "0077";
     };
   };
 in
@@ -190,9 +169,12 @@ in
       type = types.bool;
       default = false;
       description = ''
-        Open the application ports in the firewall, and the metrics export ports too
-        when the metrics allow-list lets in more than this host. nginx's ports are not
-        opened here.
+        Open in the firewall the ports other hosts can reach: the application ports
+        unless `address` (or `settings.address`) is a loopback address such as
+        `127.0.0.1` or `::1`, and the metrics export ports when the metrics allow-list
+        lets in more than this host, unless `settings.metrics.export.address` is a
+        loopback address. `""`, `0.0.0.0` and `::` mean every interface. nginx's ports
+        are not opened here.
       '';
     };
 
@@ -308,7 +290,14 @@ in
       enable = mkEnableOption ''
         a local Prometheus (`services.prometheus`) with a scrape job `babylon` (one
         static target per instance export port) and babylon's recording and alerting
-        rules
+        rules. It listens on `${babylonLib.prometheusListenAddress}` only
+        (`services.prometheus.listenAddress` defaults to that here, not to nixpkgs'
+        `0.0.0.0`): its API hands every scraped series to anyone who reaches it,
+        without the metrics token or allow-list. To reach it from other hosts, set
+        `services.prometheus.listenAddress` yourself and protect
+        `services.prometheus.port` (9090 by default): open it only to trusted hosts,
+        or put authentication in front (`services.prometheus.webConfigFile` or a
+        reverse proxy)
       '';
 
       scrapeInterval = mkOption {
@@ -331,7 +320,8 @@ in
         description = ''
           File holding the password of Grafana's `admin` user; required with
           `grafana.enable`. Read by Grafana through its file provider from a systemd
-          credential, so it stays outside the Nix store.
+          credential, so it stays outside the Nix store. A
+          `services.grafana.settings.security.admin_password` of your own wins over it.
         '';
       };
 
@@ -340,7 +330,7 @@ in
         default = null;
         description = ''
           File holding Grafana's `secret_key`. When null, the module generates a random
-          key once, in `/var/lib/babylon-grafana/secret-key`, and keeps it.
+          key once, in `${babylonLib.grafanaGeneratedSecretKey}`, and keeps it.
         '';
       };
     };
@@ -408,6 +398,7 @@ in
     (mkIf cfg.prometheus.enable {
       services.prometheus = {
         enable = true;
+        listenAddress = mkDefault babylonLib.prometheusListenAddress;
         scrapeConfigs = [ (babylonLib.scrapeConfig plain) ];
         ruleFiles = [
           "${share}/prometheus/recording_rules.yml"
@@ -424,14 +415,16 @@ in
       services.grafana = {
         enable = true;
         settings.security = {
-          admin_password = babylonLib.grafanaSecurity.admin_password;
+          admin_password = mkDefault babylonLib.grafanaSecurity.admin_password;
           secret_key = mkDefault babylonLib.grafanaSecurity.secret_key;
         };
         provision = {
           enable = true;
           datasources.settings = {
             apiVersion = 1;
-            datasources = [ (babylonLib.grafanaDatasource config.services.prometheus.port) ];
+            datasources = [
+              (babylonLib.grafanaDatasource prometheus.listenAddress prometheus.port)
+            ];
           };
           dashboards.settings = {
             apiVersion = 1;
@@ -450,13 +443,7 @@ in
       systemd.services.babylon-grafana-secret-key = mkIf generateGrafanaKey {
         description = "Generate Grafana's secret key for babylon's Grafana";
         before = [ "grafana.service" ];
-        serviceConfig = {
-          Type = "oneshot";
-          RemainAfterExit = true;
-          StateDirectory = "babylon-grafana";
-          StateDirectoryMode = "0700";
-          UMask = "0077";
-        };
+        serviceConfig = babylonLib.grafanaSecretKeyServiceConfig;
         script = ''
           key=${babylonLib.grafanaGeneratedSecretKey}
           if [ ! -s "$key" ]; then

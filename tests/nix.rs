@@ -1,6 +1,8 @@
 //! The Nix packaging, checked without Nix's builder (nixpkgs cannot be fetched here):
 //! every `.nix` file parses, the pure functions behind the NixOS module (`nix/lib.nix`)
-//! pass their assertions (`nix/tests/lib-test.nix`), the scrape job they generate passes
+//! pass their assertions (`nix/tests/lib-test.nix`), the module itself, evaluated with a
+//! stub of nixpkgs' lib, passes its own (`nix/tests/module-test.nix`) and fails them when
+//! one of its definitions is weakened, the scrape job they generate passes
 //! `promtool check config`, the per-instance settings they generate pass
 //! `babylon --check-config`, and `flake.lock` pins the nixpkgs of `../shared/nix-facts.md`.
 //!
@@ -63,13 +65,16 @@ impl Nix {
             .expect("nix-instantiate runs")
     }
 
-    fn eval_output(&self, args: &[&str]) -> Value {
-        let output = self
-            .command()
+    fn eval(&self, args: &[&str]) -> Output {
+        self.command()
             .args(["--eval", "--strict", "--json"])
             .args(args)
             .output()
-            .expect("nix-instantiate runs");
+            .expect("nix-instantiate runs")
+    }
+
+    fn eval_output(&self, args: &[&str]) -> Value {
+        let output = self.eval(args);
         assert!(
             output.status.success(),
             "nix-instantiate --eval {args:?} failed:\n{}",
@@ -129,6 +134,9 @@ fn every_nix_file_parses() {
         "nix/stack.nix",
         "nix/tests/vm.nix",
         "nix/tests/lib-test.nix",
+        "nix/tests/check.nix",
+        "nix/tests/module-eval.nix",
+        "nix/tests/module-test.nix",
     ] {
         assert!(
             relative.contains(expected),
@@ -146,32 +154,142 @@ fn every_nix_file_parses() {
     }
 }
 
-#[test]
-fn lib_assertions_pass() {
-    let Some(nix) = Nix::find() else { return };
-    // lib-test.nix throws (and nix-instantiate fails, naming each failed test) unless
-    // every assertion holds; then it lists the tests.
-    let passed = nix.eval_output(&["nix/tests/lib-test.nix"]);
+/// Runs a test file of nix/tests (through nix/tests/check.nix, it throws naming each
+/// failed test unless every assertion holds; then it lists the tests) and checks that
+/// the `expected` tests are among those that passed.
+fn assert_nix_tests_pass(nix: &Nix, file: &str, args: &[&str], expected: &[&str]) {
+    let passed = nix.eval_output(args);
     let names: BTreeSet<&str> = passed
         .as_array()
         .expect("a list of test names")
         .iter()
         .map(|name| name.as_str().expect("test names are strings"))
         .collect();
-    for expected in [
-        "instancesGetConsecutivePorts",
-        "unitAndCredentialNames",
-        "scrapeJobForTwoInstances",
-        "tooManyInstancesIsAnError",
-        "exportPortOutsideTheRangeThrows",
-        "defaultSettingsRenderUnderTheReleaseProfile",
-        "userSettingsWinAndModuleValuesStay",
-        "upstreamServersOnePerInstance",
-        "firewallPorts",
-    ] {
+    for expected in expected {
         assert!(names.contains(expected), "{expected} not among {names:?}");
     }
-    eprintln!("nix/tests/lib-test.nix: {} tests passed", names.len());
+    eprintln!("{file}: {} tests passed", names.len());
+}
+
+#[test]
+fn lib_assertions_pass() {
+    let Some(nix) = Nix::find() else { return };
+    assert_nix_tests_pass(
+        &nix,
+        "nix/tests/lib-test.nix",
+        &["nix/tests/lib-test.nix"],
+        &[
+            "instancesGetConsecutivePorts",
+            "unitAndCredentialNames",
+            "scrapeJobForTwoInstances",
+            "tooManyInstancesIsAnError",
+            "exportPortOutsideTheRangeThrows",
+            "defaultSettingsRenderUnderTheReleaseProfile",
+            "userSettingsWinAndModuleValuesStay",
+            "upstreamServersOnePerInstance",
+            "loopbackAddresses",
+            "firewallPorts",
+            "sandboxIsStrict",
+            "grafanaKeyGeneratorIsSandboxedOffline",
+            "listeningAddresses",
+        ],
+    );
+}
+
+/// The tests of nix/module.nix itself, optionally against another copy of it.
+fn module_test_expr(module: Option<&Path>) -> String {
+    let argument = module.map_or(String::new(), |path| {
+        format!("module = /. + {};", nix_string(&path.display().to_string()))
+    });
+    format!("import ./nix/tests/module-test.nix {{ {argument} }}")
+}
+
+#[test]
+fn module_assertions_pass() {
+    let Some(nix) = Nix::find() else { return };
+    assert_nix_tests_pass(
+        &nix,
+        "nix/tests/module-test.nix",
+        &["-E", &module_test_expr(None)],
+        &[
+            "equalPlainDefinitionsAgreeDifferentOnesConflict",
+            "prometheusListensOnLoopbackUnlessTheUserOpensIt",
+            "grafanaReachesPrometheusWhereverItListens",
+            "userGrafanaSecretsWin",
+            "grafanaReadsTheKeyItIsGiven",
+            "unitsShareTheSandbox",
+            "babylonUnitsRaiseTheOpenFilesLimit",
+            "firewallOpensWhatListensBeyondLoopback",
+        ],
+    );
+}
+
+#[test]
+fn module_tests_fail_on_a_weakened_module() {
+    let Some(nix) = Nix::find() else { return };
+    let module = std::fs::read_to_string(repo().join("nix/module.nix")).unwrap();
+    let lib = std::fs::read_to_string(repo().join("nix/lib.nix")).unwrap();
+    // (what module.nix says, what a careless edit makes of it, the test that must fail)
+    let weakenings = [
+        (
+            "listenAddress = mkDefault babylonLib.prometheusListenAddress;",
+            "listenAddress = babylonLib.prometheusListenAddress;",
+            "prometheusListensOnLoopbackUnlessTheUserOpensIt",
+        ),
+        (
+            "listenAddress = mkDefault babylonLib.prometheusListenAddress;",
+            "",
+            "prometheusListensOnLoopbackUnlessTheUserOpensIt",
+        ),
+        (
+            "admin_password = mkDefault babylonLib.grafanaSecurity.admin_password;",
+            "admin_password = babylonLib.grafanaSecurity.admin_password;",
+            "userGrafanaSecretsWin",
+        ),
+        (
+            "LimitNOFILE = mkDefault babylonLib.openFilesLimit;",
+            "LimitNOFILE = babylonLib.openFilesLimit;",
+            "babylonUnitsRaiseTheOpenFilesLimit",
+        ),
+        (
+            "serviceConfig = babylonLib.grafanaSecretKeyServiceConfig;",
+            r#"serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };"#,
+            "unitsShareTheSandbox",
+        ),
+        (
+            "serviceConfig = babylonLib.hardening // {",
+            "serviceConfig = {",
+            "unitsShareTheSandbox",
+        ),
+        (
+            "networking.firewall.allowedTCPPorts = babylonLib.firewallPorts plain;",
+            "networking.firewall.allowedTCPPorts = babylonLib.appPorts plain;",
+            "firewallOpensWhatListensBeyondLoopback",
+        ),
+    ];
+    for (original, weakened, test) in weakenings {
+        assert_eq!(
+            module.matches(original).count(),
+            1,
+            "nix/module.nix no longer says `{original}`: update this test"
+        );
+        // module.nix imports ./lib.nix: the copy gets its own.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lib.nix"), &lib).unwrap();
+        let copy = dir.path().join("module.nix");
+        std::fs::write(&copy, module.replace(original, weakened)).unwrap();
+
+        let output = nix.eval(&["-E", &module_test_expr(Some(&copy))]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "the module tests pass with `{original}` made `{weakened}`"
+        );
+        assert!(
+            stderr.contains("tests failed: ") && stderr.contains(test),
+            "`{original}` made `{weakened}` should fail {test}:\n{stderr}"
+        );
+    }
 }
 
 /// A Prometheus configuration around the lib's scrape job, with the repository's rules.

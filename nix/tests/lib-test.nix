@@ -6,6 +6,7 @@
 # value differs from the expected one. tests/nix.rs runs it; so does `nix flake check`.
 let
   babylon = import ../lib.nix;
+  inherit (import ./check.nix) fails run;
 
   two = {
     instances = 2;
@@ -42,8 +43,6 @@ let
       burst = 100;
     };
   };
-
-  fails = expr: !(builtins.tryEval expr).success;
 
   matches = fragment: message: builtins.match ".*${fragment}.*" message != null;
   hasMessage = fragment: builtins.any (matches fragment);
@@ -461,51 +460,191 @@ let
     };
 
     # ---- firewall ----
-    firewallPorts = {
-      actual = {
-        closed = babylon.firewallPorts two;
-        loopbackMetrics = babylon.firewallPorts (two // { openFirewall = true; });
-        exportedMetrics = babylon.firewallPorts (
-          two
-          // {
-            openFirewall = true;
-            metrics.allow = [
-              "127.0.0.0/8"
-              "10.0.0.0/8"
-            ];
-          }
-        );
-        commaSeparatedLoopback = babylon.firewallPorts (
-          two
-          // {
-            openFirewall = true;
+    loopbackAddresses = {
+      actual = builtins.filter babylon.isLoopbackAddress [
+        "127.0.0.1"
+        "127.0.1.1"
+        "::1"
+        "[::1]"
+        "::ffff:127.0.0.1"
+        ""
+        "0.0.0.0"
+        "::"
+        "[::]"
+        "10.0.0.5"
+        "fd00::5"
+        "128.0.0.1"
+      ];
+      expected = [
+        "127.0.0.1"
+        "127.0.1.1"
+        "::1"
+        "[::1]"
+        "::ffff:127.0.0.1"
+      ];
+    };
+
+    firewallPorts =
+      let
+        open = cfg: babylon.firewallPorts (two // { openFirewall = true; } // cfg);
+        wideAllow = [
+          "127.0.0.0/8"
+          "10.0.0.0/8"
+        ];
+      in
+      {
+        actual = {
+          closed = babylon.firewallPorts (two // { address = "0.0.0.0"; });
+          loopbackOnly = open { };
+          ipv6Loopback = open { address = "::1"; };
+          everyInterface = open { address = "0.0.0.0"; };
+          everyInterfaceIpv6 = open { address = "::"; };
+          emptyAddress = open { address = ""; };
+          userSettingWins = open { settings.address = "0.0.0.0"; };
+          userSettingToLoopback = open {
+            address = "0.0.0.0";
+            settings.address = "127.0.0.1";
+          };
+          # The README's example: behind nginx, scraped by 10.0.0.5.
+          exportedMetricsOnly = open { metrics.allow = wideAllow; };
+          exportedMetrics = open {
+            address = "0.0.0.0";
+            metrics.allow = wideAllow;
+          };
+          exportBoundToLoopback = open {
+            address = "0.0.0.0";
+            metrics.allow = wideAllow;
+            settings.metrics.export.address = "127.0.0.1";
+          };
+          exportBoundToOneAddress = open {
+            metrics.allow = wideAllow;
+            settings.metrics.export.address = "10.0.0.7";
+          };
+          commaSeparatedLoopback = open {
+            address = "0.0.0.0";
             settings.metrics.export.allow = "127.0.0.1, ::1";
-          }
-        );
+          };
+        };
+        expected = {
+          closed = [ ];
+          loopbackOnly = [ ];
+          ipv6Loopback = [ ];
+          everyInterface = [
+            8080
+            8081
+          ];
+          everyInterfaceIpv6 = [
+            8080
+            8081
+          ];
+          emptyAddress = [
+            8080
+            8081
+          ];
+          userSettingWins = [
+            8080
+            8081
+          ];
+          userSettingToLoopback = [ ];
+          exportedMetricsOnly = [
+            8001
+            8002
+          ];
+          exportedMetrics = [
+            8080
+            8081
+            8001
+            8002
+          ];
+          exportBoundToLoopback = [
+            8080
+            8081
+          ];
+          exportBoundToOneAddress = [
+            8001
+            8002
+          ];
+          commaSeparatedLoopback = [
+            8080
+            8081
+          ];
+        };
+      };
+
+    # ---- systemd ----
+    sandboxIsStrict = {
+      actual = {
+        inherit (babylon.hardening)
+          CapabilityBoundingSet
+          NoNewPrivileges
+          PrivateTmp
+          ProtectSystem
+          UMask
+          ;
+        systemServiceCalls = builtins.elem "@system-service" babylon.hardening.SystemCallFilter;
+        noPrivilegedCalls = builtins.elem "~@privileged" babylon.hardening.SystemCallFilter;
       };
       expected = {
-        closed = [ ];
-        loopbackMetrics = [
-          8080
-          8081
-        ];
-        exportedMetrics = [
-          8080
-          8081
-          8001
-          8002
-        ];
-        commaSeparatedLoopback = [
-          8080
-          8081
-        ];
+        CapabilityBoundingSet = "";
+        NoNewPrivileges = true;
+        PrivateTmp = true;
+        ProtectSystem = "strict";
+        UMask = "0077";
+        systemServiceCalls = true;
+        noPrivilegedCalls = true;
+      };
+    };
+
+    grafanaKeyGeneratorIsSandboxedOffline = {
+      actual =
+        let
+          unit = babylon.grafanaSecretKeyServiceConfig;
+        in
+        {
+          keepsTheSandbox = builtins.intersectAttrs babylon.hardening unit == babylon.hardening;
+          inherit (unit)
+            DynamicUser
+            PrivateNetwork
+            RestrictAddressFamilies
+            Type
+            ;
+          keyInItsStateDirectory =
+            dirOf babylon.grafanaGeneratedSecretKey == "/var/lib/${unit.StateDirectory}";
+        };
+      expected = {
+        keepsTheSandbox = true;
+        DynamicUser = true;
+        PrivateNetwork = true;
+        RestrictAddressFamilies = "none";
+        Type = "oneshot";
+        keyInItsStateDirectory = true;
+      };
+    };
+
+    # ---- what the units listen on ----
+    listeningAddresses = {
+      actual = {
+        app = babylon.appAddress { };
+        appFromSettings = babylon.appAddress { settings.address = "::"; };
+        export = babylon.exportAddress { };
+        exportFromSettings = babylon.exportAddress { settings.metrics.export.address = "::1"; };
+        prometheusOnLoopback = babylon.isLoopbackAddress babylon.prometheusListenAddress;
+      };
+      expected = {
+        app = "127.0.0.1";
+        appFromSettings = "::";
+        export = "";
+        exportFromSettings = "::1";
+        prometheusOnLoopback = true;
       };
     };
 
     # ---- Grafana ----
     grafanaProvisioningAndCredentials = {
       actual = {
-        datasource = babylon.grafanaDatasource 9090;
+        datasource = babylon.grafanaDatasource "127.0.0.1" 9090;
+        datasourceEveryInterface = (babylon.grafanaDatasource "0.0.0.0" 9091).url;
+        datasourceOneAddress = (babylon.grafanaDatasource "10.0.0.5" 9090).url;
         provider = babylon.grafanaDashboardProvider "/nix/store/x-babylon/dashboards";
         generatedKey = babylon.grafanaLoadCredentials {
           grafana = {
@@ -530,6 +669,8 @@ let
           access = "proxy";
           isDefault = true;
         };
+        datasourceEveryInterface = "http://127.0.0.1:9091";
+        datasourceOneAddress = "http://10.0.0.5:9090";
         provider = {
           name = "babylon";
           type = "file";
@@ -609,19 +750,5 @@ let
       };
     };
   };
-
-  failures = builtins.filter (name: tests.${name}.actual != tests.${name}.expected) (
-    builtins.attrNames tests
-  );
-
-  describe =
-    name:
-    let
-      inherit (tests.${name}) actual expected;
-    in
-    "${name}:\n  expected ${builtins.toJSON expected}\n  actual   ${builtins.toJSON actual}";
 in
-if failures == [ ] then
-  builtins.attrNames tests
-else
-  throw "babylon lib tests failed:\n${builtins.concatStringsSep "\n" (map describe failures)}"
+run "babylon lib" tests

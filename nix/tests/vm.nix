@@ -4,7 +4,13 @@
 #   nix build .#checks.x86_64-linux.vm -L
 #
 # Needs a Linux machine with KVM; the secrets below are store files, fine in a test only.
-{ pkgs }:
+{
+  pkgs,
+  # The flake's nixosModules.default, as users import it.
+  module,
+  # The package that module must run (the flake's build).
+  package,
+}:
 let
   metricsToken = "vm-test-token";
   grafanaPassword = "vm-test-password";
@@ -15,7 +21,7 @@ pkgs.testers.runNixOSTest {
   nodes.machine =
     { pkgs, ... }:
     {
-      imports = [ ../module.nix ];
+      imports = [ module ];
 
       services.babylon = {
         enable = true;
@@ -31,6 +37,7 @@ pkgs.testers.runNixOSTest {
 
       environment.systemPackages = [
         pkgs.curl
+        pkgs.iproute2
         pkgs.jq
       ];
       virtualisation.memorySize = 2048;
@@ -52,6 +59,12 @@ pkgs.testers.runNixOSTest {
         machine.wait_for_unit(f"{unit}.service")
     for port in [8080, 8081, 8001, 8002, 9090, 3000, 80]:
         machine.wait_for_open_port(port)
+
+    with subtest("the units run the flake's package, with a generous open-files limit"):
+        for unit in ["babylon-1", "babylon-2"]:
+            machine.succeed(f"systemctl cat {unit}.service | grep -qF 'ExecStart=${pkgs.lib.getExe package}'")
+            limit = machine.succeed(f"systemctl show -P LimitNOFILE {unit}.service").strip()
+            assert int(limit) >= 65536, f"{unit}: LimitNOFILE={limit}"
 
     with subtest("both instances are healthy, on one SQLite file, as a dynamic user"):
         for port in [8080, 8081]:
@@ -89,6 +102,18 @@ pkgs.testers.runNixOSTest {
             "curl -sf http://127.0.0.1:9090/api/v1/rules"
             + " | jq -e '[.data.groups[].name] | index(\"babylon_alerts\") != null'"
         )
+
+    with subtest("Prometheus listens on loopback only"):
+        listening = machine.succeed("ss -Htln 'sport = :9090'").split()
+        addresses = [word for word in listening if word.endswith(":9090")]
+        assert addresses == ["127.0.0.1:9090"], f"Prometheus listens on {addresses}"
+
+    with subtest("Grafana's secret key was made by a sandboxed dynamic user, for systemd to read"):
+        unit = "babylon-grafana-secret-key.service"
+        machine.succeed(f"systemctl show -P DynamicUser {unit} | grep -qx yes")
+        machine.succeed(f"systemctl show -P PrivateNetwork {unit} | grep -qx yes")
+        owner_and_mode = machine.succeed("stat -L -c '%u %a' /var/lib/babylon-grafana/secret-key").split()
+        assert owner_and_mode[0] != "0" and owner_and_mode[1] == "600", owner_and_mode
 
     with subtest("Grafana has the datasource and the dashboard"):
         machine.wait_until_succeeds(
