@@ -52,6 +52,20 @@ async fn run() -> ExitCode {
     if let Some(banner) = app.export_banner(&rocket) {
         println!("{banner}");
     }
+    // Printed whatever the log level, like the export banner: in release Rocket logs only
+    // errors, and with `port = 0` this line is the only place the chosen port shows.
+    let rocket = rocket.attach(rocket::fairing::AdHoc::on_liftoff(
+        "babylon listening banner",
+        |rocket| {
+            Box::pin(async move {
+                let config = rocket.config();
+                println!(
+                    "babylon: listening on http://{}",
+                    std::net::SocketAddr::new(config.address, config.port)
+                );
+            })
+        },
+    ));
     match rocket.launch().await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {

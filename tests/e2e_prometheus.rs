@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ports::PortBlock;
 use common::workers::{command, start_command, Worker};
-use common::{free_port, free_range, http_get, http_get_from, tool};
+use common::{http_get, http_get_from, tool};
 use serde_json::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -24,6 +25,8 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 struct Prometheus {
     child: Child,
     port: u16,
+    /// Keeps `port` ours until Prometheus has stopped.
+    _reserved: PortBlock,
     dir: tempfile::TempDir,
 }
 
@@ -124,7 +127,8 @@ fn start_prometheus(config: String) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("prometheus.yml");
     std::fs::write(&config_path, config).unwrap();
-    let port = free_port();
+    let reserved = PortBlock::reserve(1);
+    let port = reserved.first();
     let child = Command::new(prometheus)
         .arg(format!("--config.file={}", config_path.display()))
         .arg(format!(
@@ -136,7 +140,12 @@ fn start_prometheus(config: String) -> Prometheus {
         .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
         .spawn()
         .unwrap();
-    let prometheus = Prometheus { child, port, dir };
+    let prometheus = Prometheus {
+        child,
+        port,
+        _reserved: reserved,
+        dir,
+    };
     let ready = wait_for(Duration::from_secs(30), || {
         std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
             && http_get(port, "/-/ready").0 == 200
@@ -274,15 +283,14 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
     );
 
     // Workers, one config: each takes the next free port of the range, as in production.
-    let range = free_range(configured.len() as u16);
+    let range = PortBlock::reserve(configured.len() as u16);
     let file_sd = tempfile::tempdir().unwrap();
     let database = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", database.path().join("e2e.sqlite").display());
     let workers: Vec<Worker> = configured
         .iter()
         .map(|_| {
-            let app_port = free_port();
-            let mut command = command(app_port, range);
+            let mut command = command(&range);
             command
                 .env("BABYLON_DATABASES__MAIN__URL", &url)
                 .env(
@@ -290,13 +298,13 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
                     file_sd.path(),
                 )
                 .env("BABYLON_BLOCKING__DENY", "127.0.0.2/32");
-            start_command(command, app_port)
+            start_command(command)
         })
         .collect();
     let port_map: Vec<(u16, u16)> = configured
         .iter()
         .copied()
-        .zip(workers.iter().map(|w| w.export_port))
+        .zip(workers.iter().map(Worker::export_port))
         .collect();
     let prometheus = start_prometheus(rewrite_config(&config, &port_map, file_sd.path()));
 
@@ -304,7 +312,7 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
     let traffic = send_traffic(
         workers
             .iter()
-            .map(|w| (w.app_port, w.export_port))
+            .map(|w| (w.app_port, w.export_port()))
             .collect(),
         stop.clone(),
     );
@@ -324,13 +332,13 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
     for worker in &workers {
         let up = prometheus.query(&format!(
             r#"up{{instance="127.0.0.1:{}"}}"#,
-            worker.export_port
+            worker.export_port()
         ));
         assert_eq!(
             up.len(),
             2,
             "worker on {} is scraped by both jobs",
-            worker.export_port
+            worker.export_port()
         );
     }
 

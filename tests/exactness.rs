@@ -9,8 +9,9 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::ports::PortBlock;
 use common::workers::{command_in, start_command};
-use common::{free_port, free_range, http_get, http_request_from, sample, sample_or_zero};
+use common::{http_get, http_request_from, sample, sample_or_zero};
 
 const CLIENTS: usize = 16;
 const REQUESTS_PER_CLIENT: usize = 150;
@@ -60,14 +61,15 @@ fn request(client: usize, n: usize) -> (Ipv4Addr, &'static str, String, String) 
 #[test]
 fn every_counter_equals_what_the_clients_saw() {
     let dir = tempfile::tempdir().unwrap();
-    let app_port = free_port();
-    let mut command = command_in(dir.path(), app_port, free_range(1));
+    let ports = PortBlock::reserve(1);
+    let mut command = command_in(dir.path(), &ports);
     command.env("BABYLON_BLOCKING__DENY", "127.0.0.2/32");
-    let worker = start_command(command, app_port);
+    let worker = start_command(command);
+    let app_port = worker.app_port;
 
     let scraping = Arc::new(AtomicBool::new(true));
     let scraper = {
-        let (scraping, export_port) = (scraping.clone(), worker.export_port);
+        let (scraping, export_port) = (scraping.clone(), worker.export_port());
         std::thread::spawn(move || {
             let mut scrapes = 0;
             while scraping.load(Ordering::Relaxed) {
@@ -105,7 +107,7 @@ fn every_counter_equals_what_the_clients_saw() {
         *by_status.entry(*status).or_default() += 1;
         *by_method.entry(*method).or_default() += 1;
     }
-    let (_, text) = http_get(worker.export_port, "/metrics");
+    let (_, text) = http_get(worker.export_port(), "/metrics");
     let count = |series: &str| sample_or_zero(&text, series) as usize;
 
     assert_eq!(

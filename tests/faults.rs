@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ports::PortBlock;
+use common::sample;
 use common::workers::{command_in, start_command, terminate};
-use common::{free_port, free_range, sample};
 use rocket::http::Status;
 use serde_json::json;
 
@@ -67,13 +68,14 @@ fn bulk_create(port: u16, batch: usize) -> Outcome {
 #[test]
 fn sigterm_during_load_finishes_in_flight_requests_removes_the_target_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let app_port = free_port();
-    let mut command = command_in(dir.path(), app_port, free_range(1));
+    let ports = PortBlock::reserve(1);
+    let mut command = command_in(dir.path(), &ports);
     command.env("BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY", dir.path());
-    let mut worker = start_command(command, app_port);
+    let mut worker = start_command(command);
+    let app_port = worker.app_port;
     let target = dir
         .path()
-        .join(format!("babylon-{}.json", worker.export_port));
+        .join(format!("babylon-{}.json", worker.export_port()));
     assert!(target.exists());
 
     let stop = Arc::new(AtomicBool::new(false));

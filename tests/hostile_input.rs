@@ -1089,17 +1089,17 @@ fn probes() -> &'static Probes {
 fn run_probes() -> Probes {
     let log_dir = tempfile::tempdir().unwrap();
     let stderr_path = log_dir.path().join("stderr");
-    let app_port = common::free_port();
-    let mut command = common::workers::command(app_port, common::free_range(3));
+    let ports = common::ports::PortBlock::reserve(3);
+    let mut command = common::workers::command(&ports);
     command.stderr(std::fs::File::create(&stderr_path).unwrap());
-    let mut worker = common::workers::start_command(command, app_port);
-    let export_port = worker.export_port;
+    let mut worker = common::workers::start_command(command);
+    let (app_port, export_port) = (worker.app_port, worker.export_port());
     let started = Instant::now();
 
     let headers = std::thread::spawn(move || {
         let big = |path: &str| {
             let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Big: ").into_bytes();
-            request.extend(std::iter::repeat(b'a').take(1024 * 1024));
+            request.extend(std::iter::repeat_n(b'a', 1024 * 1024));
             request.extend_from_slice(b"\r\n\r\n");
             request
         };
@@ -1121,7 +1121,7 @@ fn run_probes() -> Probes {
     });
     let big_body = std::thread::spawn(move || {
         let mut body = br#"{"name":""#.to_vec();
-        body.extend(std::iter::repeat(b'a').take(1024 * 1024 + 1024));
+        body.extend(std::iter::repeat_n(b'a', 1024 * 1024 + 1024));
         body.extend_from_slice(br#"","kind":"book"}"#);
         let mut request = format!(
             "POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

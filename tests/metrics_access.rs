@@ -5,7 +5,8 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{client, free_range, from, http_get_from, sample};
+use common::ports::PortBlock;
+use common::{client, from, http_get_from, sample};
 use rocket::http::{Header, Status};
 use serde_json::json;
 
@@ -72,9 +73,10 @@ fn get(source: Ipv4Addr, port: u16, path: &str, token: Option<&str>) -> (u16, St
 #[test]
 fn export_port_applies_the_same_rules_from_a_real_disallowed_address() {
     let dir = tempfile::tempdir().unwrap();
-    let (start, end) = free_range(3);
+    let ports = PortBlock::reserve(3);
+    let (start, end) = (ports.first(), ports.last());
     let client = client(json!({ "metrics": { "export": {
-        "enabled": true, "port_range": format!("{start}-{end}"), "address": "127.0.0.1",
+        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
         "allow": ["127.0.0.1/32"], "token_file": token_file(&dir, "s3cr3t") } } }));
     let summary: serde_json::Value = client.get("/api/metrics").dispatch().into_json().unwrap();
     let port = summary["export_port"].as_u64().unwrap() as u16;

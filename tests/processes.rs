@@ -6,25 +6,28 @@ mod common;
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
+use common::ports::PortBlock;
 use common::workers::{command, start, start_command, terminate, Worker};
-use common::{free_port, free_range, http_get, refusing_port, sample};
+use common::{http_get, refusing_port, sample};
 
 #[test]
 fn three_workers_take_three_consecutive_export_ports() {
-    let range = free_range(5);
-    let workers: Vec<Worker> = (0..3).map(|_| start(range)).collect();
-    let ports: Vec<u16> = workers.iter().map(|w| w.export_port).collect();
-    assert_eq!(ports, [range.0, range.0 + 1, range.0 + 2]);
+    let range = PortBlock::reserve(5);
+    let workers: Vec<Worker> = (0..3).map(|_| start(&range)).collect();
+    let ports: Vec<u16> = workers.iter().map(Worker::export_port).collect();
+    let first = range.first();
+    assert_eq!(ports, [first, first + 1, first + 2]);
     for worker in &workers {
         let (status, body) = http_get(worker.app_port, "/api/metrics");
         assert_eq!(status, 200);
         let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
-            summary["export_port"], worker.export_port,
+            summary["export_port"],
+            worker.export_port(),
             "/api/metrics names the export port"
         );
         // Each worker's export port serves that worker's own registry.
-        let (status, text) = http_get(worker.export_port, "/metrics");
+        let (status, text) = http_get(worker.export_port(), "/metrics");
         assert_eq!(status, 200);
         assert_eq!(sample(&text, "api_requests_total"), Some(1.0));
         assert!(sample(&text, "process_start_time_seconds").is_some());
@@ -33,11 +36,11 @@ fn three_workers_take_three_consecutive_export_ports() {
 
 #[test]
 fn all_ports_taken_fails_start_up_naming_the_range() {
-    let range = free_range(2);
-    let _held: Vec<TcpListener> = (range.0..=range.1)
+    let range = PortBlock::reserve(2);
+    let _held: Vec<TcpListener> = (range.first()..=range.last())
         .map(|p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).unwrap())
         .collect();
-    let output = command(free_port(), range).output().unwrap();
+    let output = command(&range).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let line = stderr
@@ -45,13 +48,12 @@ fn all_ports_taken_fails_start_up_naming_the_range() {
         .find(|l| l.starts_with("babylon:"))
         .unwrap_or_else(|| panic!("no error line in {stderr}"));
     assert!(
-        line.contains(&format!("{}-{}", range.0, range.1))
-            && line.contains("metrics.export.port_range"),
+        line.contains(&range.range_setting()) && line.contains("metrics.export.port_range"),
         "{line}"
     );
 
     // Or, when the settings say so, the worker runs without export.
-    let mut lenient = command(free_port(), range);
+    let mut lenient = command(&range);
     lenient.env(
         "BABYLON_METRICS__EXPORT__WHEN_PORTS_TAKEN",
         "run_without_export",
@@ -68,35 +70,40 @@ fn all_ports_taken_fails_start_up_naming_the_range() {
 
 #[test]
 fn check_config_opens_no_listener() {
-    let range = free_range(1);
-    let app_port = free_port();
-    let output = command(app_port, range)
+    // One reserved port for the application, one for export.
+    let ports = PortBlock::reserve(2);
+    let (app_port, export_port) = (ports.first(), ports.last());
+    let output = command(&ports)
+        .env("ROCKET_PORT", app_port.to_string())
+        .env(
+            "BABYLON_METRICS__EXPORT__PORT_RANGE",
+            export_port.to_string(),
+        )
         .arg("--check-config")
         .output()
         .unwrap();
     assert!(output.status.success());
     // Both ports are still free: nothing was bound.
-    assert!(TcpListener::bind((Ipv4Addr::UNSPECIFIED, range.0)).is_ok());
+    assert!(TcpListener::bind((Ipv4Addr::UNSPECIFIED, export_port)).is_ok());
     assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, app_port)).is_ok());
 }
 
 #[test]
 fn release_profile_serves_metrics_on_the_export_port_only() {
-    let range = free_range(2);
-    let mut command = command(free_port(), range);
+    let range = PortBlock::reserve(2);
+    let mut command = command(&range);
     command.env("ROCKET_PROFILE", "release");
-    let app_port = free_port();
-    command.env("ROCKET_PORT", app_port.to_string());
-    let worker = start_command(command, app_port);
+    let worker = start_command(command);
     assert_eq!(http_get(worker.app_port, "/metrics").0, 404);
     assert_eq!(http_get(worker.app_port, "/api/health").0, 200);
-    assert_eq!(http_get(worker.export_port, "/metrics").0, 200);
+    assert_eq!(http_get(worker.export_port(), "/metrics").0, 200);
 }
 
 #[test]
 fn unreachable_database_at_start_up_names_the_setting_and_hides_the_password() {
     let (_reserved, closed) = refusing_port();
-    let mut command = command(free_port(), free_range(1));
+    let ports = PortBlock::reserve(1);
+    let mut command = command(&ports);
     command
         .env(
             "BABYLON_DATABASES__MAIN__URL",
@@ -121,24 +128,23 @@ fn unreachable_database_at_start_up_names_the_setting_and_hides_the_password() {
 fn workers_started_at_once_on_a_fresh_sqlite_file_all_come_up() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("fresh.sqlite").display());
-    let range = free_range(4);
+    let range = PortBlock::reserve(4);
     let workers: Vec<Worker> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
-                let url = url.clone();
+                let (url, range) = (url.clone(), &range);
                 scope.spawn(move || {
-                    let app_port = free_port();
-                    let mut command = command(app_port, range);
+                    let mut command = command(range);
                     command.env("BABYLON_DATABASES__MAIN__URL", url);
-                    start_command(command, app_port)
+                    start_command(command)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let mut ports: Vec<u16> = workers.iter().map(|w| w.export_port).collect();
+    let mut ports: Vec<u16> = workers.iter().map(Worker::export_port).collect();
     ports.sort_unstable();
-    assert_eq!(ports, (range.0..=range.1).collect::<Vec<_>>());
+    assert_eq!(ports, (range.first()..=range.last()).collect::<Vec<_>>());
     for worker in &workers {
         let (status, body) = http_get(worker.app_port, "/api/health");
         assert_eq!(status, 200, "{body}");
@@ -148,18 +154,17 @@ fn workers_started_at_once_on_a_fresh_sqlite_file_all_come_up() {
 #[test]
 fn file_sd_targets_follow_the_live_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let range = free_range(3);
+    let range = PortBlock::reserve(3);
     let mut workers: Vec<Worker> = (0..2)
         .map(|_| {
-            let app_port = free_port();
-            let mut command = command(app_port, range);
+            let mut command = command(&range);
             command
                 .env("BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY", dir.path())
                 .env(
                     "BABYLON_METRICS__EXPORT__FILE_SD__LABELS",
                     "{env = \"test\"}",
                 );
-            start_command(command, app_port)
+            start_command(command)
         })
         .collect();
     let target_of = |port: u16| -> serde_json::Value {
@@ -168,17 +173,17 @@ fn file_sd_targets_follow_the_live_workers() {
         serde_json::from_str(&text).unwrap()
     };
     for worker in &workers {
-        let target = target_of(worker.export_port);
+        let target = target_of(worker.export_port());
         assert_eq!(
             target[0]["targets"][0],
-            format!("127.0.0.1:{}", worker.export_port)
+            format!("127.0.0.1:{}", worker.export_port())
         );
         assert_eq!(target[0]["labels"]["env"], "test");
         // The announced target really serves this worker's metrics.
-        assert_eq!(http_get(worker.export_port, "/metrics").0, 200);
+        assert_eq!(http_get(worker.export_port(), "/metrics").0, 200);
     }
     let stopped = workers.remove(0);
-    let port = stopped.export_port;
+    let port = stopped.export_port();
     let mut stopped = stopped;
     let status = terminate(&mut stopped);
     assert!(status.success(), "clean shutdown exits 0: {status:?}");
@@ -188,7 +193,7 @@ fn file_sd_targets_follow_the_live_workers() {
     );
     assert!(
         dir.path()
-            .join(format!("babylon-{}.json", workers[0].export_port))
+            .join(format!("babylon-{}.json", workers[0].export_port()))
             .exists(),
         "the live worker's target stays"
     );
@@ -196,7 +201,8 @@ fn file_sd_targets_follow_the_live_workers() {
 
 #[test]
 fn an_unusable_file_sd_directory_stops_start_up() {
-    let mut command = command(free_port(), free_range(1));
+    let ports = PortBlock::reserve(1);
+    let mut command = command(&ports);
     command.env(
         "BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY",
         "/nonexistent/targets",
@@ -215,11 +221,27 @@ fn an_unusable_file_sd_directory_stops_start_up() {
 fn the_worker_runs_without_transparent_huge_pages() {
     // src/memory.rs: with huge pages, mimalloc's arenas made a worker's memory resident
     // in 2 MiB steps (BENCHMARKS.md, "Allocator").
-    let worker = start(free_range(1));
+    let ports = PortBlock::reserve(1);
+    let worker = start(&ports);
     let status = std::fs::read_to_string(format!("/proc/{}/status", worker.child.id())).unwrap();
     let thp_enabled = status
         .lines()
         .find_map(|line| line.strip_prefix("THP_enabled:"))
         .unwrap_or_else(|| panic!("no THP_enabled line (Linux >= 5.0) in {status}"));
     assert_eq!(thp_enabled.trim(), "0", "transparent huge pages are on");
+}
+
+#[test]
+fn a_worker_restarted_right_after_serving_scrapes_gets_its_export_port_back() {
+    // One port only: if the new worker cannot bind it, start-up fails.
+    let ports = PortBlock::reserve(1);
+    let mut first = start(&ports);
+    for _ in 0..3 {
+        // HTTP/1.0: the worker closes each connection first, so they linger in TIME_WAIT
+        // on its export port after it exits.
+        assert_eq!(http_get(first.export_port(), "/metrics").0, 200);
+    }
+    assert!(terminate(&mut first).success());
+    let second = start(&ports);
+    assert_eq!(second.export_port(), ports.first());
 }

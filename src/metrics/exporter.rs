@@ -122,6 +122,10 @@ fn listen(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
     if dual_stack {
         socket.set_only_v6(false)?;
     }
+    // A worker restarted right after serving scrapes finds its port held by connections
+    // in TIME_WAIT; without SO_REUSEADDR it would move to the next port of the range (or
+    // fail with a one-port range). A port another process listens on stays refused.
+    socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;

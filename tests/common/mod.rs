@@ -146,15 +146,6 @@ pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_babylon"))
 }
 
-/// A port that was free on loopback a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A loopback port that refuses connections for as long as the returned socket lives: it
 /// is bound but never listens, so no other test can take it in the meantime (a port that
 /// was merely free a moment ago once turned out to be another test's HTTP server).
@@ -166,23 +157,6 @@ pub fn refusing_port() -> (socket2::Socket, u16) {
         .unwrap();
     let port = socket.local_addr().unwrap().as_socket().unwrap().port();
     (socket, port)
-}
-
-/// `len` consecutive ports, all free on every interface a moment ago.
-pub fn free_range(len: u16) -> (u16, u16) {
-    use std::net::{Ipv4Addr, TcpListener};
-    loop {
-        let start = free_port();
-        let Some(end) = start.checked_add(len - 1) else {
-            continue;
-        };
-        let held: Vec<_> = (start..=end)
-            .filter_map(|p| TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)).ok())
-            .collect();
-        if held.len() == usize::from(len) {
-            return (start, end);
-        }
-    }
 }
 
 /// A raw HTTP/1.0 request to `127.0.0.1:port` (1.0: no server answers it with a chunked
@@ -238,4 +212,5 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_get_from(std::net::Ipv4Addr::LOCALHOST, port, path, &[])
 }
 pub mod pg;
+pub mod ports;
 pub mod workers;

@@ -213,7 +213,9 @@ fn describe(output: &Output) -> String {
 /// Dropping it stops the server and deletes its files.
 pub struct TempCluster {
     bin: PathBuf,
-    port: u16,
+    /// Held for the cluster's lifetime, so no other test's server can take the port
+    /// while this one is stopped.
+    port: super::ports::PortBlock,
     /// Holds the data directory, the socket and the log; removed when dropped, which
     /// happens after `Drop::drop` below has stopped the server.
     dir: tempfile::TempDir,
@@ -250,39 +252,26 @@ impl TempCluster {
         }
 
         // From here on the guard stops and removes whatever exists if anything fails.
-        let mut cluster = TempCluster {
+        let cluster = TempCluster {
             bin,
-            port: super::free_port(),
+            port: super::ports::PortBlock::reserve(1),
             dir,
             run_as_postgres,
         };
         cluster.init();
-
-        // free_port() only says the port was free a moment ago; another test may take it
-        // before the postmaster binds, so a failed first start gets fresh ports.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            cluster.write_port();
-            match cluster.pg_ctl_start() {
-                Ok(()) => break,
-                Err(e) if attempts < 3 => {
-                    eprintln!("test cluster did not start on port {}: {e}", cluster.port);
-                    cluster.port = super::free_port();
-                }
-                Err(e) => panic!("test cluster did not start: {e}"),
-            }
-        }
+        cluster
+            .pg_ctl_start()
+            .unwrap_or_else(|e| panic!("test cluster did not start: {e}"));
         cluster.wait_ready();
         Some(cluster)
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.port.first()
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port())
     }
 
     /// The cluster's data directory (removed when the cluster is dropped).
@@ -360,13 +349,10 @@ impl TempCluster {
              unix_socket_directories = '{socket_dir}'\n\
              fsync = off\n\
              synchronous_commit = off\n\
-             full_page_writes = off\n"
+             full_page_writes = off\n\
+             port = {}\n",
+            self.port()
         ));
-    }
-
-    /// Records the current port; a later line overrides an earlier one on a retry.
-    fn write_port(&self) {
-        self.append_conf(&format!("port = {}\n", self.port));
     }
 
     fn append_conf(&self, text: &str) {
@@ -414,7 +400,7 @@ impl TempCluster {
                 }
                 Err(e) if Instant::now() >= deadline => panic!(
                     "test cluster on port {} not ready after {READY_TIMEOUT:?}: {e}\nlog:\n{}",
-                    self.port,
+                    self.port(),
                     self.log_tail()
                 ),
                 _ => std::thread::sleep(Duration::from_millis(100)),

@@ -5,13 +5,24 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{binary, free_port};
+use super::binary;
+use super::ports::PortBlock;
 
 /// A running babylon process, killed when dropped.
 pub struct Worker {
     pub child: Child,
+    /// The application port, chosen by the kernel (`ROCKET_PORT=0`) and read back from
+    /// the worker's "listening on" line.
     pub app_port: u16,
-    pub export_port: u16,
+    export_port: Option<u16>,
+}
+
+impl Worker {
+    /// The export port the worker announced; panics if it runs without export.
+    pub fn export_port(&self) -> u16 {
+        self.export_port
+            .expect("this worker announced no export port (export disabled?)")
+    }
 }
 
 impl Drop for Worker {
@@ -29,14 +40,16 @@ pub fn shared_database() -> &'static str {
 }
 
 /// [`command`] with the worker's own SQLite database inside `dir`.
-pub fn command_in(dir: &std::path::Path, app_port: u16, range: (u16, u16)) -> Command {
-    let mut command = command(app_port, range);
+pub fn command_in(dir: &std::path::Path, ports: &PortBlock) -> Command {
+    let mut command = command(ports);
     let url = format!("sqlite://{}", dir.join("babylon.sqlite").display());
     command.env("BABYLON_DATABASES__MAIN__URL", url);
     command
 }
 
-pub fn command(app_port: u16, range: (u16, u16)) -> Command {
+/// A worker on an application port the kernel picks, exporting on the first free port
+/// of `ports` (which the caller keeps reserved for as long as the worker runs).
+pub fn command(ports: &PortBlock) -> Command {
     let mut command = binary();
     command
         .env("BABYLON_DATABASES__MAIN__URL", shared_database())
@@ -45,24 +58,22 @@ pub fn command(app_port: u16, range: (u16, u16)) -> Command {
             concat!(env!("CARGO_MANIFEST_DIR"), "/Rocket.toml"),
         )
         .env("ROCKET_PROFILE", "debug")
-        .env("ROCKET_PORT", app_port.to_string())
+        .env("ROCKET_PORT", "0")
         .env("ROCKET_CLI_COLORS", "false")
-        .env(
-            "BABYLON_METRICS__EXPORT__PORT_RANGE",
-            format!("{}-{}", range.0, range.1),
-        )
+        .env("BABYLON_METRICS__EXPORT__PORT_RANGE", ports.range_setting())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
 }
 
-/// Starts a worker and waits for its log to name its export port and for the app port.
-pub fn start(range: (u16, u16)) -> Worker {
-    let app_port = free_port();
-    start_command(command(app_port, range), app_port)
+/// Starts a worker exporting on `ports`; see [`start_command`].
+pub fn start(ports: &PortBlock) -> Worker {
+    start_command(command(ports))
 }
 
-pub fn start_command(mut command: Command, app_port: u16) -> Worker {
+/// Starts a worker and waits for its "listening on" line, which names the application
+/// port; the export banner, printed before it, names the export port.
+pub fn start_command(mut command: Command) -> Worker {
     let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -73,28 +84,33 @@ pub fn start_command(mut command: Command, app_port: u16) -> Worker {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut export_port = None;
-    let mut launched = false;
-    while !(launched && export_port.is_some()) {
+    let app_port = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(wait) else {
             let _ = child.kill();
             let output = child.wait_with_output().unwrap();
             panic!(
-                "worker did not start (export {export_port:?}, launched {launched}): {}",
+                "worker did not start (export port {export_port:?}): {}",
                 String::from_utf8_lossy(&output.stderr)
             );
         };
         if let Some(rest) = line.split_once("(port ").map(|(_, rest)| rest) {
             export_port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
         }
-        launched |= line.contains("Rocket has launched");
-    }
+        if let Some(address) = line.strip_prefix("babylon: listening on http://") {
+            let address: std::net::SocketAddr = address
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("bad listening line {line:?}: {e}"));
+            break address.port();
+        }
+    };
     // Keep draining the log so the worker never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
     Worker {
         child,
         app_port,
-        export_port: export_port.unwrap(),
+        export_port,
     }
 }
 
