@@ -68,9 +68,36 @@ async fn run() -> ExitCode {
     ));
     match rocket.launch().await {
         Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("babylon: {error}");
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.kind() {
+            rocket::error::ErrorKind::Shutdown(rocket, None) if drained(rocket).await => {
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!("babylon: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Waits, up to the shutdown's grace and mercy periods, for the requests still in flight.
+///
+/// Rocket 0.5.2's accept loop ends as soon as a shutdown is requested; when it wins the
+/// race against Rocket's own wait for the same request (about one `SIGTERM` in thirty
+/// under load), `launch` returns "shutdown failed" at once, with responses still being
+/// written and the shutdown fairings not run. Each request holds a reference to the
+/// Rocket instance, so when ours is the last one they have all finished, as the graceful
+/// path would have waited for; the instance (and with it the file_sd target, removed when
+/// dropped) goes when the error does.
+async fn drained(rocket: &std::sync::Arc<rocket::Rocket<rocket::Orbit>>) -> bool {
+    let shutdown = &rocket.config().shutdown;
+    let patience = std::time::Duration::from_secs(u64::from(shutdown.grace + shutdown.mercy) + 1);
+    let deadline = std::time::Instant::now() + patience;
+    while std::sync::Arc::strong_count(rocket) > 1 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        rocket::tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    true
 }

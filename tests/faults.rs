@@ -4,65 +4,22 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::ports::PortBlock;
-use common::sample;
 use common::workers::{command_in, start_command, terminate};
+use common::{post_json, sample, Outcome};
 use rocket::http::Status;
 use serde_json::json;
 
-/// How one request ended.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    /// A whole response: status line, headers and exactly Content-Length body bytes.
-    Complete(u16),
-    /// Refused or reset before any byte of a response: the server had stopped accepting.
-    NotAccepted,
-    /// Some of a response, then the connection ended: a request cut off mid-way.
-    Truncated(String),
-}
-
 fn bulk_create(port: u16, batch: usize) -> Outcome {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return Outcome::NotAccepted;
-    };
     let items: Vec<String> = (0..50)
         .map(|n| format!(r#"{{"name":"b{batch} {n}","kind":"book"}}"#))
         .collect();
-    let body = format!("[{}]", items.join(","));
-    let request = format!(
-        "POST /api/items/bulk HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return Outcome::NotAccepted;
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    if response.is_empty() {
-        return Outcome::NotAccepted;
-    }
-    let text = String::from_utf8_lossy(&response).to_string();
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Outcome::Truncated(text);
-    };
-    let length = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse::<usize>())
-        })
-        .and_then(Result::ok);
-    match (head.get(9..12).and_then(|s| s.parse().ok()), length) {
-        (Some(status), Some(length)) if body.len() == length => Outcome::Complete(status),
-        _ => Outcome::Truncated(text),
-    }
+    post_json(port, "/api/items/bulk", &format!("[{}]", items.join(",")))
 }
 
 #[test]
@@ -88,7 +45,7 @@ fn sigterm_during_load_finishes_in_flight_requests_removes_the_target_and_exits_
                 // Until told to stop, or until the server stops accepting connections.
                 while !stop.load(Ordering::Relaxed) {
                     let outcome = bulk_create(app_port, batch);
-                    let refused = outcome == Outcome::NotAccepted;
+                    let refused = matches!(outcome, Outcome::Refused | Outcome::NoAnswer);
                     outcomes.push(outcome);
                     if refused {
                         break;
@@ -136,12 +93,17 @@ fn sigterm_during_load_finishes_in_flight_requests_removes_the_target_and_exits_
     );
     let completed = outcomes
         .iter()
-        .filter(|o| **o == Outcome::Complete(201))
+        .filter(|o| matches!(o, Outcome::Complete { status: 201, .. }))
         .count();
     assert!(completed > 0, "load ran before the signal");
     let unexpected: Vec<&Outcome> = outcomes
         .iter()
-        .filter(|o| !matches!(o, Outcome::Complete(201) | Outcome::NotAccepted))
+        .filter(|o| {
+            !matches!(
+                o,
+                Outcome::Complete { status: 201, .. } | Outcome::Refused | Outcome::NoAnswer
+            )
+        })
         .collect();
     assert!(
         unexpected.is_empty(),

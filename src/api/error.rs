@@ -33,6 +33,12 @@ impl JsonError {
         }
     }
 
+    /// Tells the client, in a `Retry-After` header, to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
         self

@@ -1,6 +1,12 @@
-//! `GET /api/health` (readiness): is the service up, can it reach its database, which build, since when.
-//! 200 when everything answers; 503 with the reason when the database does not, so a load
-//! balancer stops sending traffic until the pool has reconnected by itself.
+//! `GET /api/health` (readiness): is the service up, can it reach its database, do writes
+//! reach storage, which build, since when.
+//!
+//! 200 when everything answers. 503 with a stable reason word when the database does not
+//! answer (`unavailable`), or answers but writes fail for a storage cause — full, read-only
+//! (`degraded`): a load balancer then stops sending traffic until it recovers by itself.
+//! While writes are failing and no request has tried one for a while, each check writes one
+//! probe row, so recovery shows even when no traffic writes. The database's own error text
+//! goes to the log, never to the client.
 
 use std::time::Duration;
 
@@ -16,9 +22,16 @@ use crate::db::Db;
 /// A database that does not answer `SELECT 1` within this long is reported unavailable.
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// While requests keep failing to write, their failures say all; once none has failed for
+/// this long (traffic stopped, or a load balancer took the service out), each check writes
+/// a probe row to see whether writes work again. A small probe can succeed where a big
+/// write would not, so it is not trusted over recent real failures.
+const PROBE_WHEN_QUIET_FOR: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// `ok`, or `unavailable` when a dependency is down.
+    /// `ok`; `unavailable` when the database does not answer; `degraded` when it answers
+    /// but writes fail.
     pub status: &'static str,
     pub version: &'static str,
     pub commit: &'static str,
@@ -28,10 +41,27 @@ pub struct Health {
 
 #[derive(Debug, Serialize)]
 pub struct DatabaseHealth {
+    /// `ok` or `unavailable`.
     pub status: &'static str,
     pub vendor: &'static str,
+    /// Why it is unavailable: the reason word of the error a request would get.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<&'static str>,
+    /// Whether writes reach storage; absent while the database does not answer at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes: Option<WritesHealth>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WritesHealth {
+    /// `ok` or `failing`.
+    pub status: &'static str,
+    /// Why writes fail: `storage_full`, `storage_read_only` or `storage_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Unix time (seconds) of the first failure of the current run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<u64>,
 }
 
 /// `GET /api/live`: liveness only, no dependency checked (for probes that must not take
@@ -52,33 +82,78 @@ pub fn live(started: &State<Started>) -> Json<Live> {
 
 #[rocket::get("/api/health")]
 pub async fn health(started: &State<Started>, db: &Db) -> Recorded<(Status, Json<Health>)> {
+    let vendor = db.vendor().label();
     let database = match db.ping(DATABASE_TIMEOUT).await {
         Ok(()) => DatabaseHealth {
             status: "ok",
-            vendor: db.vendor().label(),
+            vendor,
             reason: None,
+            writes: Some(writes(db).await),
         },
-        Err(error) => DatabaseHealth {
-            status: "unavailable",
-            vendor: db.vendor().label(),
-            reason: Some(error.to_string()),
-        },
+        Err(error) => {
+            rocket::warn!("health: the database check failed: {error}");
+            DatabaseHealth {
+                status: "unavailable",
+                vendor,
+                reason: Some(error.kind.reason()),
+                writes: None,
+            }
+        }
     };
-    let healthy = database.reason.is_none();
+    let (status, problem) = match (&database.reason, &database.writes) {
+        (Some(reason), _) => ("unavailable", Some(*reason)),
+        (None, Some(WritesHealth { reason, .. })) if reason.is_some() => ("degraded", *reason),
+        _ => ("ok", None),
+    };
     let health = Health {
-        status: if healthy { "ok" } else { "unavailable" },
+        status,
         version: crate::build::VERSION,
         commit: crate::build::COMMIT,
         uptime_seconds: started.uptime_seconds(),
         database,
     };
-    let status = if healthy {
+    let code = if problem.is_none() {
         Status::Ok
     } else {
         Status::ServiceUnavailable
     };
     Recorded {
-        exception: (!healthy).then_some("database_unavailable"),
-        response: (status, Json(health)),
+        exception: problem,
+        response: (code, Json(health)),
+    }
+}
+
+/// Whether writes reach storage. Only while they are failing, and no request has tried one
+/// lately, does this write (one probe row): a healthy service's checks stay read-only.
+async fn writes(db: &Db) -> WritesHealth {
+    let quiet = |latest: std::time::SystemTime| {
+        latest
+            .elapsed()
+            .map_or(true, |quiet| quiet >= PROBE_WHEN_QUIET_FOR)
+    };
+    if db
+        .writes()
+        .failure()
+        .is_some_and(|failure| quiet(failure.latest))
+    {
+        if let Err(error) = db.probe_write(DATABASE_TIMEOUT).await {
+            rocket::warn!("health: the write probe failed: {error}");
+        }
+    }
+    match db.writes().failure() {
+        None => WritesHealth {
+            status: "ok",
+            reason: None,
+            failing_since: None,
+        },
+        Some(failure) => WritesHealth {
+            status: "failing",
+            reason: Some(failure.kind.reason()),
+            failing_since: failure
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|since| since.as_secs()),
+        },
     }
 }

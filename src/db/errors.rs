@@ -11,6 +11,21 @@ pub enum DbErrorKind {
     Connection,
     /// No connection became free, or the server did not answer, in time.
     Timeout,
+    /// The database's storage is full (SQLite `SQLITE_FULL`, PostgreSQL `53100`).
+    StorageFull,
+    /// The database's storage refuses writes (SQLite `SQLITE_READONLY`, PostgreSQL
+    /// `25006`, e.g. a hot standby).
+    ReadOnly,
+    /// The storage failed otherwise (SQLite `SQLITE_IOERR`, PostgreSQL `58030`). A write
+    /// to a SQLite file whose file system was just remounted read-only fails so; the
+    /// connections opened afterwards get `ReadOnly`. Unlike the kinds above, the write may
+    /// have reached the disk (a failed sync after the commit record was written), so its
+    /// fate is unknown.
+    StorageIo,
+    /// Another writer held the lock for longer than the busy timeout, or the server gave up
+    /// on the statement to resolve a conflict (SQLite `SQLITE_BUSY`, PostgreSQL `40001`,
+    /// `40P01`, `55P03`): retrying may succeed.
+    Busy,
     UniqueViolation,
     ForeignKeyViolation,
     NotNullViolation,
@@ -25,6 +40,10 @@ impl DbErrorKind {
         match self {
             DbErrorKind::Connection => "connection",
             DbErrorKind::Timeout => "timeout",
+            DbErrorKind::StorageFull => "storage_full",
+            DbErrorKind::ReadOnly => "read_only",
+            DbErrorKind::StorageIo => "storage_io",
+            DbErrorKind::Busy => "busy",
             DbErrorKind::UniqueViolation => "unique_violation",
             DbErrorKind::ForeignKeyViolation => "foreign_key_violation",
             DbErrorKind::NotNullViolation => "not_null_violation",
@@ -34,9 +53,26 @@ impl DbErrorKind {
         }
     }
 
-    /// Whether the database itself is out of reach (as opposed to refusing a statement).
-    pub fn is_unavailable(self) -> bool {
-        matches!(self, DbErrorKind::Connection | DbErrorKind::Timeout)
+    /// Whether the database refused one statement because of the data it was given, and
+    /// so left the session exactly as it was: everything else is a failure whose effect on
+    /// the session (an open transaction, a broken connection) is not known.
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            DbErrorKind::UniqueViolation
+                | DbErrorKind::ForeignKeyViolation
+                | DbErrorKind::NotNullViolation
+                | DbErrorKind::CheckViolation
+                | DbErrorKind::RowNotFound
+        )
+    }
+
+    /// Whether the storage under the database is the cause: full, read-only or failing.
+    pub fn is_storage(self) -> bool {
+        matches!(
+            self,
+            DbErrorKind::StorageFull | DbErrorKind::ReadOnly | DbErrorKind::StorageIo
+        )
     }
 
     pub fn of(error: &sqlx::Error) -> DbErrorKind {
@@ -47,7 +83,7 @@ impl DbErrorKind {
                 ErrorKind::ForeignKeyViolation => DbErrorKind::ForeignKeyViolation,
                 ErrorKind::NotNullViolation => DbErrorKind::NotNullViolation,
                 ErrorKind::CheckViolation => DbErrorKind::CheckViolation,
-                _ => DbErrorKind::Other,
+                _ => vendor_code(db.as_ref()).unwrap_or(DbErrorKind::Other),
             },
             sqlx::Error::PoolTimedOut => DbErrorKind::Timeout,
             sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
@@ -63,6 +99,49 @@ impl DbErrorKind {
         }
     }
 }
+
+/// The kinds sqlx leaves as "other", read from the vendor's own error code.
+fn vendor_code(error: &dyn sqlx::error::DatabaseError) -> Option<DbErrorKind> {
+    use sqlx::error::DatabaseError;
+    if let Some(sqlite) = error.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        // The extended result code; its low byte is the primary code.
+        // https://www.sqlite.org/rescode.html
+        let extended: i32 = sqlite.code()?.parse().ok()?;
+        return match extended & 0xff {
+            SQLITE_BUSY | SQLITE_LOCKED => Some(DbErrorKind::Busy),
+            SQLITE_READONLY => Some(DbErrorKind::ReadOnly),
+            SQLITE_IOERR => Some(DbErrorKind::StorageIo),
+            SQLITE_FULL => Some(DbErrorKind::StorageFull),
+            _ => None,
+        };
+    }
+    let postgres = error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+    // https://www.postgresql.org/docs/current/errcodes-appendix.html
+    let code = postgres.code();
+    if code.starts_with("08") {
+        // connection_exception and its subclasses.
+        return Some(DbErrorKind::Connection);
+    }
+    match code {
+        // The server is shutting down, crashed, or not yet accepting connections; or it
+        // has no connection slot left: all clear by themselves, as a refused connect does.
+        "57P01" | "57P02" | "57P03" | "53300" => Some(DbErrorKind::Connection),
+        // statement_timeout or a cancel: the server gave up waiting.
+        "57014" => Some(DbErrorKind::Timeout),
+        "53100" => Some(DbErrorKind::StorageFull),
+        "25006" => Some(DbErrorKind::ReadOnly),
+        "58030" => Some(DbErrorKind::StorageIo),
+        "40001" | "40P01" | "55P03" => Some(DbErrorKind::Busy),
+        _ => None,
+    }
+}
+
+// SQLite's primary result codes (sqlite3.h), for the kinds sqlx does not classify.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
 
 /// A failed database operation. `Display` never includes the URL or bound values.
 #[derive(Debug, thiserror::Error)]
@@ -82,37 +161,76 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
-impl From<DbError> for JsonError {
-    fn from(error: DbError) -> JsonError {
-        match error.kind {
-            DbErrorKind::UniqueViolation => JsonError::new(
+impl DbErrorKind {
+    /// How a client is told: the HTTP status, a stable reason word (also what
+    /// `/api/health` reports) and a sentence.
+    pub fn answer(self) -> (Status, &'static str, &'static str) {
+        match self {
+            DbErrorKind::UniqueViolation => (
                 Status::Conflict,
                 "conflict",
                 "a value that must be unique is already taken (for items: the name)",
             ),
             DbErrorKind::ForeignKeyViolation
             | DbErrorKind::CheckViolation
-            | DbErrorKind::NotNullViolation => JsonError::new(
+            | DbErrorKind::NotNullViolation => (
                 Status::UnprocessableEntity,
                 "constraint_violation",
                 "the data breaks a database constraint",
             ),
-            DbErrorKind::RowNotFound => {
-                JsonError::new(Status::NotFound, "not_found", "no such row")
-            }
-            DbErrorKind::Connection | DbErrorKind::Timeout => JsonError::new(
+            DbErrorKind::RowNotFound => (Status::NotFound, "not_found", "no such row"),
+            DbErrorKind::Connection | DbErrorKind::Timeout => (
                 Status::ServiceUnavailable,
                 "database_unavailable",
                 "the database cannot be reached; retry later",
             ),
-            DbErrorKind::Other => {
-                rocket::error!("{error}");
-                JsonError::new(
-                    Status::InternalServerError,
-                    "database_error",
-                    "the database failed the request",
-                )
-            }
+            DbErrorKind::StorageFull => (
+                Status::InsufficientStorage,
+                "storage_full",
+                "the database's storage is full, so nothing was written; retry once space is freed",
+            ),
+            DbErrorKind::ReadOnly => (
+                Status::ServiceUnavailable,
+                "storage_read_only",
+                "the database's storage is read-only, so nothing was written; retry later",
+            ),
+            DbErrorKind::StorageIo => (
+                Status::ServiceUnavailable,
+                "storage_error",
+                "the database's storage failed while writing, so whether the write was stored is not known; check before retrying",
+            ),
+            DbErrorKind::Busy => (
+                Status::ServiceUnavailable,
+                "database_busy",
+                "the database is busy with other writes, so nothing was written; retry",
+            ),
+            DbErrorKind::Other => (
+                Status::InternalServerError,
+                "database_error",
+                "the database failed the request",
+            ),
+        }
+    }
+
+    /// The stable reason word of [`DbErrorKind::answer`].
+    pub fn reason(self) -> &'static str {
+        self.answer().1
+    }
+}
+
+impl From<DbError> for JsonError {
+    fn from(error: DbError) -> JsonError {
+        let kind = error.kind;
+        if !kind.is_refusal() {
+            // The client learns the cause as a stable word; the log gets the database's
+            // own words (an operator needs "disk I/O error", the client does not).
+            rocket::error!("{error}");
+        }
+        let (status, reason, message) = kind.answer();
+        let answer = JsonError::new(status, reason, message);
+        match kind {
+            DbErrorKind::Busy => answer.retry_after(1),
+            _ => answer,
         }
     }
 }
@@ -136,9 +254,62 @@ mod tests {
             DbErrorKind::of(&sqlx::Error::Io(refused)),
             DbErrorKind::Connection
         );
-        assert!(DbErrorKind::Timeout.is_unavailable());
-        assert!(!DbErrorKind::UniqueViolation.is_unavailable());
         let answer = JsonError::from(DbError::from(sqlx::Error::PoolTimedOut));
         assert_eq!(answer.status, Status::ServiceUnavailable);
+    }
+
+    /// Real SQLite errors, provoked on a real database file.
+    #[rocket::async_test]
+    async fn sqlite_result_codes_are_classified() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("codes.sqlite").display()
+        );
+        let mut first = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        first
+            .execute("CREATE TABLE t (v TEXT UNIQUE)")
+            .await
+            .unwrap();
+        let kind_of = |result: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>| {
+            DbError::from(result.unwrap_err()).kind
+        };
+
+        first.execute("INSERT INTO t VALUES ('a')").await.unwrap();
+        let duplicate = first.execute("INSERT INTO t VALUES ('a')").await;
+        assert_eq!(kind_of(duplicate), DbErrorKind::UniqueViolation);
+        assert!(DbErrorKind::UniqueViolation.is_refusal());
+
+        // The database may not grow past its current pages: what a full disk gives.
+        first.execute("PRAGMA max_page_count = 2").await.unwrap();
+        let big = "x".repeat(100_000);
+        let full = sqlx::query("INSERT INTO t VALUES ($1)")
+            .bind(big)
+            .execute(&mut first)
+            .await;
+        assert_eq!(kind_of(full), DbErrorKind::StorageFull);
+        assert_eq!(
+            DbErrorKind::StorageFull.answer().0,
+            Status::InsufficientStorage
+        );
+
+        first.execute("PRAGMA query_only = ON").await.unwrap();
+        let read_only = first.execute("INSERT INTO t VALUES ('b')").await;
+        assert_eq!(kind_of(read_only), DbErrorKind::ReadOnly);
+        first.execute("PRAGMA query_only = OFF").await.unwrap();
+
+        first.execute("BEGIN IMMEDIATE").await.unwrap();
+        let mut second = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        second.execute("PRAGMA busy_timeout = 0").await.unwrap();
+        let busy = second.execute("BEGIN IMMEDIATE").await;
+        assert_eq!(kind_of(busy), DbErrorKind::Busy);
+        for kind in [
+            DbErrorKind::StorageFull,
+            DbErrorKind::ReadOnly,
+            DbErrorKind::Busy,
+        ] {
+            assert!(!kind.is_refusal(), "{kind:?}");
+        }
     }
 }

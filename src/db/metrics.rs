@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sqlx::AnyPool;
 
-use super::errors::{DbError, DbErrorKind};
+use super::errors::DbErrorKind;
 use super::url::Vendor;
 use crate::metrics::families::{counter_vec, gauge_vec, register};
 use crate::prometheus::core::{Collector, Desc};
@@ -145,12 +145,13 @@ impl Instruments {
             .inc();
     }
 
-    /// Runs one statement, counting it, timing it and classifying its error.
-    pub async fn observe<T>(
+    /// Runs one statement, counting and timing it. Its error is the caller's to classify
+    /// and count ([`Instruments::error`]), once per failed operation.
+    pub async fn time<T>(
         &self,
         statement: Statement,
         run: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, DbError> {
+    ) -> Result<T, sqlx::Error> {
         match statement {
             Statement::Single => self.execute.inc(),
             Statement::Bulk => self.execute_many.inc(),
@@ -158,11 +159,7 @@ impl Instruments {
         let started = Instant::now();
         let result = run.await;
         self.query_duration.observe(started.elapsed().as_secs_f64());
-        result.map_err(|source| {
-            let error = DbError::from(source);
-            self.error(error.kind);
-            error
-        })
+        result
     }
 }
 

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod pool;
 pub mod url;
+pub mod write_health;
 
 use std::time::Duration;
 

@@ -1,5 +1,22 @@
 //! Our `rocket_db_pools::Pool`: a sqlx 0.8 `any` pool (SQLite or PostgreSQL, chosen by the
-//! URL at run time) whose connections record every statement.
+//! URL at run time) whose connections record every statement, and which never hands out a
+//! connection whose session it is unsure of.
+//!
+//! sqlx tracks whether a connection is inside a transaction with a counter of its own, and
+//! a failed `COMMIT` or `ROLLBACK` can leave that counter and the database disagreeing. On
+//! SQLite a full disk does exactly that: the failed statement makes SQLite roll the whole
+//! transaction back, sqlx's `ROLLBACK` then fails ("no transaction is active") and sqlx
+//! still counts one open transaction; the next `begin()` on that connection issues a
+//! `SAVEPOINT`, which opens a real transaction, and after one more failure `ROLLBACK TO`
+//! leaves it open for good. Every later write on that connection, each answered as a
+//! success, went into a transaction nobody would ever commit, while the write lock it held
+//! made every other connection wait and fail ("database is locked").
+//!
+//! So a [`DbConn`] knows what state its session is in: it is returned to the pool only
+//! after an operation that succeeded, or that the database refused for its data (a
+//! constraint, no such row) outside a transaction. Anything else, any failure inside a
+//! transaction, and an operation abandoned midway (its future dropped) closes the
+//! connection instead; the pool opens a fresh one when needed.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -14,6 +31,7 @@ use sqlx::{Any, AnyPool, Connection, FromRow};
 use super::errors::DbError;
 use super::metrics::{Instruments, Statement};
 use super::url::{DatabaseUrl, Vendor};
+use super::write_health::WriteHealth;
 
 /// systemd's per-service state directory; relative SQLite paths land there when set.
 pub const STATE_DIRECTORY_ENV: &str = "STATE_DIRECTORY";
@@ -26,11 +44,54 @@ pub fn state_directory() -> Option<PathBuf> {
     (!first.is_empty()).then(|| PathBuf::from(first))
 }
 
+/// The settings every SQLite connection gets when it opens.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    // WAL lets readers run beside the writer.
+    "PRAGMA journal_mode = WAL",
+    // FULL (SQLite's default, stated here because durability depends on it): in WAL mode
+    // every commit syncs the WAL, so a write answered 2xx survives a crash of the process
+    // (SIGKILL) and of the machine (power loss). NORMAL would survive only the former.
+    "PRAGMA synchronous = FULL",
+    // Concurrent writers wait for the lock instead of failing at once.
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// What the pool and every connection it hands out record into.
+#[derive(Default)]
+struct Shared {
+    /// Set once the service has wired the pool's metrics.
+    instruments: OnceLock<Instruments>,
+    writes: WriteHealth,
+}
+
+impl Shared {
+    /// Classifies a failed operation's error and counts it in `rocket_db_errors_total`.
+    fn failed(&self, source: sqlx::Error) -> DbError {
+        let error = DbError::from(source);
+        if let Some(instruments) = self.instruments.get() {
+            instruments.error(error.kind);
+        }
+        error
+    }
+
+    async fn time<T>(
+        &self,
+        statement: Statement,
+        run: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        match self.instruments.get() {
+            Some(instruments) => instruments.time(statement, run).await,
+            None => run.await,
+        }
+    }
+}
+
 /// A pool plus the handles it records into, once the service has wired them.
 pub struct DbPool {
     pool: AnyPool,
     url: DatabaseUrl,
-    instruments: Arc<OnceLock<Instruments>>,
+    shared: Arc<Shared>,
 }
 
 impl DbPool {
@@ -48,11 +109,39 @@ impl DbPool {
 
     /// Starts recording into `instruments`; the first call wins.
     pub fn instrument(&self, instruments: Instruments) {
-        let _ = self.instruments.set(instruments);
+        let _ = self.shared.instruments.set(instruments);
     }
 
     fn instruments(&self) -> Option<&Instruments> {
-        self.instruments.get()
+        self.shared.instruments.get()
+    }
+
+    /// Whether writes currently reach storage, as the latest write found out.
+    pub fn writes(&self) -> &WriteHealth {
+        &self.shared.writes
+    }
+
+    /// Writes one row of `babylon_write_probe` (a table of its own, so no data of the
+    /// application's is touched): `/api/health` calls it while writes are failing, to see
+    /// when they work again even if no request writes. The outcome lands in
+    /// [`DbPool::writes`].
+    pub async fn probe_write(&self, timeout: Duration) -> Result<(), DbError> {
+        let probe = async {
+            let mut conn = self.connection().await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| {
+                    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+                });
+            conn.execute(
+                sqlx::query("UPDATE babylon_write_probe SET probed_at = $1 WHERE id = 1").bind(now),
+            )
+            .await
+        };
+        match rocket::tokio::time::timeout(timeout, probe).await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(self.timed_out(false)),
+        }
     }
 
     /// Whether the database answers `SELECT 1` within `timeout`. Not getting a connection
@@ -64,8 +153,8 @@ impl DbPool {
             Err(_) => return Err(self.timed_out(true)),
         };
         let left = timeout.saturating_sub(started.elapsed());
-        match rocket::tokio::time::timeout(left, conn.execute(sqlx::query("SELECT 1"))).await {
-            Ok(result) => result.map(drop),
+        match rocket::tokio::time::timeout(left, conn.ping()).await {
+            Ok(result) => result,
             Err(_) => Err(self.timed_out(false)),
         }
     }
@@ -98,7 +187,8 @@ impl DbPool {
         match self.pool.acquire().await {
             Ok(conn) => Ok(DbConn {
                 conn,
-                instruments: self.instruments.clone(),
+                shared: self.shared.clone(),
+                session: Session::Clean,
             }),
             Err(source) => {
                 let error = DbError::from(source);
@@ -123,33 +213,30 @@ impl rocket_db_pools::Pool for DbPool {
         let url =
             DatabaseUrl::parse(&config.url, state_directory().as_deref()).map_err(configuration)?;
         sqlx::any::install_default_drivers();
-        let instruments: Arc<OnceLock<Instruments>> = Arc::default();
-        let on_connect = instruments.clone();
+        let shared = Arc::new(Shared::default());
+        let on_connect = shared.clone();
         let vendor = url.vendor();
         let mut options = AnyPoolOptions::new()
             .max_connections(u32::try_from(config.max_connections).unwrap_or(u32::MAX))
             .min_connections(config.min_connections.unwrap_or(0))
             .acquire_timeout(Duration::from_secs(config.connect_timeout))
             .after_connect(move |conn, _| {
-                let instruments = on_connect.clone();
+                let shared = on_connect.clone();
                 Box::pin(async move {
-                    if let Some(instruments) = instruments.get() {
+                    if let Some(instruments) = shared.instruments.get() {
                         instruments.connection_opened();
                     }
                     if vendor == Vendor::Sqlite {
-                        // WAL lets readers run beside the writer; busy_timeout makes
-                        // concurrent writers wait for the lock instead of failing.
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA busy_timeout = 10000",
-                            "PRAGMA foreign_keys = ON",
-                        ] {
+                        for pragma in SQLITE_PRAGMAS {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
                     }
                     Ok(())
                 })
-            });
+            })
+            // The last line of defence for connections used without a DbConn (migrations):
+            // one that sqlx still counts inside a transaction is closed, not pooled.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }));
         if let Some(idle) = config.idle_timeout {
             options = options.idle_timeout(Duration::from_secs(idle));
         }
@@ -158,11 +245,7 @@ impl rocket_db_pools::Pool for DbPool {
         let pool = options
             .connect_lazy(url.connect_url())
             .map_err(DbError::from)?;
-        Ok(DbPool {
-            pool,
-            url,
-            instruments,
-        })
+        Ok(DbPool { pool, url, shared })
     }
 
     async fn get(&self) -> Result<Self::Connection, Self::Error> {
@@ -182,36 +265,94 @@ fn configuration(message: impl Into<String>) -> DbError {
     DbError::from(sqlx::Error::Configuration(message.into()))
 }
 
-/// A pooled connection whose statements are counted, timed and classified.
+/// What a [`DbConn`] knows about its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    /// Outside any transaction, as the pool handed it out.
+    Clean,
+    /// An operation failed, or was abandoned midway, and may have left a transaction
+    /// open or the connection half way through a message: close it, never reuse it.
+    Unknown,
+}
+
+/// Whether an operation writes, for [`WriteHealth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// A pooled connection whose statements are counted, timed and classified, and which goes
+/// back to the pool only when its session is known to be clean (see the module docs).
 pub struct DbConn {
     conn: PoolConnection<Any>,
-    instruments: Arc<OnceLock<Instruments>>,
+    shared: Arc<Shared>,
+    session: Session,
+}
+
+impl Drop for DbConn {
+    fn drop(&mut self) {
+        if self.session == Session::Unknown || self.conn.is_in_transaction() {
+            rocket::warn!(
+                "closing a database connection after a failed or interrupted operation; the pool opens a new one"
+            );
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 impl DbConn {
-    async fn observe<T>(
-        instruments: &OnceLock<Instruments>,
-        statement: Statement,
-        run: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, DbError> {
-        match instruments.get() {
-            Some(instruments) => instruments.observe(statement, run).await,
-            None => run.await.map_err(DbError::from),
+    /// Records the outcome of a single statement run outside a transaction: a success
+    /// or a refusal leaves the session clean.
+    fn settle<T>(&mut self, access: Access, result: Result<T, sqlx::Error>) -> Result<T, DbError> {
+        match result {
+            Ok(value) => {
+                self.session = Session::Clean;
+                if access == Access::Write {
+                    self.shared.writes.succeeded();
+                }
+                Ok(value)
+            }
+            Err(source) => {
+                let error = self.shared.failed(source);
+                if error.kind.is_refusal() {
+                    self.session = Session::Clean;
+                }
+                if access == Access::Write {
+                    self.shared.writes.failed(error.kind);
+                }
+                Err(error)
+            }
         }
     }
 
-    /// Executes one statement; returns the rows affected.
+    async fn statement<'q>(
+        &mut self,
+        access: Access,
+        query: Query<'q, Any, AnyArguments<'q>>,
+    ) -> Result<AnyQueryResult, DbError> {
+        self.session = Session::Unknown;
+        let result = self
+            .shared
+            .time(Statement::Single, query.execute(&mut *self.conn))
+            .await;
+        self.settle(access, result)
+    }
+
+    /// Executes one writing statement; returns the rows affected.
     pub async fn execute<'q>(
         &mut self,
         query: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<u64, DbError> {
-        let result: AnyQueryResult = Self::observe(
-            &self.instruments,
-            Statement::Single,
-            query.execute(&mut *self.conn),
-        )
-        .await?;
-        Ok(result.rows_affected())
+        let done = self.statement(Access::Write, query).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// `SELECT 1`: whether the database answers at all.
+    pub async fn ping(&mut self) -> Result<(), DbError> {
+        self.statement(Access::Read, sqlx::query("SELECT 1"))
+            .await
+            .map(drop)
     }
 
     pub async fn fetch_all<'q, T>(
@@ -221,12 +362,12 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        Self::observe(
-            &self.instruments,
-            Statement::Single,
-            query.fetch_all(&mut *self.conn),
-        )
-        .await
+        self.session = Session::Unknown;
+        let result = self
+            .shared
+            .time(Statement::Single, query.fetch_all(&mut *self.conn))
+            .await;
+        self.settle(Access::Read, result)
     }
 
     pub async fn fetch_optional<'q, T>(
@@ -236,12 +377,12 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        Self::observe(
-            &self.instruments,
-            Statement::Single,
-            query.fetch_optional(&mut *self.conn),
-        )
-        .await
+        self.session = Session::Unknown;
+        let result = self
+            .shared
+            .time(Statement::Single, query.fetch_optional(&mut *self.conn))
+            .await;
+        self.settle(Access::Read, result)
     }
 
     pub async fn fetch_one<'q, T>(
@@ -251,40 +392,178 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        Self::observe(
-            &self.instruments,
-            Statement::Single,
-            query.fetch_one(&mut *self.conn),
-        )
-        .await
+        self.session = Session::Unknown;
+        let result = self
+            .shared
+            .time(Statement::Single, query.fetch_one(&mut *self.conn))
+            .await;
+        self.settle(Access::Read, result)
     }
 
     /// Runs bulk statements in one transaction, each counted as `execute_many`: either
-    /// every row lands or none does. Returns the rows affected.
+    /// every row lands or none does. Returns the rows affected. Any failure closes the
+    /// connection afterwards: after one, sqlx's count of open transactions and the
+    /// database's may disagree, and nothing cheap tells which is right.
     pub async fn execute_many_atomically<'q>(
         &mut self,
         statements: Vec<Query<'q, Any, AnyArguments<'q>>>,
     ) -> Result<u64, DbError> {
-        let instruments = self.instruments.clone();
-        let record = |error: DbError| {
-            if let Some(instruments) = instruments.get() {
-                instruments.error(error.kind);
+        self.session = Session::Unknown;
+        let shared = &self.shared;
+        let conn = &mut *self.conn;
+        let result = async {
+            let mut transaction = conn.begin().await?;
+            let mut rows = 0;
+            for statement in statements {
+                let executed = shared
+                    .time(Statement::Bulk, statement.execute(&mut *transaction))
+                    .await;
+                match executed {
+                    Ok(done) => rows += done.rows_affected(),
+                    Err(error) => {
+                        // Now rather than when the connection closes: until then SQLite's
+                        // write lock would make every other writer wait.
+                        let _ = transaction.rollback().await;
+                        return Err(error);
+                    }
+                }
             }
-            error
-        };
-        let mut transaction = self.conn.begin().await.map_err(|e| record(e.into()))?;
-        let mut rows = 0;
-        for statement in statements {
-            // On error the transaction is dropped, which rolls it back.
-            let result = Self::observe(
-                &self.instruments,
-                Statement::Bulk,
-                statement.execute(&mut *transaction),
-            )
-            .await?;
-            rows += result.rows_affected();
+            transaction.commit().await?;
+            Ok(rows)
         }
-        transaction.commit().await.map_err(|e| record(e.into()))?;
-        Ok(rows)
+        .await;
+        match result {
+            Ok(rows) => {
+                if !self.conn.is_in_transaction() {
+                    self.session = Session::Clean;
+                }
+                self.shared.writes.succeeded();
+                Ok(rows)
+            }
+            Err(source) => {
+                let error = self.shared.failed(source);
+                self.shared.writes.failed(error.kind);
+                Err(error)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::DbErrorKind;
+    use rocket_db_pools::Pool;
+    use sqlx::Executor;
+
+    /// A one-connection pool on a SQLite file in `dir`, so every checkout would get the
+    /// same connection back if the pool kept it.
+    async fn pool(dir: &tempfile::TempDir) -> (DbPool, String) {
+        let url = format!("sqlite://{}", dir.path().join("pool.sqlite").display());
+        let figment = Figment::from(rocket::Config::default()).merge((
+            "",
+            serde_json::json!({ "url": url, "max_connections": 1, "connect_timeout": 5 }),
+        ));
+        let pool = DbPool::init(&figment).await.unwrap();
+        pool.sqlx_pool()
+            .execute("CREATE TABLE t (v TEXT NOT NULL)")
+            .await
+            .unwrap();
+        (pool, format!("{url}?mode=rw"))
+    }
+
+    fn insert(value: &str) -> Query<'static, Any, AnyArguments<'static>> {
+        sqlx::query("INSERT INTO t (v) VALUES ($1)").bind(value.to_string())
+    }
+
+    async fn committed(url: &str) -> Vec<String> {
+        let mut reader = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT v FROM t ORDER BY v")
+            .fetch_all(&mut reader)
+            .await
+            .unwrap();
+        rows.into_iter().map(|(v,)| v).collect()
+    }
+
+    #[rocket::async_test]
+    async fn sqlite_connections_sync_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _) = pool(&dir).await;
+        let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(pool.sqlx_pool())
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+    }
+
+    /// The data-loss defect, without a full disk: `max_page_count` makes the file "full"
+    /// (SQLITE_FULL, as ENOSPC does) for one connection only. A one-row insert that fails
+    /// so makes SQLite roll the whole transaction back (sqlx's ROLLBACK then fails and its
+    /// count stays at one); a two-row insert only its own statement, which left the
+    /// `SAVEPOINT` sqlx issued next as a transaction open for good. No later write may end
+    /// up inside a transaction that is never committed.
+    #[rocket::async_test]
+    async fn a_failed_transaction_never_leaves_a_write_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, url) = pool(&dir).await;
+        let big = "x".repeat(50_000);
+        let one_row = || insert(&big);
+        let two_rows = || {
+            sqlx::query("INSERT INTO t (v) VALUES ($1), ($2)")
+                .bind(big.clone())
+                .bind(big.clone())
+        };
+        for statement in [one_row(), two_rows(), two_rows()] {
+            let mut conn = pool.connection().await.unwrap();
+            let (pages,): (i64,) = conn
+                .fetch_one(sqlx::query_as("PRAGMA page_count"))
+                .await
+                .unwrap();
+            conn.execute(sqlx::query(&format!("PRAGMA max_page_count = {pages}")))
+                .await
+                .unwrap();
+            let failed = conn
+                .execute_many_atomically(vec![statement])
+                .await
+                .unwrap_err();
+            assert_eq!(failed.kind, DbErrorKind::StorageFull);
+        }
+        let mut conn = pool.connection().await.unwrap();
+        conn.execute(insert("single")).await.unwrap();
+        conn.execute_many_atomically(vec![insert("bulk 1"), insert("bulk 2")])
+            .await
+            .unwrap();
+        drop(conn);
+        assert_eq!(
+            committed(&url).await,
+            ["bulk 1", "bulk 2", "single"],
+            "every write answered as done is committed, as another connection sees"
+        );
+        assert_eq!(pool.writes().failure(), None, "the later writes succeeded");
+    }
+
+    #[rocket::async_test]
+    async fn an_abandoned_operation_closes_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, url) = pool(&dir).await;
+        // Another writer holds the lock, so the insert below waits for it (busy_timeout).
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        other.execute("BEGIN IMMEDIATE").await.unwrap();
+        let mut conn = pool.connection().await.unwrap();
+        // Given up while it waits, as when a client goes away mid-request.
+        let abandoned = rocket::tokio::time::timeout(
+            Duration::from_millis(100),
+            conn.execute_many_atomically(vec![insert("never")]),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the insert was still waiting");
+        assert_eq!(conn.session, Session::Unknown);
+        drop(conn);
+        other.execute("ROLLBACK").await.unwrap();
+        let mut conn = pool.connection().await.unwrap();
+        conn.execute(insert("after")).await.unwrap();
+        assert_eq!(conn.session, Session::Clean);
+        drop(conn);
+        assert_eq!(committed(&url).await, ["after"]);
     }
 }

@@ -1,4 +1,11 @@
 //! `databases.<alias>.url`: which vendor, and where a SQLite file lives.
+//!
+//! A database URL may carry a password, and it is printed exactly when something went
+//! wrong with it (a failed connection, a refused setting). So every way this module shows a
+//! URL goes through [`redact`], which parses it with a real URL parser (the `url` crate,
+//! already in the tree through sqlx): a password is found wherever the URL grammar puts
+//! it, whatever characters it holds, and a text that does not parse as a URL shows nothing
+//! of what stands before its last `@`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,7 +26,7 @@ impl Vendor {
     }
 }
 
-/// A validated database URL. `Display` hides any password, so it is safe to log.
+/// A validated database URL. `Display` and `Debug` hide any password, so it is safe to log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
     vendor: Vendor,
@@ -30,10 +37,17 @@ impl DatabaseUrl {
     /// Accepts `sqlite://path`, `sqlite:path`, `sqlite::memory:`, `postgres://…` and
     /// `postgresql://…`. A relative SQLite path is resolved against `state_dir` when one is
     /// given (systemd's `$STATE_DIRECTORY`), else the working directory; the file is created
-    /// when missing.
+    /// when missing. The error names no password.
     pub fn parse(text: &str, state_dir: Option<&Path>) -> Result<DatabaseUrl, String> {
         let text = text.trim();
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            // What sqlx will parse at connect time; refusing it here names the setting.
+            url::Url::parse(text).map_err(|error| {
+                format!(
+                    "`{}` is not a valid URL ({error}); expected postgres://user:password@host:5432/dbname, with any of / ? # @ : % in the password written as %2F %3F %23 %40 %3A %25",
+                    redact(text)
+                )
+            })?;
             return Ok(DatabaseUrl {
                 vendor: Vendor::Postgresql,
                 url: text.to_string(),
@@ -98,24 +112,28 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, t)| (a, Some(t)));
-    let authority = match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{credentials}@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    match tail {
-        Some(tail) => format!("{scheme}://{authority}/{tail}"),
-        None => format!("{scheme}://{authority}"),
+/// The URL with its password replaced by `***`: `postgres://user:secret@host/db` ->
+/// `postgres://user:***@host/db`. A text the URL parser refuses keeps only what follows
+/// its last `@` (`postgres://***@host/db`), since where its password ends is unknown.
+pub(crate) fn redact(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+                // A URL that cannot hold credentials cannot have parsed with a password.
+                return over_redacted(text);
+            }
+            parsed.to_string()
+        }
+        Err(_) => over_redacted(text),
+    }
+}
+
+fn over_redacted(text: &str) -> String {
+    let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
+    match rest.rsplit_once('@') {
+        Some((_, after)) if scheme.is_empty() => format!("***@{after}"),
+        Some((_, after)) => format!("{scheme}://***@{after}"),
+        None => text.to_string(),
     }
 }
 
@@ -146,5 +164,20 @@ mod tests {
             .unwrap_err()
             .contains("root:***@h"));
         assert!(DatabaseUrl::parse("sqlite://", None).is_err());
+    }
+
+    #[test]
+    fn a_password_with_url_delimiters_never_shows() {
+        // Written raw, `/` ends the authority: the URL does not parse, and what precedes
+        // the last `@` is hidden.
+        let error = DatabaseUrl::parse("postgres://user:pa/ss@host/db", None).unwrap_err();
+        assert!(
+            !error.contains("pa/ss") && !error.contains("ss@"),
+            "{error}"
+        );
+        assert!(error.contains("postgres://***@host/db"), "{error}");
+        // Percent-encoded it parses, and only the password is replaced.
+        let url = DatabaseUrl::parse("postgres://user:pa%2Fss@host/db", None).unwrap();
+        assert_eq!(url.to_string(), "postgres://user:***@host/db");
     }
 }

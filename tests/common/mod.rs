@@ -130,6 +130,8 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             "psql" => "postgresql-client",
             "initdb" | "pg_ctl" => "postgresql",
             "nix-instantiate" => "nix-bin",
+            "mkfs.ext4" | "e2fsck" => "e2fsprogs",
+            "losetup" => "mount",
             other => other,
         };
         let hint = format!("`{name}` is not installed (Debian: apt-get install -y {package}); `bash .ci/run` installs it");
@@ -157,6 +159,69 @@ pub fn refusing_port() -> (socket2::Socket, u16) {
         .unwrap();
     let port = socket.local_addr().unwrap().as_socket().unwrap().port();
     (socket, port)
+}
+
+/// How one raw HTTP exchange ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A whole response: status line, headers and exactly Content-Length body bytes.
+    Complete { status: u16, body: String },
+    /// The connection was refused: nothing was sent.
+    Refused,
+    /// Sent, then the connection ended before any byte of a response: a server that had
+    /// stopped accepting resets queued connections so, and one that died mid-request too.
+    NoAnswer,
+    /// Some of a response, then the connection ended.
+    Truncated(String),
+}
+
+/// Sends one raw HTTP/1.0 `request` to `127.0.0.1:port` and reads the answer to the end,
+/// without panicking on a server that is gone: fault tests need to tell the cases apart.
+pub fn exchange(port: u16, request: &str) -> Outcome {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)) else {
+        return Outcome::Refused;
+    };
+    // A server that stops answering must not hang the test.
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    if stream.write_all(request.as_bytes()).is_err() {
+        return Outcome::NoAnswer;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    if response.is_empty() {
+        return Outcome::NoAnswer;
+    }
+    let text = String::from_utf8_lossy(&response).to_string();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Outcome::Truncated(text);
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>())
+        })
+        .and_then(Result::ok);
+    match (head.get(9..12).and_then(|s| s.parse().ok()), length) {
+        (Some(status), Some(length)) if body.len() == length => Outcome::Complete {
+            status,
+            body: body.to_string(),
+        },
+        _ => Outcome::Truncated(text),
+    }
+}
+
+/// A JSON `POST` to `127.0.0.1:port`; see [`exchange`].
+pub fn post_json(port: u16, path: &str, body: &str) -> Outcome {
+    exchange(
+        port,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
 }
 
 /// A raw HTTP/1.0 request to `127.0.0.1:port` (1.0: no server answers it with a chunked
@@ -211,6 +276,7 @@ pub fn http_get_from(
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_get_from(std::net::Ipv4Addr::LOCALHOST, port, path, &[])
 }
+pub mod ledger;
 pub mod pg;
 pub mod ports;
 pub mod workers;

@@ -221,12 +221,26 @@ pub struct TempCluster {
     dir: tempfile::TempDir,
     /// initdb refuses to run as root, so as root the cluster belongs to `postgres`.
     run_as_postgres: bool,
+    /// Whether a commit is acknowledged only once its WAL is written (see [`Self::start_durable`]).
+    durable: bool,
 }
 
 impl TempCluster {
     /// Creates and starts a cluster, or `None` (test skipped) when the server programs
-    /// are not installed.
+    /// are not installed. Built for speed: no fsync, and commits acknowledged before their
+    /// WAL is written, so a crash of this server may lose acknowledged commits.
     pub fn start() -> Option<TempCluster> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Self::start`], but a commit is acknowledged only after its WAL is written
+    /// (`synchronous_commit = on`): it survives [`Self::crash`]. (Still no fsync: nothing
+    /// here survives a power loss, which no test can produce anyway.)
+    pub fn start_durable() -> Option<TempCluster> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Option<TempCluster> {
         let Some(bin) = server_bin_dir() else {
             skip(
                 "PostgreSQL server programs (initdb, pg_ctl) are not installed \
@@ -257,6 +271,7 @@ impl TempCluster {
             port: super::ports::PortBlock::reserve(1),
             dir,
             run_as_postgres,
+            durable,
         };
         cluster.init();
         cluster
@@ -296,6 +311,17 @@ impl TempCluster {
         assert!(
             output.status.success(),
             "pg_ctl stop failed: {}",
+            describe(&output)
+        );
+    }
+
+    /// Kills the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint, no
+    /// goodbye to clients); [`Self::start_again`] then runs crash recovery.
+    pub fn crash(&self) {
+        let output = self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "30"]);
+        assert!(
+            output.status.success(),
+            "pg_ctl stop -m immediate failed: {}",
             describe(&output)
         );
     }
@@ -348,9 +374,10 @@ impl TempCluster {
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{socket_dir}'\n\
              fsync = off\n\
-             synchronous_commit = off\n\
+             synchronous_commit = {}\n\
              full_page_writes = off\n\
              port = {}\n",
+            if self.durable { "on" } else { "off" },
             self.port()
         ));
     }

@@ -15,6 +15,8 @@ pub struct Worker {
     /// the worker's "listening on" line.
     pub app_port: u16,
     export_port: Option<u16>,
+    /// The last lines the worker printed (Rocket logs to standard output).
+    log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Worker {
@@ -23,7 +25,22 @@ impl Worker {
         self.export_port
             .expect("this worker announced no export port (export disabled?)")
     }
+
+    /// The last lines of the worker's standard output and all of its standard error, for
+    /// a failing assertion's message.
+    pub fn output(&mut self) -> String {
+        let mut text: Vec<String> = self.log.lock().unwrap().iter().cloned().collect();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            text.push(stderr);
+        }
+        text.join("\n")
+    }
 }
+
+/// Lines of a worker's output kept for [`Worker::output`].
+const LOG_LINES_KEPT: usize = 200;
 
 impl Drop for Worker {
     fn drop(&mut self) {
@@ -105,12 +122,23 @@ pub fn start_command(mut command: Command) -> Worker {
             break address.port();
         }
     };
-    // Keep draining the log so the worker never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    // Keep draining the log so the worker never blocks on a full pipe, keeping its tail.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        while let Ok(line) = rx.recv() {
+            let mut kept = kept.lock().unwrap();
+            if kept.len() == LOG_LINES_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+    });
     Worker {
         child,
         app_port,
         export_port,
+        log,
     }
 }
 
