@@ -115,16 +115,21 @@ impl App {
         let observer = metrics_settings
             .enabled
             .then(|| HttpObserver::new(metrics.clone(), clients.clone(), metrics_settings));
-        let guarded_metrics_path = on_main_port.then(|| (path.to_string(), access.clone()));
         rocket = rocket.attach(RequestPipeline::new(
             observer,
-            Gatekeeper::new(clients.clone(), policy, guarded_metrics_path),
+            Gatekeeper::new(clients.clone(), policy),
         ));
 
         let mut export_port = None;
         if metrics_settings.enabled {
             if on_main_port {
-                rocket = rocket.mount("/", vec![metrics::endpoint::route(path, metrics.clone())]);
+                let route = metrics::endpoint::route(
+                    path,
+                    metrics.clone(),
+                    access.clone(),
+                    clients.clone(),
+                );
+                rocket = rocket.mount("/", vec![route]);
             }
             if metrics_settings.export.enabled {
                 if let Some(listener) = ExportListener::bind(&metrics_settings.export)? {

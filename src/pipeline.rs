@@ -54,13 +54,10 @@ impl Fairing for RequestPipeline {
     }
 
     async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
-        // The path is decoded once for both parts (each decode is a parse of the URI).
-        let path = request.uri().path();
-        let path = path.as_str();
         if let Some(observer) = &self.observer {
-            observer.arrive(request, path);
+            observer.arrive(request);
         }
-        if let Err(reason) = self.gatekeeper.verdict(request, path) {
+        if let Err(reason) = self.gatekeeper.verdict(request) {
             self.gatekeeper.refuse(request, reason);
         }
     }
@@ -87,7 +84,7 @@ mod tests {
 
     fn gatekeeper(blocking: bool) -> Gatekeeper {
         let policy = blocking.then(|| Policy::new(&BlockingSettings::default()));
-        Gatekeeper::new(ClientAddr::default(), policy, None)
+        Gatekeeper::new(ClientAddr::default(), policy)
     }
 
     fn kind(pipeline: RequestPipeline) -> Kind {

@@ -1,5 +1,7 @@
 //! Who may read metrics, on the main port (local client) and on the export port (real
-//! sockets): the allow-list answers 403, the bearer token 401, each counted as blocked.
+//! sockets): the allow-list answers 403, the bearer token 401, each counted as blocked; and
+//! no spelling of the metrics path gets past either (a property test against the real
+//! binary, both ports).
 
 mod common;
 
@@ -115,5 +117,142 @@ fn export_port_applies_the_same_rules_from_a_real_disallowed_address() {
             r#"api_requests_blocked_total{reason="metrics_unauthorized"}"#
         ),
         Some(2.0)
+    );
+}
+
+/// One way to write the metrics path in a request line.
+#[derive(Debug, Clone)]
+struct Spelling {
+    method: &'static str,
+    target: String,
+}
+
+/// `/metrics` as a client might spell it to slip past a check on the raw string: letters
+/// percent-encoded (either hex case) or upper-cased, extra, trailing and encoded slashes,
+/// dot segments, a query.
+fn spelling() -> impl proptest::strategy::Strategy<Value = Spelling> {
+    use proptest::prelude::*;
+    let letter = |c: char| {
+        prop_oneof![
+            3 => Just(c.to_string()),
+            1 => Just(format!("%{:02x}", c as u8)),
+            1 => Just(format!("%{:02X}", c as u8)),
+            1 => Just(c.to_ascii_uppercase().to_string()),
+        ]
+    };
+    let name: Vec<_> = "metrics".chars().map(letter).collect();
+    let before = prop_oneof![
+        Just("/"),
+        Just("//"),
+        Just("///"),
+        Just("/./"),
+        Just("/x/../"),
+        Just("/%2F"),
+        Just("/%2f/")
+    ];
+    let after = prop_oneof![
+        Just(""),
+        Just("/"),
+        Just("//"),
+        Just("/."),
+        Just("%2F"),
+        Just("%20"),
+        Just(";x")
+    ];
+    let query = prop_oneof![
+        Just(""),
+        Just("?"),
+        Just("?x=1"),
+        Just("?a&b=%2F"),
+        Just("#f")
+    ];
+    let method = prop_oneof![Just("GET"), Just("HEAD")];
+    (method, before, name, after, query).prop_map(|(method, before, name, after, query)| Spelling {
+        method,
+        target: format!("{before}{}{after}{query}", name.concat()),
+    })
+}
+
+#[test]
+fn no_spelling_of_the_metrics_path_reads_metrics_without_permission() {
+    use proptest::test_runner::{Config, TestRunner};
+    let dir = tempfile::tempdir().unwrap();
+    let ports = PortBlock::reserve(1);
+    let mut command = common::workers::command_in(dir.path(), &ports);
+    command
+        .env("BABYLON_METRICS__EXPORT__ALLOW", "127.0.0.1/32")
+        .env(
+            "BABYLON_METRICS__EXPORT__TOKEN_FILE",
+            token_file(&dir, "t0k"),
+        );
+    let worker = common::workers::start_command(command);
+    let main_port = worker.app_port;
+    let export_port = worker.export_port();
+    // 127.0.0.2 is loopback but outside the allow-list 127.0.0.1/32.
+    let outside = Ipv4Addr::new(127, 0, 0, 2);
+    let (allowed, tokenless) = (Ipv4Addr::LOCALHOST, Vec::new());
+    let token = vec![("Authorization", "Bearer t0k")];
+
+    // The canonical spelling with permission is served on both ports: the test can see a
+    // success when there is one.
+    for port in [main_port, export_port] {
+        let (status, body) =
+            common::http_request_from(allowed, port, "GET", "/metrics", &token, "");
+        assert_eq!(status, 200, "port {port}: {body}");
+    }
+
+    let refused = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u64>::new());
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&spelling(), |spelling| {
+            // Without the token from inside the allow-list, and with it from outside.
+            for (source, headers) in [(allowed, &tokenless), (outside, &token)] {
+                for port in [main_port, export_port] {
+                    let (status, body) = common::http_request_from(
+                        source,
+                        port,
+                        spelling.method,
+                        &spelling.target,
+                        headers,
+                        "",
+                    );
+                    let start: String = body.chars().take(120).collect();
+                    proptest::prop_assert!(
+                        matches!(status, 400 | 401 | 403 | 404) && !body.contains("# TYPE"),
+                        "{spelling:?} from {source} on port {port}: {status} {start}…"
+                    );
+                    if matches!(status, 401 | 403) {
+                        *refused.borrow_mut().entry(status).or_default() += 1;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+
+    // Every refusal, on either port, is counted as blocked, by reason.
+    let (_, text) = common::http_request_from(allowed, export_port, "GET", "/metrics", &token, "");
+    let refused = refused.into_inner();
+    for (status, reason) in [(401, "metrics_unauthorized"), (403, "metrics_forbidden")] {
+        let counted = sample(
+            &text,
+            &format!(r#"api_requests_blocked_total{{reason="{reason}"}}"#),
+        );
+        let seen = refused.get(&status).copied().unwrap_or(0);
+        assert!(
+            seen > 0,
+            "no spelling reached the check with {status}: {refused:?}"
+        );
+        assert_eq!(counted, Some(seen as f64), "{reason}");
+    }
+    // Scrapes are not API traffic (`count_scrapes` is off), whichever spelling reached the
+    // metrics route: none is recorded under its route.
+    assert!(
+        !text.contains(r#"route="/metrics""#),
+        "a spelling of the metrics path was recorded as a request"
     );
 }

@@ -26,6 +26,21 @@ impl ClientAddr {
         self.trusted_proxies.contains(peer)
     }
 
+    /// The client of a Rocket request, `None` without a peer address (only Rocket's local
+    /// test client sends none). Headers are only read (a map lookup each) when the peer is
+    /// a trusted proxy.
+    pub fn of(&self, request: &rocket::Request<'_>) -> Option<IpAddr> {
+        let peer = request.remote()?.ip();
+        if !self.is_trusted_proxy(peer) {
+            return Some(canonical_ip(peer));
+        }
+        Some(self.resolve(
+            peer,
+            request.headers().get("X-Forwarded-For"),
+            request.headers().get_one("X-Real-IP"),
+        ))
+    }
+
     /// `forwarded_for` yields each `X-Forwarded-For` header line in order of arrival;
     /// `real_ip` is the `X-Real-IP` header, used when there is no `X-Forwarded-For`.
     pub fn resolve<'h>(

@@ -1,6 +1,7 @@
-//! The Rocket side of blocking: the gatekeeper asks the policy (or, for the metrics path,
-//! the metrics access check) about each request and re-routes refused ones. It is driven
-//! by [`crate::pipeline::RequestPipeline`].
+//! The Rocket side of blocking: the gatekeeper asks the policy about each request and
+//! re-routes refused ones. It is driven by [`crate::pipeline::RequestPipeline`]. It makes
+//! no decision on the request's path: the path is not routed yet, and the raw string can
+//! be spelt many ways that reach one route.
 //!
 //! Rocket 0.5 fairings cannot answer a request themselves, so a refused request is
 //! rewritten to [`BLOCKED_PATH`], whose only route answers with the JSON error. The handler
@@ -15,7 +16,6 @@ use rocket::{Orbit, Request, Rocket, Route};
 
 use super::{ClientAddr, Policy};
 use crate::api::error::JsonError;
-use crate::metrics::MetricsAccess;
 use crate::request_record::RequestRecord;
 
 /// Where refused requests are sent. Requests for it that were not refused get a 404.
@@ -27,56 +27,32 @@ const FORGET_IDLE_CLIENTS_EVERY: Duration = Duration::from_secs(60);
 pub struct Gatekeeper {
     clients: ClientAddr,
     policy: Option<Arc<Policy>>,
-    /// The metrics path on this port and who may read it, when the main port serves it.
-    metrics: Option<(String, MetricsAccess)>,
 }
 
 impl Gatekeeper {
-    pub fn new(
-        clients: ClientAddr,
-        policy: Option<Policy>,
-        metrics: Option<(String, MetricsAccess)>,
-    ) -> Self {
+    pub fn new(clients: ClientAddr, policy: Option<Policy>) -> Self {
         Gatekeeper {
             clients,
             policy: policy.map(Arc::new),
-            metrics,
         }
     }
 
-    /// Whether the gatekeeper has nothing to check: no policy and no metrics path to guard.
-    /// The pipeline then skips it entirely.
+    /// Whether the gatekeeper has nothing to check (blocking is off): the pipeline then
+    /// skips it entirely.
     pub fn is_idle(&self) -> bool {
-        self.policy.is_none() && self.metrics.is_none()
+        self.policy.is_none()
     }
 
-    /// Whether `request`, whose path is `path`, may pass, and if not, why.
-    pub fn verdict(&self, request: &Request<'_>, path: &str) -> Result<(), super::BlockReason> {
-        if self.is_idle() {
+    /// Whether `request` may pass, and if not, why.
+    pub fn verdict(&self, request: &Request<'_>) -> Result<(), super::BlockReason> {
+        let Some(policy) = &self.policy else {
             return Ok(());
-        }
-        let client = request.remote().map(|peer| {
-            // Headers are only read (a map lookup each) when the peer is a trusted proxy.
-            if !self.clients.is_trusted_proxy(peer.ip()) {
-                return crate::config::canonical_ip(peer.ip());
-            }
-            self.clients.resolve(
-                peer.ip(),
-                request.headers().get("X-Forwarded-For"),
-                request.headers().get_one("X-Real-IP"),
-            )
-        });
-        if let Some((metrics_path, access)) = &self.metrics {
-            if path == metrics_path.as_str() {
-                let authorization = request.headers().get_one("Authorization");
-                return access.check(client, authorization);
-            }
-        }
-        match (&self.policy, client) {
-            (Some(policy), Some(client)) => policy.check(client),
+        };
+        match self.clients.of(request) {
+            Some(client) => policy.check(client),
             // Without a peer address (only Rocket's local test client) there is nothing to
             // key a deny list or rate limit on.
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -113,10 +89,7 @@ impl Gatekeeper {
 /// Answers a refused request; a direct request for this path was not refused and gets 404.
 #[rocket::get("/__babylon/blocked")]
 fn blocked(request_record: BlockedRecord) -> JsonError {
-    let reason = request_record.0;
-    let mut error = JsonError::new(reason.status(), reason.label(), reason.message());
-    error.retry_after_secs = reason.retry_after_secs();
-    error
+    JsonError::from(request_record.0)
 }
 
 struct BlockedRecord(super::BlockReason);

@@ -5,6 +5,10 @@
 //! - [`gatekeeper`] applies verdicts to Rocket requests: a refused request is re-routed to a
 //!   handler that answers with a JSON error, so the handler it asked for never runs.
 //!
+//! Who may read metrics is not decided here but where metrics are served
+//! ([`crate::metrics::MetricsAccess`], checked by the metrics route and the export
+//! listener), so that every spelling of the path the router sends there is checked.
+//!
 //! Every refusal carries a [`BlockReason`], the `reason` label of
 //! `api_requests_blocked_total`.
 
@@ -16,6 +20,8 @@ mod rate_limit;
 use std::time::Duration;
 
 use rocket::http::Status;
+
+use crate::api::error::JsonError;
 
 pub use client::ClientAddr;
 pub use gatekeeper::Gatekeeper;
@@ -79,6 +85,16 @@ impl BlockReason {
                 Some(secs.max(1))
             }
             _ => None,
+        }
+    }
+}
+
+impl From<BlockReason> for JsonError {
+    fn from(reason: BlockReason) -> JsonError {
+        let error = JsonError::new(reason.status(), reason.label(), reason.message());
+        match reason.retry_after_secs() {
+            Some(secs) => error.retry_after(secs),
+            None => error,
         }
     }
 }

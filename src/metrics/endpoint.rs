@@ -1,24 +1,52 @@
-//! The metrics route on the main port. Who may read it is decided earlier, by the
-//! blocking fairing, with the same [`super::MetricsAccess`] as the export listener.
+//! The metrics route on the main port, which checks who may read metrics itself, with the
+//! same [`MetricsAccess`] as the export listener.
+//!
+//! The check lives in the handler rather than in a fairing that compares the request's
+//! path with `metrics.path`: the router sends many spellings of that path here
+//! (`/%6Detrics`, `//metrics`, `/metrics/`, …), and whatever reaches the handler is
+//! checked. A refusal is noted in the request's record, so `api_requests_blocked_total`
+//! counts it and the HTTP families label it `<blocked>`.
 
 use rocket::http::{ContentType, Method};
 use rocket::route::{Handler, Outcome};
 use rocket::{Data, Request, Route};
 
-use super::{Metrics, TEXT_CONTENT_TYPE};
+use super::{Metrics, MetricsAccess, TEXT_CONTENT_TYPE};
+use crate::api::error::JsonError;
+use crate::blocking::ClientAddr;
+use crate::request_record::RequestRecord;
 
-/// The route serving `metrics` at `path`.
-pub fn route(path: &str, metrics: Metrics) -> Route {
-    Route::new(Method::Get, path, MetricsHandler(metrics))
+/// The route serving `metrics` at `path` to the clients `access` lets in.
+pub fn route(path: &str, metrics: Metrics, access: MetricsAccess, clients: ClientAddr) -> Route {
+    Route::new(
+        Method::Get,
+        path,
+        MetricsHandler {
+            metrics,
+            access,
+            clients,
+        },
+    )
 }
 
 #[derive(Clone)]
-struct MetricsHandler(Metrics);
+struct MetricsHandler {
+    metrics: Metrics,
+    access: MetricsAccess,
+    /// Finds the client behind a trusted proxy, as the blocking policy does.
+    clients: ClientAddr,
+}
 
 #[rocket::async_trait]
 impl Handler for MetricsHandler {
     async fn handle<'r>(&self, request: &'r Request<'_>, _: Data<'r>) -> Outcome<'r> {
+        let client = self.clients.of(request);
+        let authorization = request.headers().get_one("Authorization");
+        if let Err(reason) = self.access.check(client, authorization) {
+            RequestRecord::of(request).set_blocked(reason);
+            return Outcome::from(request, JsonError::from(reason));
+        }
         let content_type = ContentType::parse_flexible(TEXT_CONTENT_TYPE).expect("valid constant");
-        Outcome::from(request, (content_type, self.0.render()))
+        Outcome::from(request, (content_type, self.metrics.render()))
     }
 }

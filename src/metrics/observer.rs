@@ -22,8 +22,10 @@ pub struct HttpObserver {
     metrics: Metrics,
     /// Decides whether an `X-Forwarded-Proto` header is believed.
     clients: ClientAddr,
-    /// Paths whose requests are not observed (the metrics path unless scrapes count).
-    skip_exact: Option<String>,
+    /// The segments of the metrics path, whose requests are not observed unless scrapes
+    /// count.
+    skip_exact: Option<Vec<String>>,
+    /// `metrics.exclude_paths`.
     skip_prefixes: Vec<String>,
 }
 
@@ -32,7 +34,13 @@ impl HttpObserver {
         HttpObserver {
             metrics,
             clients,
-            skip_exact: (!settings.count_scrapes).then(|| settings.path.as_str().to_string()),
+            skip_exact: (!settings.count_scrapes).then(|| {
+                let path = settings.path.as_str();
+                path.split('/')
+                    .filter(|segment| !segment.is_empty())
+                    .map(String::from)
+                    .collect()
+            }),
             skip_prefixes: settings.exclude_paths.clone(),
         }
     }
@@ -56,17 +64,27 @@ impl HttpObserver {
         }
     }
 
-    fn observes(&self, path: &str) -> bool {
-        self.skip_exact.as_deref() != Some(path)
+    /// Whether `request` is recorded. Decided on the path as the router matches it (the
+    /// decoded, non-empty segments), so `/%6Detrics` or `//metrics` is the scrape that
+    /// `/metrics` is, not another request.
+    fn observes(&self, request: &Request<'_>) -> bool {
+        if self.skip_exact.is_none() && self.skip_prefixes.is_empty() {
+            return true;
+        }
+        let segments = request.uri().path().segments();
+        let is_scrape = self.skip_exact.as_ref().is_some_and(|exact| {
+            exact.len() == segments.len() && exact.iter().zip(segments.clone()).all(|(a, b)| a == b)
+        });
+        !is_scrape
             && !self
                 .skip_prefixes
                 .iter()
-                .any(|prefix| path.starts_with(prefix.as_str()))
+                .any(|prefix| routed_path_starts_with(segments.clone(), prefix))
     }
 
-    /// Starts observing a request that has just arrived at `path`, unless it is excluded.
-    pub fn arrive(&self, request: &Request<'_>, path: &str) {
-        if !self.observes(path) {
+    /// Starts observing a request that has just arrived, unless it is excluded.
+    pub fn arrive(&self, request: &Request<'_>) {
+        if !self.observes(request) {
             return;
         }
         let arrival = Arrival {
@@ -124,6 +142,31 @@ impl HttpObserver {
     }
 }
 
+/// Whether the path the router sees, `/` and the decoded segments joined by `/`, starts
+/// with `prefix` (which starts with `/`); without building that path.
+fn routed_path_starts_with<'a>(segments: impl IntoIterator<Item = &'a str>, prefix: &str) -> bool {
+    let mut rest = prefix;
+    let mut any_segment = false;
+    for segment in segments {
+        any_segment = true;
+        if rest.is_empty() {
+            return true;
+        }
+        let Some(after_slash) = rest.strip_prefix('/') else {
+            return false;
+        };
+        if after_slash.len() <= segment.len() {
+            return segment.starts_with(after_slash);
+        }
+        match after_slash.strip_prefix(segment) {
+            Some(after_segment) => rest = after_segment,
+            None => return false,
+        }
+    }
+    // The root path is "/", the only routed path that ends in a slash.
+    rest.is_empty() || (!any_segment && rest == "/")
+}
+
 /// Replaces a streamed body by one that counts what is actually sent and observes the
 /// count when the stream is dropped (finished, or abandoned by the client).
 fn count_streamed_body(response: &mut Response<'_>, histogram: HistogramFamily) {
@@ -157,5 +200,27 @@ impl<B: AsyncRead + Unpin> AsyncRead for CountingBody<B> {
 impl<B> Drop for CountingBody<B> {
     fn drop(&mut self) {
         self.histogram.observe(self.sent as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::routed_path_starts_with;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The same answer as building the path and asking `str::starts_with`.
+        #[test]
+        fn prefix_of_the_routed_path(
+            segments in proptest::collection::vec("[a-c/]{1,3}", 0..4),
+            prefix in "/[a-c/]{0,6}",
+        ) {
+            let path = format!("/{}", segments.join("/"));
+            prop_assert_eq!(
+                routed_path_starts_with(segments.iter().map(String::as_str), &prefix),
+                path.starts_with(&prefix),
+                "path {:?}, prefix {:?}", path, prefix
+            );
+        }
     }
 }
