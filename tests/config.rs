@@ -218,3 +218,69 @@ fn the_metrics_token_never_appears_in_debug_output() {
     assert!(!debug.contains("s3cr3t-t0ken"), "{debug}");
     assert!(debug.contains("<redacted>"));
 }
+
+/// Every text a database URL with this password can end up in: its `Display` and
+/// `Debug`, the refusal of the URL, and the refusal or `Debug` of the whole settings.
+fn every_output_of(url: &str) -> Vec<String> {
+    let mut outputs = Vec::new();
+    match babylon::db::DatabaseUrl::parse(url, None) {
+        Ok(parsed) => {
+            outputs.push(parsed.to_string());
+            outputs.push(format!("{parsed:?}"));
+        }
+        Err(problem) => outputs.push(problem),
+    }
+    match babylon::App::from_figment(settings(json!({ "databases": { "main": { "url": url } } }))) {
+        Ok(app) => outputs.push(format!("{:?}", app.settings())),
+        Err(error) => {
+            outputs.push(error.to_string());
+            outputs.push(format!("{error:?}"));
+        }
+    }
+    outputs
+}
+
+/// `text` with every byte but ASCII letters and digits percent-encoded.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+use proptest::strategy::Strategy as _;
+
+proptest::proptest! {
+    /// No generated password, written raw or percent-encoded, shows in any output. Every
+    /// character of the password is preceded by a `Q`, which nothing else in these outputs
+    /// contains: a leak of any two consecutive characters of it shows a `Q`.
+    #[test]
+    fn no_database_password_appears_in_any_output(
+        characters in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::char::range('a', 'z'),
+                proptest::char::range('0', '9'),
+                proptest::sample::select(vec!['/', '?', '#', ':', '%', ' ', '[', ']', 'é', '€', '\\']),
+            ],
+            1..12,
+        ),
+        user in "[a-z]{1,8}",
+        port in proptest::prop_oneof![proptest::strategy::Just(String::new()), (1u16..=65535).prop_map(|p| format!(":{p}"))],
+    ) {
+        let password: String = characters.iter().flat_map(|c| ['Q', *c]).collect();
+        for written in [password.clone(), percent_encoded(&password)] {
+            let url = format!("postgres://{user}:{written}@db.example{port}/app");
+            for output in every_output_of(&url) {
+                proptest::prop_assert!(
+                    !output.contains('Q') && !output.contains("%51"),
+                    "{url} shows its password in {output:?}"
+                );
+            }
+        }
+    }
+}

@@ -103,25 +103,37 @@ fn release_profile_serves_metrics_on_the_export_port_only() {
 fn unreachable_database_at_start_up_names_the_setting_and_hides_the_password() {
     let (_reserved, closed) = refusing_port();
     let ports = PortBlock::reserve(1);
-    let mut command = command(&ports);
-    command
-        .env(
-            "BABYLON_DATABASES__MAIN__URL",
-            format!("postgres://app:hunter2@127.0.0.1:{closed}/app"),
-        )
-        .env("BABYLON_DATABASES__MAIN__CONNECT_TIMEOUT", "1");
-    let output = command.output().unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(
-        all.contains("databases.main.url") && all.contains("Connection refused"),
-        "{all}"
-    );
-    assert!(!all.contains("hunter2"), "the password leaked: {all}");
+    // Raw, a `/` or `#` ends the URL's authority early: the password must still not show.
+    for (password, secret) in [
+        ("hunter2", "hunter2"),
+        ("hunt%2Fer%40%3F", "hunt%2Fer%40%3F"),
+        ("pa/ss", "pa/ss"),
+        ("12/word", "12/word"),
+        ("se#cret", "se#cret"),
+    ] {
+        let mut command = command(&ports);
+        command
+            .env(
+                "BABYLON_DATABASES__MAIN__URL",
+                format!("postgres://app:{password}@127.0.0.1:{closed}/app"),
+            )
+            .env("BABYLON_DATABASES__MAIN__CONNECT_TIMEOUT", "1");
+        let output = command.output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!all.contains(secret), "the password {secret} leaked: {all}");
+        assert!(all.contains("databases.main.url"), "{all}");
+        if password.contains(['/', '#']) {
+            // Refused as a setting, before anything connects.
+            assert_eq!(output.status.code(), Some(2), "{all}");
+        } else {
+            assert_eq!(output.status.code(), Some(1), "{all}");
+            assert!(all.contains("Connection refused"), "{all}");
+        }
+    }
 }
 
 #[test]

@@ -42,12 +42,18 @@ impl DatabaseUrl {
         let text = text.trim();
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             // What sqlx will parse at connect time; refusing it here names the setting.
-            url::Url::parse(text).map_err(|error| {
-                format!(
-                    "`{}` is not a valid URL ({error}); expected postgres://user:password@host:5432/dbname, with any of / ? # @ : % in the password written as %2F %3F %23 %40 %3A %25",
-                    redact(text)
-                )
+            let hint = "expected postgres://user:password@host:5432/dbname, with any of / ? # @ : % in the password written as %2F %3F %23 %40 %3A %25";
+            let parsed = url::Url::parse(text).map_err(|error| {
+                format!("`{}` is not a valid URL ({error}); {hint}", redact(text))
             })?;
+            if parsed.path().contains('@') || parsed.query().is_some_and(|q| q.contains('@')) {
+                // `user:12/x@host` parses, as host `user` and port 12: a raw `/` in the
+                // password, whose rest then shows up as the database name.
+                return Err(format!(
+                    "`{}` has an `@` after the host, so a character of the password ended the host early; {hint}",
+                    redact(text)
+                ));
+            }
             return Ok(DatabaseUrl {
                 vendor: Vendor::Postgresql,
                 url: text.to_string(),
@@ -113,19 +119,28 @@ impl fmt::Debug for DatabaseUrl {
 }
 
 /// The URL with its password replaced by `***`: `postgres://user:secret@host/db` ->
-/// `postgres://user:***@host/db`. A text the URL parser refuses keeps only what follows
-/// its last `@` (`postgres://***@host/db`), since where its password ends is unknown.
+/// `postgres://user:***@host/db`. Where the grammar cannot tell where a password ends —
+/// a text the URL parser refuses, or one with an `@` after its authority, as when a raw
+/// `/` in the password made the parser end the authority early (`user:12/xy@host` reads
+/// as host `user`, port 12) — only what follows the last `@` is kept:
+/// `postgres://***@host/db`.
 pub(crate) fn redact(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
-                // A URL that cannot hold credentials cannot have parsed with a password.
-                return over_redacted(text);
-            }
-            parsed.to_string()
-        }
-        Err(_) => over_redacted(text),
+    let Ok(mut parsed) = url::Url::parse(text) else {
+        return over_redacted(text);
+    };
+    let after_authority = [
+        parsed.path(),
+        parsed.query().unwrap_or(""),
+        parsed.fragment().unwrap_or(""),
+    ];
+    if after_authority.iter().any(|part| part.contains('@')) {
+        return over_redacted(text);
     }
+    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+        // A URL that cannot hold credentials cannot have parsed with a password.
+        return over_redacted(text);
+    }
+    parsed.to_string()
 }
 
 fn over_redacted(text: &str) -> String {
@@ -176,6 +191,13 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("postgres://***@host/db"), "{error}");
+        // A numeric start makes it parse as host `user`, port 12: refused, and hidden.
+        let error = DatabaseUrl::parse("postgres://user:12/xy@host/db", None).unwrap_err();
+        assert!(!error.contains("12/xy"), "{error}");
+        assert_eq!(
+            redact("postgres://user:12/xy@host/db"),
+            "postgres://***@host/db"
+        );
         // Percent-encoded it parses, and only the password is replaced.
         let url = DatabaseUrl::parse("postgres://user:pa%2Fss@host/db", None).unwrap();
         assert_eq!(url.to_string(), "postgres://user:***@host/db");
