@@ -14,6 +14,7 @@ pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod request_record;
+pub mod routing;
 
 /// The `prometheus` crate as rocket_prometheus re-exports it, so that application code
 /// registering custom families uses the very version our registry is built on.
@@ -86,7 +87,13 @@ impl App {
         } = &self.settings;
         let metrics = Metrics::new(metrics_settings)?;
         let clients = ClientAddr::new(blocking.trusted_proxies.clone());
-        let policy = blocking.enabled.then(|| Policy::new(blocking));
+        let policy = blocking
+            .enabled
+            .then(|| std::sync::Arc::new(Policy::new(blocking)));
+        if let Some(policy) = policy.as_ref().filter(|p| p.rate_limiter().is_some()) {
+            let collector = metrics::rate_limit::RateLimitCollector::new(policy.clone())?;
+            metrics.registry().register(Box::new(collector))?;
+        }
         let access = MetricsAccess::new(&metrics_settings.export);
         let path = metrics_settings.path.as_str();
 
@@ -115,9 +122,12 @@ impl App {
         let observer = metrics_settings
             .enabled
             .then(|| HttpObserver::new(metrics.clone(), clients.clone(), metrics_settings));
+        // The metrics route checks its readers itself; the policy leaves scrapes to it, so
+        // that a flood that fills the rate limiter cannot hide itself by refusing scrapes.
+        let scrapes = on_main_port.then(|| routing::RoutedPath::new(path));
         rocket = rocket.attach(RequestPipeline::new(
             observer,
-            Gatekeeper::new(clients.clone(), policy),
+            Gatekeeper::new(clients.clone(), policy, scrapes),
         ));
 
         let mut export_port = None;

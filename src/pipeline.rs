@@ -83,8 +83,9 @@ mod tests {
     }
 
     fn gatekeeper(blocking: bool) -> Gatekeeper {
-        let policy = blocking.then(|| Policy::new(&BlockingSettings::default()));
-        Gatekeeper::new(ClientAddr::default(), policy)
+        let policy =
+            blocking.then(|| std::sync::Arc::new(Policy::new(&BlockingSettings::default())));
+        Gatekeeper::new(ClientAddr::default(), policy, None)
     }
 
     fn kind(pipeline: RequestPipeline) -> Kind {

@@ -193,3 +193,68 @@ fn invalid_bodies_get_422_naming_the_field_and_oversized_bodies_413() {
     assert_eq!(response.status(), Status::UnsupportedMediaType);
     assert_eq!(item_count(&client), 0);
 }
+
+/// Requests from `peers`, one each; how many got through.
+fn allowed(client: &rocket::local::blocking::Client, peers: impl Iterator<Item = String>) -> usize {
+    peers
+        .filter(|peer| from(client.get("/api/live"), peer).dispatch().status() == Status::Ok)
+        .count()
+}
+
+#[test]
+fn an_ipv6_client_rotating_addresses_in_its_subnet_is_limited_as_one() {
+    let limit = json!({ "per_second": 1, "burst": 5 });
+    let client = client(json!({ "blocking": { "rate_limit": limit } }));
+    // 200 addresses of one /64, as any IPv6 host may use.
+    let one_subnet = (0..200u32).map(|n| format!("2001:db8:1:2:{:x}:{:x}::1", n >> 8, n & 0xff));
+    assert_eq!(allowed(&client, one_subnet), 5, "one burst for the /64");
+    assert_eq!(
+        allowed(&client, std::iter::once("2001:db8:1:3::1".into())),
+        1,
+        "another /64"
+    );
+    // IPv4 written as IPv4-mapped IPv6 is the IPv4 client.
+    assert_eq!(allowed(&client, (0..6).map(|_| "192.0.2.9".to_string())), 5);
+    assert_eq!(
+        allowed(&client, std::iter::once("::ffff:192.0.2.9".into())),
+        0
+    );
+    let text = scrape(&client);
+    assert_eq!(
+        sample(
+            &text,
+            r#"api_requests_blocked_total{reason="rate_limited"}"#
+        ),
+        Some(197.0)
+    );
+
+    // With a /128 prefix every address is a client of its own.
+    let limit = json!({ "per_second": 1, "burst": 5, "ipv6_prefix": 128 });
+    let client = common::client(json!({ "blocking": { "rate_limit": limit } }));
+    let one_subnet = (0..20u32).map(|n| format!("2001:db8:1:2::{n:x}"));
+    assert_eq!(allowed(&client, one_subnet), 20);
+}
+
+#[test]
+fn a_flood_of_distinct_clients_stays_within_max_clients() {
+    let limit = json!({ "per_second": 1, "burst": 2, "max_clients": 50 });
+    let client = client(json!({ "blocking": { "rate_limit": limit } }));
+    let flood = (0..2000u32).map(|n| format!("2001:db8:{:x}:{:x}::1", n >> 8, n & 0xff));
+    let through = allowed(&client, flood);
+    // 50 clients with a burst of 2 each; the other 1,950 share one bucket of 2.
+    assert_eq!(through, 50 + 2);
+    let text = scrape(&client);
+    assert_eq!(
+        sample(&text, "api_rate_limit_clients"),
+        Some(51.0),
+        "50 clients and the shared bucket"
+    );
+    assert_eq!(sample(&text, "api_rate_limit_overflow_total"), Some(1950.0));
+    // A client tracked before the map filled keeps its own budget.
+    let early = "2001:db8:0:0::1".to_string();
+    assert_eq!(
+        allowed(&client, std::iter::once(early)),
+        1,
+        "its second request"
+    );
+}

@@ -17,6 +17,24 @@ fn error_of(overrides: Value) -> String {
 fn wrong_values_name_the_key_and_the_problem() {
     let cases = [
         (
+            json!({ "blocking": { "rate_limit": { "per_second": 1, "burst": 1, "ipv6_prefix": 0 } } }),
+            [
+                "blocking.rate_limit.ipv6_prefix",
+                "not an IPv6 prefix length",
+            ],
+        ),
+        (
+            json!({ "blocking": { "rate_limit": { "per_second": 1, "burst": 1, "ipv6_prefix": 129 } } }),
+            [
+                "blocking.rate_limit.ipv6_prefix",
+                "not an IPv6 prefix length",
+            ],
+        ),
+        (
+            json!({ "blocking": { "rate_limit": { "per_second": 1, "burst": 1, "max_clients": 0 } } }),
+            ["blocking.rate_limit.max_clients", "nonzero"],
+        ),
+        (
             json!({ "metrics": { "export": { "port_range": "9010-9001" } } }),
             ["metrics.export.port_range", "reversed"],
         ),

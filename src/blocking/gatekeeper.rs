@@ -1,7 +1,8 @@
 //! The Rocket side of blocking: the gatekeeper asks the policy about each request and
-//! re-routes refused ones. It is driven by [`crate::pipeline::RequestPipeline`]. It makes
-//! no decision on the request's path: the path is not routed yet, and the raw string can
-//! be spelt many ways that reach one route.
+//! re-routes refused ones. It is driven by [`crate::pipeline::RequestPipeline`]. Scrapes of
+//! the main port's metrics route are left to that route, which checks the metrics
+//! allow-list and token itself; which requests are scrapes is decided on the path as the
+//! router matches it ([`crate::routing`]), never on the raw string.
 //!
 //! Rocket 0.5 fairings cannot answer a request themselves, so a refused request is
 //! rewritten to [`BLOCKED_PATH`], whose only route answers with the JSON error. The handler
@@ -17,6 +18,7 @@ use rocket::{Orbit, Request, Rocket, Route};
 use super::{ClientAddr, Policy};
 use crate::api::error::JsonError;
 use crate::request_record::RequestRecord;
+use crate::routing::RoutedPath;
 
 /// Where refused requests are sent. Requests for it that were not refused get a 404.
 pub const BLOCKED_PATH: &str = "/__babylon/blocked";
@@ -27,13 +29,21 @@ const FORGET_IDLE_CLIENTS_EVERY: Duration = Duration::from_secs(60);
 pub struct Gatekeeper {
     clients: ClientAddr,
     policy: Option<Arc<Policy>>,
+    /// The metrics path, when this port serves metrics: its requests are the metrics
+    /// route's to judge.
+    scrapes: Option<RoutedPath>,
 }
 
 impl Gatekeeper {
-    pub fn new(clients: ClientAddr, policy: Option<Policy>) -> Self {
+    pub fn new(
+        clients: ClientAddr,
+        policy: Option<Arc<Policy>>,
+        scrapes: Option<RoutedPath>,
+    ) -> Self {
         Gatekeeper {
             clients,
-            policy: policy.map(Arc::new),
+            policy,
+            scrapes,
         }
     }
 
@@ -48,6 +58,13 @@ impl Gatekeeper {
         let Some(policy) = &self.policy else {
             return Ok(());
         };
+        if self
+            .scrapes
+            .as_ref()
+            .is_some_and(|path| path.matches(request))
+        {
+            return Ok(());
+        }
         match self.clients.of(request) {
             Some(client) => policy.check(client),
             // Without a peer address (only Rocket's local test client) there is nothing to

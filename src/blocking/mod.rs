@@ -15,7 +15,7 @@
 pub mod client;
 pub mod gatekeeper;
 pub mod policy;
-mod rate_limit;
+pub mod rate_limit;
 
 use std::time::Duration;
 

@@ -38,6 +38,11 @@ impl Policy {
             limiter.forget_idle_clients();
         }
     }
+
+    /// The rate limiter, when there is a rate limit (its state is exported as metrics).
+    pub fn rate_limiter(&self) -> Option<&ClientRateLimiter> {
+        self.rate_limit.as_ref()
+    }
 }
 
 #[cfg(test)]
@@ -55,6 +60,8 @@ mod tests {
             rate_limit: Some(RateLimitSettings {
                 per_second: NonZeroU32::new(1).unwrap(),
                 burst: NonZeroU32::new(2).unwrap(),
+                ipv6_prefix: crate::config::Ipv6Prefix::SUBNET,
+                max_clients: std::num::NonZeroUsize::new(100).unwrap(),
             }),
             ..BlockingSettings::default()
         }

@@ -1,39 +1,268 @@
-//! Per-client-IP rate limiting: governor's keyed GCRA limiter (a token bucket without a
-//! timer per key), whose state map is sharded so that clients do not contend on one lock.
+//! Per-client rate limiting: governor's keyed GCRA limiter (a token bucket without a timer
+//! per key) over a state map with a bound.
+//!
+//! - **Who is one client.** An IPv4 address, or an IPv6 prefix (`ipv6_prefix`, /64 by
+//!   default): anyone on IPv6 holds at least a /64, and keyed by whole addresses could
+//!   rotate through 2^64 of them, each with a fresh budget. IPv4-mapped IPv6 addresses
+//!   count as the IPv4 address they carry.
+//! - **A bound on memory.** Every client tracked takes an entry, so a flood of distinct
+//!   clients (distinct /64s are cheap too) would grow the map until the next sweep. At
+//!   `max_clients` entries, clients not yet tracked share one extra bucket (the overflow
+//!   bucket) instead of getting entries of their own: they are limited together, which is
+//!   stricter, never looser; clients already tracked keep their own. Every request keyed
+//!   to the overflow bucket is counted, and the map is swept of idle clients (at most once
+//!   a second while full) to make room again.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DefaultKeyedStateStore, ShrinkableKeyedStateStore};
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::config::RateLimitSettings;
+use crate::config::{canonical_ip, Ipv6Prefix, RateLimitSettings};
+
+/// What the limiter keys a bucket on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ClientKey {
+    /// An IPv4 address, or an IPv6 address cut to the configured prefix.
+    Client(IpAddr),
+    /// The bucket that clients share once the map holds `max_clients` others.
+    Overflow,
+}
+
+impl ClientKey {
+    /// The key of `address`: IPv4 (mapped or not) whole, IPv6 cut to `prefix`.
+    pub(crate) fn of(address: IpAddr, prefix: Ipv6Prefix) -> ClientKey {
+        ClientKey::Client(match canonical_ip(address) {
+            IpAddr::V6(v6) => IpAddr::V6(prefix.of(v6)),
+            v4 => v4,
+        })
+    }
+}
+
+/// How often, at most, a full map is swept of idle clients to make room.
+const SWEEP_WHEN_FULL_EVERY: Duration = Duration::from_secs(1);
+
+/// governor's sharded map, holding at most `max_clients` clients plus the overflow bucket.
+struct BoundedStore {
+    map: DefaultKeyedStateStore<ClientKey>,
+    max_clients: usize,
+    /// Entries in `map` (the overflow bucket included); made exact again by every sweep.
+    entries: AtomicUsize,
+    /// Requests keyed to the overflow bucket (shared with the limiter, which governor
+    /// does not let read its store).
+    overflowed: Arc<AtomicU64>,
+}
+
+impl StateStore for BoundedStore {
+    type Key = ClientKey;
+
+    fn measure_and_replace<T, F, E>(&self, key: &ClientKey, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if self.map.contains_key(key) {
+            return self.map.measure_and_replace(key, f);
+        }
+        // A new client. Counted before it is inserted, so that racing inserts cannot
+        // together pass the bound.
+        if self.entries.fetch_add(1, Ordering::Relaxed) < self.max_clients {
+            return self.map.measure_and_replace(key, f);
+        }
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+        if !self.map.contains_key(&ClientKey::Overflow) {
+            // The overflow bucket is the one entry allowed beyond the bound.
+            self.entries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.map.measure_and_replace(&ClientKey::Overflow, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<ClientKey> for BoundedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.map.retain_recent(drop_below);
+        self.entries.store(self.map.len(), Ordering::Relaxed);
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.map);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
 
 pub struct ClientRateLimiter {
-    limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+    limiter: RateLimiter<ClientKey, BoundedStore, DefaultClock>,
     clock: DefaultClock,
+    ipv6_prefix: Ipv6Prefix,
+    overflowed: Arc<AtomicU64>,
+    /// When a full map was last swept.
+    last_sweep_when_full: Mutex<Option<Instant>>,
 }
 
 impl ClientRateLimiter {
     pub fn new(settings: RateLimitSettings) -> Self {
         let quota = Quota::per_second(settings.per_second).allow_burst(settings.burst);
+        Self::with_quota(quota, settings.ipv6_prefix, settings.max_clients.get())
+    }
+
+    fn with_quota(quota: Quota, ipv6_prefix: Ipv6Prefix, max_clients: usize) -> Self {
+        let overflowed = Arc::new(AtomicU64::new(0));
+        let store = BoundedStore {
+            map: DefaultKeyedStateStore::default(),
+            max_clients,
+            entries: AtomicUsize::new(0),
+            overflowed: overflowed.clone(),
+        };
+        let clock = DefaultClock::default();
         ClientRateLimiter {
-            limiter: RateLimiter::keyed(quota),
-            clock: DefaultClock::default(),
+            limiter: RateLimiter::new(quota, store, clock.clone()),
+            clock,
+            ipv6_prefix,
+            overflowed,
+            last_sweep_when_full: Mutex::new(None),
         }
     }
 
     /// `Ok` if `client` may send a request now, else how long until it may.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&client)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        let key = ClientKey::of(client, self.ipv6_prefix);
+        let overflowed_before = self.overflowed();
+        let verdict = self
+            .limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()));
+        if self.overflowed() != overflowed_before {
+            self.sweep_when_full();
+        }
+        verdict
     }
 
-    /// Forgets clients whose buckets are full again, so the map does not grow without bound.
+    /// Forgets clients whose buckets are full again, so the map does not keep them.
     pub fn forget_idle_clients(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+
+    /// Clients (and the overflow bucket, once used) the limiter tracks now.
+    pub fn clients(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// Requests keyed to the shared overflow bucket since start.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    fn sweep_when_full(&self) {
+        let mut last = match self.last_sweep_when_full.try_lock() {
+            Ok(last) => last,
+            // Another request is sweeping right now.
+            Err(_) => return,
+        };
+        if last.is_some_and(|at| at.elapsed() < SWEEP_WHEN_FULL_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.limiter.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::num::NonZeroU32;
+
+    fn limiter(burst: u32, max_clients: usize) -> ClientRateLimiter {
+        // One request an hour: no bucket refills, and no sweep forgets a client, however
+        // slowly a test runs.
+        let quota = Quota::per_hour(NonZeroU32::new(1).unwrap())
+            .allow_burst(NonZeroU32::new(burst).unwrap());
+        ClientRateLimiter::with_quota(quota, Ipv6Prefix::SUBNET, max_clients)
+    }
+
+    fn in_subnet(subnet: u64, host: u64) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from(
+            (u128::from(subnet) << 64) | u128::from(host),
+        ))
+    }
+
+    #[test]
+    fn keys_cut_ipv6_to_the_prefix_and_unmap_ipv4() {
+        let prefix = Ipv6Prefix::SUBNET;
+        assert_eq!(
+            ClientKey::of(in_subnet(7, 1), prefix),
+            ClientKey::of(in_subnet(7, u64::MAX), prefix)
+        );
+        assert_ne!(
+            ClientKey::of(in_subnet(7, 1), prefix),
+            ClientKey::of(in_subnet(8, 1), prefix)
+        );
+        let v4 = Ipv4Addr::new(198, 51, 100, 7);
+        assert_eq!(
+            ClientKey::of(IpAddr::V6(v4.to_ipv6_mapped()), prefix),
+            ClientKey::Client(IpAddr::V4(v4))
+        );
+    }
+
+    #[test]
+    fn a_flood_from_one_subnet_is_limited_as_one_client() {
+        let limiter = limiter(10, 1000);
+        let allowed = (0..10_000u64)
+            .filter(|host| limiter.check(in_subnet(42, host * 7919)).is_ok())
+            .count();
+        assert_eq!(allowed, 10, "one burst for the whole /64");
+        assert_eq!(limiter.clients(), 1);
+        assert!(
+            limiter.check(in_subnet(43, 1)).is_ok(),
+            "another /64 has its own"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_distinct_subnets_stays_within_the_bound() {
+        let max_clients = 1000;
+        let limiter = limiter(3, max_clients);
+        let flood = 100_000u64;
+        for subnet in 0..flood {
+            let _ = limiter.check(in_subnet(subnet, 1));
+            assert!(
+                limiter.clients() <= max_clients + 1,
+                "after subnet {subnet}"
+            );
+        }
+        assert_eq!(
+            limiter.clients(),
+            max_clients + 1,
+            "the bound and the overflow bucket"
+        );
+        assert_eq!(limiter.overflowed(), flood - max_clients as u64);
+        // A client tracked before the flood keeps its own budget.
+        let early = in_subnet(0, 1);
+        assert!(limiter.check(early).is_ok() && limiter.check(early).is_ok());
+        assert!(limiter.check(early).is_err(), "its burst of 3 is spent");
+        // New clients share the overflow bucket, which the flood has emptied.
+        assert!(limiter.check(in_subnet(flood + 1, 1)).is_err());
+    }
+
+    #[test]
+    fn state_per_client_is_small() {
+        // What the bound of `max_clients` costs: one map entry each (key and state), plus
+        // the map's own overhead of about one control byte per slot and spare capacity.
+        let entry = std::mem::size_of::<(ClientKey, governor::state::InMemoryState)>();
+        assert!(entry <= 32, "{entry} bytes");
     }
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::db::DatabaseUrl;
 
 pub use types::{
-    canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Namespace, PortRange, UrlPath,
+    canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Ipv6Prefix, Namespace, PortRange, UrlPath,
 };
 
 /// Prefix of the environment variables that override our settings.
@@ -292,7 +292,8 @@ impl Default for BlockingSettings {
     }
 }
 
-/// `blocking.rate_limit.*`: a token bucket per client IP.
+/// `blocking.rate_limit.*`: a token bucket per client: an IPv4 address, or an IPv6
+/// prefix.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
@@ -300,6 +301,26 @@ pub struct RateLimitSettings {
     pub per_second: NonZeroU32,
     /// Requests a client may send at once above the sustained rate.
     pub burst: NonZeroU32,
+    /// How many leading bits of an IPv6 address are one client (IPv4, and IPv4-mapped
+    /// IPv6, is always keyed by the whole address).
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: Ipv6Prefix,
+    /// Most clients the limiter tracks at once; beyond it, new clients share one bucket.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: std::num::NonZeroUsize,
+}
+
+impl RateLimitSettings {
+    /// `max_clients` when not set: about 5 MiB of limiter state.
+    pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
+}
+
+fn default_ipv6_prefix() -> Ipv6Prefix {
+    Ipv6Prefix::SUBNET
+}
+
+fn default_max_clients() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(RateLimitSettings::DEFAULT_MAX_CLIENTS).expect("nonzero")
 }
 
 /// A setting that stops start-up. The message names the key and what is wrong with it.

@@ -281,6 +281,42 @@ impl TryFrom<String> for UrlPath {
     }
 }
 
+/// How many leading bits of an IPv6 address name one client (`1..=128`). An IPv6 client
+/// is given at least a /64, so keying on whole addresses would let it rotate through 2^64
+/// of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Ipv6Prefix(u8);
+
+impl Ipv6Prefix {
+    /// The /64 every IPv6 subnet, and so every IPv6 client, has at least.
+    pub const SUBNET: Ipv6Prefix = Ipv6Prefix(64);
+
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The first `bits` bits of `address`, the rest zero.
+    pub fn of(self, address: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+        let mask = u128::MAX << (128 - u32::from(self.0));
+        std::net::Ipv6Addr::from(u128::from(address) & mask)
+    }
+}
+
+impl TryFrom<i64> for Ipv6Prefix {
+    type Error = String;
+
+    fn try_from(bits: i64) -> Result<Self, String> {
+        u8::try_from(bits)
+            .ok()
+            .filter(|bits| (1..=128).contains(bits))
+            .map(Ipv6Prefix)
+            .ok_or_else(|| {
+                format!("{bits} is not an IPv6 prefix length (1 to 128; 64 keys each /64 subnet as one client)")
+            })
+    }
+}
+
 /// A Prometheus metric name prefix: `[a-zA-Z_][a-zA-Z0-9_]*`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -417,6 +453,24 @@ mod tests {
             .parse::<Cidr>()
             .unwrap_err()
             .contains("not a CIDR block"));
+    }
+
+    #[test]
+    fn ipv6_prefixes_keep_their_leading_bits() {
+        let address: std::net::Ipv6Addr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(Ipv6Prefix::SUBNET.of(address).to_string(), "2001:db8:1:2::");
+        let prefix = Ipv6Prefix::try_from(48).unwrap();
+        assert_eq!(prefix.of(address).to_string(), "2001:db8:1::");
+        assert_eq!(Ipv6Prefix::try_from(128).unwrap().of(address), address);
+        assert_eq!(
+            Ipv6Prefix::try_from(1).unwrap().of(address).to_string(),
+            "::"
+        );
+        for bad in [0, 129, -1, 300] {
+            assert!(Ipv6Prefix::try_from(bad)
+                .unwrap_err()
+                .contains("not an IPv6 prefix length"));
+        }
     }
 
     #[test]

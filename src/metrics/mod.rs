@@ -11,7 +11,8 @@
 //! - [`access`]: who may read metrics,
 //! - [`exporter`]: the per-process export listener on a port of the range,
 //! - [`file_sd`]: the export target announced to Prometheus' file-based discovery,
-//! - [`endpoint`]: the metrics route on the main port.
+//! - [`endpoint`]: the metrics route on the main port,
+//! - [`rate_limit`]: the rate limiter's state.
 
 pub mod access;
 pub mod cardinality;
@@ -23,6 +24,7 @@ pub mod file_sd;
 pub mod observer;
 pub mod panics;
 pub mod per_request;
+pub mod rate_limit;
 pub mod sharded;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

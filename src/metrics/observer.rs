@@ -17,14 +17,14 @@ use super::Metrics;
 use crate::blocking::ClientAddr;
 use crate::config::MetricsSettings;
 use crate::request_record::{Arrival, RequestRecord};
+use crate::routing::{self, RoutedPath};
 
 pub struct HttpObserver {
     metrics: Metrics,
     /// Decides whether an `X-Forwarded-Proto` header is believed.
     clients: ClientAddr,
-    /// The segments of the metrics path, whose requests are not observed unless scrapes
-    /// count.
-    skip_exact: Option<Vec<String>>,
+    /// The metrics path, whose requests are not observed unless scrapes count.
+    skip_exact: Option<RoutedPath>,
     /// `metrics.exclude_paths`.
     skip_prefixes: Vec<String>,
 }
@@ -34,13 +34,7 @@ impl HttpObserver {
         HttpObserver {
             metrics,
             clients,
-            skip_exact: (!settings.count_scrapes).then(|| {
-                let path = settings.path.as_str();
-                path.split('/')
-                    .filter(|segment| !segment.is_empty())
-                    .map(String::from)
-                    .collect()
-            }),
+            skip_exact: (!settings.count_scrapes).then(|| RoutedPath::new(settings.path.as_str())),
             skip_prefixes: settings.exclude_paths.clone(),
         }
     }
@@ -71,15 +65,15 @@ impl HttpObserver {
         if self.skip_exact.is_none() && self.skip_prefixes.is_empty() {
             return true;
         }
-        let segments = request.uri().path().segments();
-        let is_scrape = self.skip_exact.as_ref().is_some_and(|exact| {
-            exact.len() == segments.len() && exact.iter().zip(segments.clone()).all(|(a, b)| a == b)
-        });
+        let is_scrape = self
+            .skip_exact
+            .as_ref()
+            .is_some_and(|path| path.matches(request));
         !is_scrape
             && !self
                 .skip_prefixes
                 .iter()
-                .any(|prefix| routed_path_starts_with(segments.clone(), prefix))
+                .any(|prefix| routing::starts_with(request, prefix))
     }
 
     /// Starts observing a request that has just arrived, unless it is excluded.
@@ -142,31 +136,6 @@ impl HttpObserver {
     }
 }
 
-/// Whether the path the router sees, `/` and the decoded segments joined by `/`, starts
-/// with `prefix` (which starts with `/`); without building that path.
-fn routed_path_starts_with<'a>(segments: impl IntoIterator<Item = &'a str>, prefix: &str) -> bool {
-    let mut rest = prefix;
-    let mut any_segment = false;
-    for segment in segments {
-        any_segment = true;
-        if rest.is_empty() {
-            return true;
-        }
-        let Some(after_slash) = rest.strip_prefix('/') else {
-            return false;
-        };
-        if after_slash.len() <= segment.len() {
-            return segment.starts_with(after_slash);
-        }
-        match after_slash.strip_prefix(segment) {
-            Some(after_segment) => rest = after_segment,
-            None => return false,
-        }
-    }
-    // The root path is "/", the only routed path that ends in a slash.
-    rest.is_empty() || (!any_segment && rest == "/")
-}
-
 /// Replaces a streamed body by one that counts what is actually sent and observes the
 /// count when the stream is dropped (finished, or abandoned by the client).
 fn count_streamed_body(response: &mut Response<'_>, histogram: HistogramFamily) {
@@ -200,27 +169,5 @@ impl<B: AsyncRead + Unpin> AsyncRead for CountingBody<B> {
 impl<B> Drop for CountingBody<B> {
     fn drop(&mut self) {
         self.histogram.observe(self.sent as f64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::routed_path_starts_with;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The same answer as building the path and asking `str::starts_with`.
-        #[test]
-        fn prefix_of_the_routed_path(
-            segments in proptest::collection::vec("[a-c/]{1,3}", 0..4),
-            prefix in "/[a-c/]{0,6}",
-        ) {
-            let path = format!("/{}", segments.join("/"));
-            prop_assert_eq!(
-                routed_path_starts_with(segments.iter().map(String::as_str), &prefix),
-                path.starts_with(&prefix),
-                "path {:?}, prefix {:?}", path, prefix
-            );
-        }
     }
 }
