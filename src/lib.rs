@@ -10,6 +10,7 @@ pub mod blocking;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

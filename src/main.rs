@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     if let Err(error) = babylon::memory::keep_pages_small() {
         eprintln!("babylon: warning: {error}");
     }
+
     rocket::execute(run())
 }
 
@@ -41,6 +42,12 @@ async fn run() -> ExitCode {
     if check_only {
         println!("babylon: configuration is valid");
         return ExitCode::SUCCESS;
+    }
+    // Before any listener or connection is opened: each needs a descriptor (src/limits.rs).
+    match babylon::limits::raise_open_files_limit() {
+        Ok(Some(raised)) => println!("babylon: {raised}"),
+        Ok(None) => {}
+        Err(error) => eprintln!("babylon: warning: {error}"),
     }
     let rocket = match app.rocket() {
         Ok(rocket) => rocket,

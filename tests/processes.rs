@@ -257,3 +257,75 @@ fn a_worker_restarted_right_after_serving_scrapes_gets_its_export_port_back() {
     let second = start(&ports);
     assert_eq!(second.export_port(), ports.first());
 }
+
+#[test]
+fn the_service_answers_while_more_idle_connections_are_open_than_its_soft_file_limit() {
+    // The test itself holds the connections, so it needs the room too.
+    babylon::limits::raise_open_files_limit().unwrap();
+    const SOFT_LIMIT: usize = 256;
+    let ports = PortBlock::reserve(1);
+    let worker_command = command(&ports);
+    let program = worker_command.get_program().to_owned();
+    // The worker starts with a soft limit of 256 (the hard one stays), as under a shell or
+    // service manager that keeps the traditional low soft limit.
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .arg("-c")
+        .arg(format!("ulimit -S -n {SOFT_LIMIT} && exec \"$0\""))
+        .arg(program);
+    for (key, value) in worker_command.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    shell
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let worker = start_command(shell);
+
+    // Idle connections: accepted, and never a byte sent.
+    let idle: Vec<std::net::TcpStream> = (0..SOFT_LIMIT * 3 / 2)
+        .map(|n| {
+            let address = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, worker.app_port));
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("idle connection {n} was not accepted: {e}"))
+        })
+        .collect();
+    for _ in 0..3 {
+        for (port, path) in [
+            (worker.app_port, "/api/health"),
+            (worker.export_port(), "/metrics"),
+        ] {
+            let answer = common::exchange(
+                port,
+                &format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n"),
+                Duration::from_secs(5),
+            );
+            assert!(
+                matches!(answer, common::Outcome::Complete { status: 200, .. }),
+                "{path} with {} idle connections: {answer:?}",
+                idle.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, text) = http_get(worker.export_port(), "/metrics");
+    let open_fds = sample(&text, "process_open_fds").unwrap();
+    assert!(
+        open_fds > SOFT_LIMIT as f64,
+        "the worker holds the idle connections: {open_fds} descriptors"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", worker.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft raised to hard: {limits}"
+    );
+    drop(idle);
+}

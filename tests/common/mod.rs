@@ -176,14 +176,15 @@ pub enum Outcome {
 }
 
 /// Sends one raw HTTP/1.0 `request` to `127.0.0.1:port` and reads the answer to the end,
-/// without panicking on a server that is gone: fault tests need to tell the cases apart.
-pub fn exchange(port: u16, request: &str) -> Outcome {
+/// waiting at most `patience` for each read, without panicking on a server that is gone:
+/// fault tests need to tell the cases apart.
+pub fn exchange(port: u16, request: &str, patience: std::time::Duration) -> Outcome {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)) else {
         return Outcome::Refused;
     };
     // A server that stops answering must not hang the test.
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let _ = stream.set_read_timeout(Some(patience));
     if stream.write_all(request.as_bytes()).is_err() {
         return Outcome::NoAnswer;
     }
@@ -221,6 +222,7 @@ pub fn post_json(port: u16, path: &str, body: &str) -> Outcome {
             "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
+        std::time::Duration::from_secs(60),
     )
 }
 
