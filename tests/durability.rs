@@ -5,6 +5,7 @@
 //! | fault | how it is produced |
 //! |---|---|
 //! | SQLite storage full, then space back | the database on a small tmpfs (real `ENOSPC` from the kernel, for the database, its WAL and its shm alike), two workers sharing it; then the tmpfs grows |
+//! | PostgreSQL storage full, then space back | a private cluster on a tmpfs, all but 4 MiB taken by a ballast file; then the ballast goes |
 //! | SQLite storage turned read-only under the service | the database on an ext4 image (loop device) mounted `errors=remount-ro`; ext4's `trigger_fs_error` makes the kernel remount it read-only with the files open, as after a disk error |
 //! | SIGKILL / SIGTERM during writes, SQLite and PostgreSQL | the worker killed under load, then a new one started on the same database |
 //! | PostgreSQL stopped and restarted under load | a private cluster stopped cleanly, or crashed (`-m immediate`), and started again |
@@ -490,6 +491,83 @@ fn postgres_down_under_load(crash: bool) {
         recovered.elapsed()
     );
     drop(service);
+}
+
+/// Bytes free on the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let df = tool("df").unwrap();
+    let out = run(&df, &["--output=avail", "-B1", path.to_str().unwrap()]);
+    out.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// A file of `bytes` zeros: space taken, until it is removed.
+fn ballast(path: &Path, bytes: u64) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn postgres_full_then_space_back_loses_no_acknowledged_write() {
+    if !root("the PostgreSQL storage-full test") {
+        return;
+    }
+    let Some(disk) = Tmpfs::mount("256M") else {
+        return;
+    };
+    let Some(cluster) = TempCluster::start_durable_in(disk.path()) else {
+        return;
+    };
+    // Leave the server a few MiB: its tables fill them.
+    let room = 4 << 20;
+    let ballast_file = disk.path().join("ballast");
+    ballast(&ballast_file, free_bytes(disk.path()).saturating_sub(room));
+    let ports = PortBlock::reserve(1);
+    let mut command = command(&ports);
+    command
+        .env("BABYLON_DATABASES__MAIN__URL", cluster.url("postgres"))
+        .env("BABYLON_DATABASES__MAIN__CONNECT_TIMEOUT", "2");
+    let service = start_command(command);
+    let writers = Writers::start(&run_id("pg-full"), &[service.app_port], 4, 100);
+    let filled = writers.wait_for(Duration::from_secs(120), |answers| failed(answers) >= 20);
+    assert!(
+        filled,
+        "the disk never filled: {:?}",
+        writers.ledger.answers()
+    );
+    let while_full = writers.ledger.answers();
+
+    std::fs::remove_file(&ballast_file).unwrap();
+    let acknowledged_when_full = writers.ledger.acknowledged();
+    let recovered = writers.wait_for(Duration::from_secs(90), |_| {
+        writers.ledger.acknowledged() >= acknowledged_when_full + 500
+    });
+    assert!(
+        recovered,
+        "writes did not work again: {:?}",
+        writers.ledger.answers()
+    );
+    let ledger = writers.stop();
+    let unexpected = failures_other_than(
+        &ledger.answers(),
+        &[(507, "storage_full"), (503, "database_unavailable")],
+    );
+    assert!(
+        unexpected.is_empty(),
+        "failures not named after their cause: {unexpected:?} of {:?}",
+        ledger.answers()
+    );
+    let tally = ledger.check(&stored_names(service.app_port), false);
+    eprintln!(
+        "PostgreSQL storage full, then space back: {tally}; answers while full {while_full:?}"
+    );
 }
 
 #[test]

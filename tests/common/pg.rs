@@ -230,17 +230,23 @@ impl TempCluster {
     /// are not installed. Built for speed: no fsync, and commits acknowledged before their
     /// WAL is written, so a crash of this server may lose acknowledged commits.
     pub fn start() -> Option<TempCluster> {
-        Self::start_with(false)
+        Self::start_with(false, &std::env::temp_dir())
     }
 
     /// Like [`Self::start`], but a commit is acknowledged only after its WAL is written
     /// (`synchronous_commit = on`): it survives [`Self::crash`]. (Still no fsync: nothing
     /// here survives a power loss, which no test can produce anyway.)
     pub fn start_durable() -> Option<TempCluster> {
-        Self::start_with(true)
+        Self::start_with(true, &std::env::temp_dir())
     }
 
-    fn start_with(durable: bool) -> Option<TempCluster> {
+    /// Like [`Self::start_durable`], with the cluster's files (data, WAL, log) inside
+    /// `parent`: a small file system, for a test that fills the server's storage.
+    pub fn start_durable_in(parent: &Path) -> Option<TempCluster> {
+        Self::start_with(true, parent)
+    }
+
+    fn start_with(durable: bool, parent: &Path) -> Option<TempCluster> {
         let Some(bin) = server_bin_dir() else {
             skip(
                 "PostgreSQL server programs (initdb, pg_ctl) are not installed \
@@ -252,7 +258,7 @@ impl TempCluster {
 
         let dir = tempfile::Builder::new()
             .prefix("babylon-pg-")
-            .tempdir_in(std::env::temp_dir())
+            .tempdir_in(parent)
             .expect("create a temp dir for the cluster");
         // The new directory is owned by our effective uid: that tells whether we are root.
         let run_as_postgres = dir.path().metadata().expect("stat temp dir").uid() == 0;
