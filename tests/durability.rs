@@ -191,13 +191,18 @@ fn health(port: u16) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(&body).unwrap())
 }
 
-/// Complete failure answers, as `(status, reason)`, besides those `allowed`.
-fn failures_other_than(answers: &Answers, allowed: &[(u16, &str)]) -> Vec<(u16, String)> {
-    answers
+/// Asserts that every complete failure answer was one of `allowed` (status, reason): a
+/// write that fails must say why, in the words the fault calls for.
+fn assert_failures_named(ledger: &common::ledger::Ledger, allowed: &[(u16, &str)]) {
+    let answers = ledger.answers();
+    let unexpected: Vec<&(u16, String)> = answers
         .keys()
         .filter(|(status, reason)| *status >= 300 && !allowed.contains(&(*status, reason.as_str())))
-        .cloned()
-        .collect()
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "failures other than {allowed:?}: {unexpected:?} of {answers:?}"
+    );
 }
 
 fn failed(answers: &Answers) -> usize {
@@ -270,12 +275,7 @@ fn sqlite_full_then_space_back_loses_no_acknowledged_write() {
         "{failed_after} writes failed after space came back: {:?}",
         ledger.answers()
     );
-    let unexpected = failures_other_than(&ledger.answers(), &[(507, "storage_full")]);
-    assert!(
-        unexpected.is_empty(),
-        "failures not named storage_full: {unexpected:?} of {:?}",
-        ledger.answers()
-    );
+    assert_failures_named(&ledger, &[(507, "storage_full")]);
     for worker in &workers {
         let (status, body) = health(worker.app_port);
         assert_eq!(status, 200, "health after recovery: {body}");
@@ -333,14 +333,9 @@ fn sqlite_turned_read_only_under_the_service_loses_no_acknowledged_write() {
     let (status, _) = http_get(service.app_port, "/api/items?per_page=5");
     assert_eq!(status, 200, "reads keep working on a read-only file system");
     let ledger = writers.stop();
-    let unexpected = failures_other_than(
-        &ledger.answers(),
+    assert_failures_named(
+        &ledger,
         &[(503, "storage_read_only"), (503, "storage_error")],
-    );
-    assert!(
-        unexpected.is_empty(),
-        "failures not named after the storage: {unexpected:?} of {:?}",
-        ledger.answers()
     );
 
     assert!(terminate(&mut service).success());
@@ -400,11 +395,7 @@ fn killed_under_load(label: &str, url: &str, signal: &str) {
         writers.ledger.acknowledged() >= before_restart + 200
     }));
     let ledger = writers.stop();
-    let unexpected = failures_other_than(&ledger.answers(), &[]);
-    assert!(
-        unexpected.is_empty(),
-        "answers other than 2xx: {unexpected:?}"
-    );
+    assert_failures_named(&ledger, &[]);
     let tally = ledger.check(&stored_names(restarted.app_port), true);
     eprintln!("{label}: SIG{signal} under load, restarted: {tally}");
 }
@@ -476,12 +467,7 @@ fn postgres_down_under_load(crash: bool) {
         writers.ledger.answers()
     );
     let ledger = writers.stop();
-    let unexpected = failures_other_than(&ledger.answers(), &[(503, "database_unavailable")]);
-    assert!(
-        unexpected.is_empty(),
-        "{unexpected:?} of {:?}",
-        ledger.answers()
-    );
+    assert_failures_named(&ledger, &[(503, "database_unavailable")]);
     // A commit whose answer was lost with the connection may be stored though answered
     // 503, so only the promise about 2xx answers is checked.
     let tally = ledger.check(&stored_names(service.app_port), false);
@@ -555,14 +541,9 @@ fn postgres_full_then_space_back_loses_no_acknowledged_write() {
         writers.ledger.answers()
     );
     let ledger = writers.stop();
-    let unexpected = failures_other_than(
-        &ledger.answers(),
+    assert_failures_named(
+        &ledger,
         &[(507, "storage_full"), (503, "database_unavailable")],
-    );
-    assert!(
-        unexpected.is_empty(),
-        "failures not named after their cause: {unexpected:?} of {:?}",
-        ledger.answers()
     );
     let tally = ledger.check(&stored_names(service.app_port), false);
     eprintln!(
