@@ -9,6 +9,7 @@
 //! | SQLite storage turned read-only under the service | the database on an ext4 image (loop device) mounted `errors=remount-ro`; ext4's `trigger_fs_error` makes the kernel remount it read-only with the files open, as after a disk error |
 //! | SIGKILL / SIGTERM during writes, SQLite and PostgreSQL | the worker killed under load, then a new one started on the same database |
 //! | PostgreSQL stopped and restarted under load | a private cluster stopped cleanly, or crashed (`-m immediate`), and started again |
+//! | PostgreSQL turned read-only under load | `default_transaction_read_only` switched on, then off, on a private cluster |
 //!
 //! Writers create items with names unique to the test and keep a ledger of the answers
 //! (`tests/common/ledger.rs`); what is stored is read back through the service's own API.
@@ -549,6 +550,69 @@ fn postgres_full_then_space_back_loses_no_acknowledged_write() {
     eprintln!(
         "PostgreSQL storage full, then space back: {tally}; answers while full {while_full:?}"
     );
+}
+
+#[test]
+fn postgres_turned_read_only_under_load_loses_no_acknowledged_write() {
+    let Some(cluster) = TempCluster::start_durable() else {
+        return;
+    };
+    let ports = PortBlock::reserve(1);
+    let mut command = command(&ports);
+    command.env("BABYLON_DATABASES__MAIN__URL", cluster.url("postgres"));
+    let service = start_command(command);
+    let writers = Writers::start(&run_id("pg-readonly"), &[service.app_port], 4, 20);
+    assert!(
+        writers.wait_for(Duration::from_secs(30), |_| writers.ledger.acknowledged()
+            >= 300)
+    );
+
+    // What a primary turned standby, or an operator freezing writes, gives: every new
+    // transaction is read-only (SQLSTATE 25006).
+    let read_only = |on: bool| {
+        cluster.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET default_transaction_read_only = {on}"),
+        );
+        cluster.psql("postgres", "SELECT pg_reload_conf()");
+    };
+    read_only(true);
+    let refusing = writers.wait_for(Duration::from_secs(30), |answers| {
+        answers
+            .get(&(503, "storage_read_only".to_string()))
+            .is_some_and(|n| *n >= 20)
+    });
+    assert!(
+        refusing,
+        "writes kept succeeding: {:?}",
+        writers.ledger.answers()
+    );
+    let (status, body) = health(service.app_port);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(
+        body["database"]["writes"]["reason"], "storage_read_only",
+        "{body}"
+    );
+
+    read_only(false);
+    let acknowledged_when_back = writers.ledger.acknowledged();
+    assert!(
+        writers.wait_for(Duration::from_secs(30), |_| {
+            writers.ledger.acknowledged() >= acknowledged_when_back + 300
+        }),
+        "writes did not work again: {:?}",
+        writers.ledger.answers()
+    );
+    let ledger = writers.stop();
+    assert_failures_named(&ledger, &[(503, "storage_read_only")]);
+    assert_eq!(
+        health(service.app_port).0,
+        200,
+        "health after writes work again"
+    );
+    let tally = ledger.check(&stored_names(service.app_port), true);
+    eprintln!("PostgreSQL read-only under load, then writable: {tally}");
 }
 
 #[test]
