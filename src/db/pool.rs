@@ -66,13 +66,23 @@ struct Shared {
 }
 
 impl Shared {
-    /// Classifies a failed operation's error and counts it in `rocket_db_errors_total`.
-    fn failed(&self, source: sqlx::Error) -> DbError {
-        let error = DbError::from(source);
-        if let Some(instruments) = self.instruments.get() {
-            instruments.error(error.kind);
+    /// Records an operation's outcome: a failure is classified and counted in
+    /// `rocket_db_errors_total`, and a write's outcome goes to the write health.
+    fn settled<T>(&self, access: Access, result: Result<T, sqlx::Error>) -> Result<T, DbError> {
+        let outcome = result.map_err(|source| {
+            let error = DbError::from(source);
+            if let Some(instruments) = self.instruments.get() {
+                instruments.error(error.kind);
+            }
+            error
+        });
+        if access == Access::Write {
+            match &outcome {
+                Ok(_) => self.writes.succeeded(),
+                Err(error) => self.writes.failed(error.kind),
+            }
         }
-        error
+        outcome
     }
 
     async fn time<T>(
@@ -302,41 +312,32 @@ impl Drop for DbConn {
 }
 
 impl DbConn {
-    /// Records the outcome of a single statement run outside a transaction: a success
-    /// or a refusal leaves the session clean.
-    fn settle<T>(&mut self, access: Access, result: Result<T, sqlx::Error>) -> Result<T, DbError> {
-        match result {
-            Ok(value) => {
-                self.session = Session::Clean;
-                if access == Access::Write {
-                    self.shared.writes.succeeded();
-                }
-                Ok(value)
-            }
-            Err(source) => {
-                let error = self.shared.failed(source);
-                if error.kind.is_refusal() {
-                    self.session = Session::Clean;
-                }
-                if access == Access::Write {
-                    self.shared.writes.failed(error.kind);
-                }
-                Err(error)
-            }
-        }
-    }
-
-    async fn statement<'q>(
-        &mut self,
+    /// Runs one statement outside a transaction. Until it ends the session counts as
+    /// unknown, so a connection whose statement was abandoned midway (this future dropped)
+    /// is closed; a success or a refusal leaves it clean.
+    async fn single<'c, T, F>(
+        &'c mut self,
         access: Access,
-        query: Query<'q, Any, AnyArguments<'q>>,
-    ) -> Result<AnyQueryResult, DbError> {
-        self.session = Session::Unknown;
-        let result = self
-            .shared
-            .time(Statement::Single, query.execute(&mut *self.conn))
-            .await;
-        self.settle(access, result)
+        run: impl FnOnce(&'c mut sqlx::AnyConnection) -> F,
+    ) -> Result<T, DbError>
+    where
+        F: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let DbConn {
+            conn,
+            shared,
+            session,
+        } = self;
+        *session = Session::Unknown;
+        let result = shared.time(Statement::Single, run(conn)).await;
+        let outcome = shared.settled(access, result);
+        if outcome
+            .as_ref()
+            .map_or_else(|e| e.kind.is_refusal(), |_| true)
+        {
+            *session = Session::Clean;
+        }
+        outcome
     }
 
     /// Executes one writing statement; returns the rows affected.
@@ -344,13 +345,15 @@ impl DbConn {
         &mut self,
         query: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<u64, DbError> {
-        let done = self.statement(Access::Write, query).await?;
+        let done: AnyQueryResult = self
+            .single(Access::Write, |conn| query.execute(conn))
+            .await?;
         Ok(done.rows_affected())
     }
 
     /// `SELECT 1`: whether the database answers at all.
     pub async fn ping(&mut self) -> Result<(), DbError> {
-        self.statement(Access::Read, sqlx::query("SELECT 1"))
+        self.single(Access::Read, |conn| sqlx::query("SELECT 1").execute(conn))
             .await
             .map(drop)
     }
@@ -362,12 +365,8 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        self.session = Session::Unknown;
-        let result = self
-            .shared
-            .time(Statement::Single, query.fetch_all(&mut *self.conn))
-            .await;
-        self.settle(Access::Read, result)
+        self.single(Access::Read, |conn| query.fetch_all(conn))
+            .await
     }
 
     pub async fn fetch_optional<'q, T>(
@@ -377,12 +376,8 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        self.session = Session::Unknown;
-        let result = self
-            .shared
-            .time(Statement::Single, query.fetch_optional(&mut *self.conn))
-            .await;
-        self.settle(Access::Read, result)
+        self.single(Access::Read, |conn| query.fetch_optional(conn))
+            .await
     }
 
     pub async fn fetch_one<'q, T>(
@@ -392,12 +387,8 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        self.session = Session::Unknown;
-        let result = self
-            .shared
-            .time(Statement::Single, query.fetch_one(&mut *self.conn))
-            .await;
-        self.settle(Access::Read, result)
+        self.single(Access::Read, |conn| query.fetch_one(conn))
+            .await
     }
 
     /// Runs bulk statements in one transaction, each counted as `execute_many`: either
@@ -432,20 +423,11 @@ impl DbConn {
             Ok(rows)
         }
         .await;
-        match result {
-            Ok(rows) => {
-                if !self.conn.is_in_transaction() {
-                    self.session = Session::Clean;
-                }
-                self.shared.writes.succeeded();
-                Ok(rows)
-            }
-            Err(source) => {
-                let error = self.shared.failed(source);
-                self.shared.writes.failed(error.kind);
-                Err(error)
-            }
+        let outcome = self.shared.settled(Access::Write, result);
+        if outcome.is_ok() && !self.conn.is_in_transaction() {
+            self.session = Session::Clean;
         }
+        outcome
     }
 }
 

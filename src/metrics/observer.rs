@@ -62,9 +62,6 @@ impl HttpObserver {
     /// decoded, non-empty segments), so `/%6Detrics` or `//metrics` is the scrape that
     /// `/metrics` is, not another request.
     fn observes(&self, request: &Request<'_>) -> bool {
-        if self.skip_exact.is_none() && self.skip_prefixes.is_empty() {
-            return true;
-        }
         let is_scrape = self
             .skip_exact
             .as_ref()
