@@ -258,16 +258,8 @@ fn sqlite_full_then_space_back_loses_no_acknowledged_write() {
 
     // Space back, as when an operator deletes old files.
     disk.resize("64M");
-    let acknowledged_when_full = writers.ledger.acknowledged();
     let failed_when_full = failed(&writers.ledger.answers());
-    let recovered = writers.wait_for(Duration::from_secs(60), |_| {
-        writers.ledger.acknowledged() >= acknowledged_when_full + 500
-    });
-    assert!(
-        recovered,
-        "writes did not work again: {:?}",
-        writers.ledger.answers()
-    );
+    writers.expect_acknowledged(500, Duration::from_secs(60), "writes working again");
     // The defect this guards against answered every other write "database is locked".
     let failed_after = failed(&writers.ledger.answers()) - failed_when_full;
     let ledger = writers.stop();
@@ -307,10 +299,7 @@ fn sqlite_turned_read_only_under_the_service_loses_no_acknowledged_write() {
     let ports = PortBlock::reserve(1);
     let mut service = worker(&ports, &url);
     let writers = Writers::start(&run_id("readonly"), &[service.app_port], 3, 20);
-    assert!(
-        writers.wait_for(Duration::from_secs(30), |_| writers.ledger.acknowledged()
-            >= 300)
-    );
+    writers.expect_acknowledged(300, Duration::from_secs(30), "writes before the fault");
 
     let failed_at = writers.ledger.elapsed();
     disk.fail();
@@ -368,10 +357,7 @@ fn killed_under_load(label: &str, url: &str, signal: &str) {
     let ports = PortBlock::reserve(1);
     let mut service = worker(&ports, url);
     let writers = Writers::start(&run_id(label), &[service.app_port], 4, 20);
-    assert!(
-        writers.wait_for(Duration::from_secs(60), |_| writers.ledger.acknowledged()
-            >= 1000)
-    );
+    writers.expect_acknowledged(1000, Duration::from_secs(60), "writes before the fault");
     let pid = service.child.id().to_string();
     if signal == "KILL" {
         assert!(Command::new("kill")
@@ -389,12 +375,9 @@ fn killed_under_load(label: &str, url: &str, signal: &str) {
         );
     }
     drop(service);
-    let before_restart = writers.ledger.acknowledged();
     let restarted = worker(&ports, url);
     writers.retarget(&[restarted.app_port]);
-    assert!(writers.wait_for(Duration::from_secs(30), |_| {
-        writers.ledger.acknowledged() >= before_restart + 200
-    }));
+    writers.expect_acknowledged(200, Duration::from_secs(30), "writes after the restart");
     let ledger = writers.stop();
     assert_failures_named(&ledger, &[]);
     let tally = ledger.check(&stored_names(restarted.app_port), true);
@@ -437,10 +420,7 @@ fn postgres_down_under_load(crash: bool) {
     let service = start_command(command);
     let label = if crash { "pg-crash" } else { "pg-stop" };
     let writers = Writers::start(&run_id(label), &[service.app_port], 4, 20);
-    assert!(
-        writers.wait_for(Duration::from_secs(30), |_| writers.ledger.acknowledged()
-            >= 300)
-    );
+    writers.expect_acknowledged(300, Duration::from_secs(30), "writes before the fault");
 
     if crash {
         cluster.crash();
@@ -458,14 +438,11 @@ fn postgres_down_under_load(crash: bool) {
     assert_eq!(body["database"]["reason"], "database_unavailable", "{body}");
 
     cluster.start_again();
-    let acknowledged_when_back = writers.ledger.acknowledged();
     let recovered = Instant::now();
-    assert!(
-        writers.wait_for(Duration::from_secs(60), |_| {
-            writers.ledger.acknowledged() >= acknowledged_when_back + 300
-        }),
-        "writes did not recover: {:?}",
-        writers.ledger.answers()
+    writers.expect_acknowledged(
+        300,
+        Duration::from_secs(60),
+        "writes once the server is back",
     );
     let ledger = writers.stop();
     assert_failures_named(&ledger, &[(503, "database_unavailable")]);
@@ -532,15 +509,7 @@ fn postgres_full_then_space_back_loses_no_acknowledged_write() {
     let while_full = writers.ledger.answers();
 
     std::fs::remove_file(&ballast_file).unwrap();
-    let acknowledged_when_full = writers.ledger.acknowledged();
-    let recovered = writers.wait_for(Duration::from_secs(90), |_| {
-        writers.ledger.acknowledged() >= acknowledged_when_full + 500
-    });
-    assert!(
-        recovered,
-        "writes did not work again: {:?}",
-        writers.ledger.answers()
-    );
+    writers.expect_acknowledged(500, Duration::from_secs(90), "writes working again");
     let ledger = writers.stop();
     assert_failures_named(
         &ledger,
@@ -562,10 +531,7 @@ fn postgres_turned_read_only_under_load_loses_no_acknowledged_write() {
     command.env("BABYLON_DATABASES__MAIN__URL", cluster.url("postgres"));
     let service = start_command(command);
     let writers = Writers::start(&run_id("pg-readonly"), &[service.app_port], 4, 20);
-    assert!(
-        writers.wait_for(Duration::from_secs(30), |_| writers.ledger.acknowledged()
-            >= 300)
-    );
+    writers.expect_acknowledged(300, Duration::from_secs(30), "writes before the fault");
 
     // What a primary turned standby, or an operator freezing writes, gives: every new
     // transaction is read-only (SQLSTATE 25006).
@@ -596,14 +562,7 @@ fn postgres_turned_read_only_under_load_loses_no_acknowledged_write() {
     );
 
     read_only(false);
-    let acknowledged_when_back = writers.ledger.acknowledged();
-    assert!(
-        writers.wait_for(Duration::from_secs(30), |_| {
-            writers.ledger.acknowledged() >= acknowledged_when_back + 300
-        }),
-        "writes did not work again: {:?}",
-        writers.ledger.answers()
-    );
+    writers.expect_acknowledged(300, Duration::from_secs(30), "writes working again");
     let ledger = writers.stop();
     assert_failures_named(&ledger, &[(503, "storage_read_only")]);
     assert_eq!(

@@ -320,6 +320,19 @@ impl Writers {
         until(&self.ledger.answers())
     }
 
+    /// Waits until `more` writes beyond those acknowledged so far are acknowledged;
+    /// panics, naming `what` was awaited and the answers so far, if that takes longer
+    /// than `within`.
+    pub fn expect_acknowledged(&self, more: usize, within: Duration, what: &str) {
+        let target = self.ledger.acknowledged() + more;
+        let reached = self.wait_for(within, |_| self.ledger.acknowledged() >= target);
+        assert!(
+            reached,
+            "{what}: {more} more writes were not acknowledged within {within:?}: {:?}",
+            self.ledger.answers()
+        );
+    }
+
     /// Stops every writer, waits for its last request to end, and returns the ledger.
     pub fn stop(self) -> Arc<Ledger> {
         self.stop.store(true, Ordering::Relaxed);
