@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use babylon::metrics::families::{Exchange, Transport};
+use babylon::__internal::{http_families, Exchange, HttpFamilies, Transport};
 use babylon::metrics::Metrics;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rocket::http::Method;
@@ -16,18 +16,21 @@ use serde_json::json;
 #[global_allocator]
 static ALLOCATOR: babylon::memory::Allocator = babylon::memory::Allocator;
 
-fn metrics() -> Metrics {
-    let settings = babylon::config::MetricsSettings {
-        // Room for the 10,000-series registry of the render benchmark.
-        max_series_per_family: std::num::NonZeroUsize::new(100_000).unwrap(),
-        ..Default::default()
-    };
-    Metrics::new(&settings).unwrap()
+/// A registry with the HTTP families, and room for the 10,000-series registry of the
+/// render benchmark.
+fn metrics() -> (Metrics, HttpFamilies) {
+    let figment = babylon::settings::figment_from(json!({
+        "metrics": { "max_series_per_family": 100_000 },
+    }));
+    let settings = babylon::settings::Settings::from_figment(&figment).unwrap();
+    let metrics = Metrics::new(&settings.metrics).unwrap();
+    let http = http_families(&metrics, &settings.metrics).unwrap();
+    (metrics, http)
 }
 
 /// Recording one finished request into every HTTP family.
 fn observe(c: &mut Criterion) {
-    let metrics = metrics();
+    let (_metrics, http) = metrics();
     let exchange = Exchange {
         route: "/api/items/<id>",
         method: Method::Get,
@@ -39,19 +42,19 @@ fn observe(c: &mut Criterion) {
         exception: None,
     };
     c.bench_function("observe one request (all HTTP families)", |b| {
-        b.iter(|| metrics.http().observe(black_box(&exchange)))
+        b.iter(|| http.observe(black_box(&exchange)))
     });
 }
 
 /// One histogram observation: the `prometheus` crate's (four locked read-modify-writes)
 /// against babylon's per-thread one (plain loads and stores), same bounds, same value.
 fn histogram(c: &mut Criterion) {
-    let buckets = babylon::config::Buckets::django_latency();
+    let buckets = babylon::settings::Buckets::django_latency();
     let shared = babylon::prometheus::Histogram::with_opts(
         babylon::prometheus::HistogramOpts::new("shared", "help").buckets(buckets.to_vec()),
     )
     .unwrap();
-    let sharded = babylon::metrics::sharded::ShardedHistogram::new(buckets);
+    let sharded = babylon::__internal::ShardedHistogram::new(buckets);
     let mut group = c.benchmark_group("one histogram observation");
     group.bench_function("prometheus::Histogram", |b| {
         b.iter(|| shared.observe(black_box(0.0003)))
@@ -89,7 +92,7 @@ fn local_request(c: &mut Criterion) {
     let client = |metrics: bool, blocking: bool| {
         let file = format!("{metrics}-{blocking}.sqlite");
         let url = format!("sqlite://{}", dir.path().join(file).display());
-        let settings = babylon::config::figment_from(json!({
+        let settings = babylon::settings::figment_from(json!({
             "log_level": "off",
             "databases": { "main": { "url": url } },
             "metrics": { "enabled": metrics, "export": { "enabled": false } },
@@ -120,12 +123,12 @@ fn local_request(c: &mut Criterion) {
 
 /// Rendering a registry of about 10,000 series, as a scrape does.
 fn render(c: &mut Criterion) {
-    let metrics = metrics();
+    let (metrics, http) = metrics();
     // 100 routes x 4 methods x (18 histogram series + 4 counters) = ~8,800, plus the rest.
     for route in 0..100 {
         for method in [Method::Get, Method::Post, Method::Put, Method::Delete] {
             let route = format!("/api/r{route}/<id>");
-            metrics.http().observe(&Exchange {
+            http.observe(&Exchange {
                 route: &route,
                 method,
                 transport: Transport::Http,

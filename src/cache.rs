@@ -8,15 +8,15 @@ use std::future::Future;
 use std::hash::Hash;
 use std::time::Duration;
 
-use crate::metrics::families::counter_vec;
+use crate::metrics::counter_vec;
 use crate::prometheus::{IntCounter, IntCounterVec, Registry};
 
 /// The `backend` label of the cache families.
-pub const BACKEND: &str = "moka";
+pub(crate) const BACKEND: &str = "moka";
 
 /// `rocket_cache_get_total` and friends.
 #[derive(Clone)]
-pub struct CacheFamilies {
+pub(crate) struct CacheFamilies {
     get: IntCounterVec,
     hits: IntCounterVec,
     misses: IntCounterVec,
@@ -24,7 +24,7 @@ pub struct CacheFamilies {
 }
 
 impl CacheFamilies {
-    pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
         let family = |name: &str, help: &str| counter_vec(registry, name, help, &["backend"]);
         Ok(CacheFamilies {
             get: family("rocket_cache_get_total", "Cache lookups.")?,
@@ -62,7 +62,7 @@ struct CacheCounters {
 }
 
 /// A read-through cache; `None` when caching is off (every lookup then loads).
-pub struct ReadCache<K, V> {
+pub(crate) struct ReadCache<K, V> {
     cache: Option<moka::future::Cache<K, V>>,
     counters: CacheCounters,
 }
@@ -73,7 +73,12 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// `ttl` bounds how stale an entry may get; `max_entries` how many it keeps.
-    pub fn new(families: &CacheFamilies, enabled: bool, ttl: Duration, max_entries: u64) -> Self {
+    pub(crate) fn new(
+        families: &CacheFamilies,
+        enabled: bool,
+        ttl: Duration,
+        max_entries: u64,
+    ) -> Self {
         let cache = enabled.then(|| {
             moka::future::Cache::builder()
                 .time_to_live(ttl)
@@ -88,7 +93,7 @@ where
 
     /// The cached value, or `load`'s, which is cached when it is `Some`. A failed load is
     /// counted in `rocket_cache_get_fail_total` and returned.
-    pub async fn get_or_load<E>(
+    pub(crate) async fn get_or_load<E>(
         &self,
         key: K,
         load: impl Future<Output = Result<Option<V>, E>>,
@@ -115,13 +120,13 @@ where
         }
     }
 
-    pub async fn invalidate(&self, key: &K) {
+    pub(crate) async fn invalidate(&self, key: &K) {
         if let Some(cache) = &self.cache {
             cache.invalidate(key).await;
         }
     }
 
-    pub fn invalidate_all(&self) {
+    pub(crate) fn invalidate_all(&self) {
         if let Some(cache) = &self.cache {
             cache.invalidate_all();
         }

@@ -21,7 +21,9 @@ use std::fmt;
 /// The soft open-files limit before and after [`raise_open_files_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Raised {
+    /// The soft limit before.
     pub from: u64,
+    /// The soft limit now (the hard limit).
     pub to: u64,
 }
 

@@ -12,16 +12,16 @@ use rocket::fairing::{Fairing, Info, Kind};
 use rocket::{Build, Data, Orbit, Request, Response, Rocket};
 
 use crate::blocking::Gatekeeper;
-use crate::metrics::observer::HttpObserver;
+use crate::observe::HttpObserver;
 
-pub struct RequestPipeline {
+pub(crate) struct RequestPipeline {
     /// `None` when metrics are off: then the fairing asks for no response callback at all.
     observer: Option<HttpObserver>,
     gatekeeper: Gatekeeper,
 }
 
 impl RequestPipeline {
-    pub fn new(observer: Option<HttpObserver>, gatekeeper: Gatekeeper) -> Self {
+    pub(crate) fn new(observer: Option<HttpObserver>, gatekeeper: Gatekeeper) -> Self {
         RequestPipeline {
             observer,
             gatekeeper,
@@ -73,13 +73,16 @@ impl Fairing for RequestPipeline {
 mod tests {
     use super::*;
     use crate::blocking::{ClientAddr, Policy};
-    use crate::config::{BlockingSettings, MetricsSettings};
     use crate::metrics::Metrics;
+    use crate::observe::{ApiFamilies, HttpFamilies};
+    use crate::settings::{BlockingSettings, MetricsSettings};
 
     fn observer() -> HttpObserver {
         let settings = MetricsSettings::default();
         let metrics = Metrics::new(&settings).unwrap();
-        HttpObserver::new(metrics, ClientAddr::default(), &settings)
+        let http = HttpFamilies::register(metrics.registry(), &settings).unwrap();
+        let api = ApiFamilies::register(metrics.registry()).unwrap();
+        HttpObserver::new(http, api, ClientAddr::default(), &settings)
     }
 
     fn gatekeeper(blocking: bool) -> Gatekeeper {

@@ -10,11 +10,11 @@ use rocket::Request;
 
 /// A fixed path, as the router matches a static route: its segments.
 #[derive(Debug, Clone)]
-pub struct RoutedPath(Vec<String>);
+pub(crate) struct RoutedPath(Vec<String>);
 
 impl RoutedPath {
     /// `path` starts with `/` (a validated `UrlPath`).
-    pub fn new(path: &str) -> Self {
+    pub(crate) fn new(path: &str) -> Self {
         RoutedPath(
             path.split('/')
                 .filter(|segment| !segment.is_empty())
@@ -24,7 +24,7 @@ impl RoutedPath {
     }
 
     /// Whether the router would send `request`'s path to a static route at this path.
-    pub fn matches(&self, request: &Request<'_>) -> bool {
+    pub(crate) fn matches(&self, request: &Request<'_>) -> bool {
         let segments = request.uri().path().segments();
         segments.len() == self.0.len() && self.0.iter().zip(segments).all(|(a, b)| a == b)
     }
@@ -32,7 +32,7 @@ impl RoutedPath {
 
 /// Whether the path the router sees, `/` and the decoded segments joined by `/`, starts
 /// with `prefix` (which starts with `/`), as `metrics.exclude_paths` asks.
-pub fn starts_with(request: &Request<'_>, prefix: &str) -> bool {
+pub(crate) fn starts_with(request: &Request<'_>, prefix: &str) -> bool {
     segments_start_with(request.uri().path().segments(), prefix)
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use babylon::config::Settings;
+use babylon::settings::Settings;
 use common::{binary, settings};
 use serde_json::{json, Value};
 
@@ -241,7 +241,7 @@ fn the_metrics_token_never_appears_in_debug_output() {
 /// `Debug`, the refusal of the URL, and the refusal or `Debug` of the whole settings.
 fn every_output_of(url: &str) -> Vec<String> {
     let mut outputs = Vec::new();
-    match babylon::db::DatabaseUrl::parse(url, None) {
+    match babylon::settings::DatabaseUrl::parse(url, None) {
         Ok(parsed) => {
             outputs.push(parsed.to_string());
             outputs.push(format!("{parsed:?}"));

@@ -122,10 +122,10 @@ async fn panicking_handlers_under_load_are_counted_and_the_service_keeps_serving
     use rocket::local::asynchronous::Client;
     let dir = tempfile::tempdir().unwrap();
     let app = babylon::App::from_figment(common::settings_in(&dir, json!({}))).unwrap();
-    let rocket = app.rocket().unwrap().mount(
-        "/test",
-        babylon::metrics::panics::instrument(rocket::routes![panics]),
-    );
+    let rocket = app
+        .rocket()
+        .unwrap()
+        .mount("/test", babylon::instrument(rocket::routes![panics]));
     let client = Client::tracked(rocket).await.unwrap();
     let requests = (0..300).map(|n| {
         let path = if n % 2 == 0 {

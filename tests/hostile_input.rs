@@ -17,9 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use babylon::blocking::ClientAddr;
-use babylon::config::{canonical_ip, Cidr, CidrList, PortRange, Settings};
-use babylon::metrics::MetricsAccess;
+use babylon::__internal::ClientAddr;
+use babylon::__internal::MetricsAccess;
+use babylon::settings::{canonical_ip, Cidr, CidrList, PortRange, Settings};
 use figment::providers::Serialized;
 use proptest::prelude::*;
 use proptest::test_runner::{

@@ -12,8 +12,8 @@ fn panics() -> &'static str {
 }
 
 #[rocket::get("/fail")]
-fn fails() -> Result<&'static str, babylon::api::error::JsonError> {
-    Err(babylon::api::error::JsonError::new(
+fn fails() -> Result<&'static str, babylon::JsonError> {
+    Err(babylon::JsonError::new(
         Status::ServiceUnavailable,
         "backend_down",
         "down",
@@ -209,7 +209,7 @@ fn body_sizes_are_bytes_actually_read_and_sent() {
 fn panics_and_handler_errors_are_exceptions_by_type_and_route() {
     let client = client_with_routes(
         json!({}),
-        babylon::metrics::panics::instrument(rocket::routes![panics, fails]),
+        babylon::instrument(rocket::routes![panics, fails]),
     );
     assert_eq!(
         client.get("/test/panic").dispatch().status(),

@@ -45,7 +45,7 @@ fn promtool_accepts_every_family() {
     };
     let client = client_with_routes(
         json!({ "blocking": { "deny": ["192.0.2.0/24"] } }),
-        babylon::metrics::panics::instrument(rocket::routes![panics]),
+        babylon::instrument(rocket::routes![panics]),
     );
     client.get("/api/health").dispatch();
     client.get("/nowhere").dispatch();

@@ -11,8 +11,8 @@ use rocket::serde::json::serde_json::json;
 use rocket::serde::DeserializeOwned;
 use rocket::Request;
 
-use super::error::JsonError;
-use crate::request_record::RequestRecord;
+use crate::request::JsonError;
+use crate::request::RequestRecord;
 
 /// How long a client may take to send its whole body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -21,7 +21,7 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 const DEFAULT_LIMIT_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub(super) struct JsonBody<T>(pub T);
 
 fn reject<'r, T>(request: &'r Request<'_>, error: JsonError) -> data::Outcome<'r, T, ()> {
     let status = error.status;
@@ -117,16 +117,16 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, (String, String)> {
 
 /// Field-level validation after parsing: collects every problem, then refuses with 422.
 #[derive(Default)]
-pub struct FieldErrors(Vec<serde_json::Value>);
+pub(super) struct FieldErrors(Vec<serde_json::Value>);
 
 impl FieldErrors {
-    pub fn check(&mut self, ok: bool, field: &str, problem: &str) {
+    pub(super) fn check(&mut self, ok: bool, field: &str, problem: &str) {
         if !ok {
             self.0.push(json!({ "field": field, "problem": problem }));
         }
     }
 
-    pub fn into_result(self) -> Result<(), JsonError> {
+    pub(super) fn into_result(self) -> Result<(), JsonError> {
         if self.0.is_empty() {
             return Ok(());
         }

@@ -1,93 +1,85 @@
-//! JSON errors: every error babylon answers has the body `{"error": {"status", "reason",
-//! "message"}}`, whether a handler, a catcher or the blocking policy produced it.
+//! How errors of the layers below become answers: every status babylon gives for a
+//! database error is chosen here, in one place.
 
-use std::io::Cursor;
+use rocket::http::Status;
 
-use rocket::http::{ContentType, Header, Status};
-use rocket::response::{self, Responder, Response};
-use rocket::serde::json::serde_json::json;
-use rocket::Request;
+use crate::db::{DbError, DbErrorKind};
+use crate::request::JsonError;
 
-use crate::request_record::RequestRecord;
-
-/// A JSON error response.
-#[derive(Debug, Clone)]
-pub struct JsonError {
-    pub status: Status,
-    /// A stable, machine-readable word (`not_found`, `rate_limited`, `invalid_body` …).
-    pub reason: &'static str,
-    pub message: String,
-    /// Field-level details (e.g. which fields of a body were invalid).
-    pub details: Option<serde_json::Value>,
-    pub retry_after_secs: Option<u64>,
-}
-
-impl JsonError {
-    pub fn new(status: Status, reason: &'static str, message: impl Into<String>) -> Self {
-        JsonError {
-            status,
-            reason,
-            message: message.into(),
-            details: None,
-            retry_after_secs: None,
-        }
-    }
-
-    /// Tells the client, in a `Retry-After` header, to retry after `secs` seconds.
-    pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs);
-        self
-    }
-
-    pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-
-    pub fn body(&self) -> String {
-        let mut error = json!({
-            "status": self.status.code,
-            "reason": self.reason,
-            "message": self.message,
-        });
-        if let Some(details) = &self.details {
-            error["details"] = details.clone();
-        }
-        json!({ "error": error }).to_string()
+/// How a client is told of a database error: the HTTP status and a sentence; the reason
+/// word is the kind's own ([`DbErrorKind::reason`]).
+fn answer(kind: DbErrorKind) -> (Status, &'static str) {
+    match kind {
+        DbErrorKind::UniqueViolation => (
+            Status::Conflict,
+            "a value that must be unique is already taken (for items: the name)",
+        ),
+        DbErrorKind::ForeignKeyViolation | DbErrorKind::CheckViolation | DbErrorKind::NotNullViolation => (
+            Status::UnprocessableEntity,
+            "the data breaks a database constraint",
+        ),
+        DbErrorKind::RowNotFound => (
+            Status::NotFound,
+            "no such row",
+        ),
+        DbErrorKind::Connection | DbErrorKind::Timeout => (
+            Status::ServiceUnavailable,
+            "the database cannot be reached; retry later",
+        ),
+        DbErrorKind::StorageFull => (
+            Status::InsufficientStorage,
+            "the database's storage is full, so nothing was written; retry once space is freed",
+        ),
+        DbErrorKind::ReadOnly => (
+            Status::ServiceUnavailable,
+            "the database's storage is read-only, so nothing was written; retry later",
+        ),
+        DbErrorKind::StorageIo => (
+            Status::ServiceUnavailable,
+            "the database's storage failed while writing, so whether the write was stored is not known; check before retrying",
+        ),
+        DbErrorKind::Busy => (
+            Status::ServiceUnavailable,
+            "the database is busy with other writes, so nothing was written; retry",
+        ),
+        DbErrorKind::Other => (
+            Status::InternalServerError,
+            "the database failed the request",
+        ),
     }
 }
 
-impl<'r> Responder<'r, 'static> for JsonError {
-    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
-        if self.status.code >= 500 {
-            // A server-side failure of a handler: the metrics count it as an exception.
-            RequestRecord::of(request).set_exception(self.reason);
+impl From<DbError> for JsonError {
+    fn from(error: DbError) -> JsonError {
+        let kind = error.kind;
+        if !kind.is_refusal() {
+            // The client learns the cause as a stable word; the log gets the database's
+            // own words (an operator needs "disk I/O error", the client does not).
+            rocket::error!("{error}");
         }
-        let body = self.body();
-        let mut response = Response::build();
-        response
-            .status(self.status)
-            .header(ContentType::JSON)
-            .sized_body(body.len(), Cursor::new(body));
-        if let Some(secs) = self.retry_after_secs {
-            response.header(Header::new("Retry-After", secs.to_string()));
+        let (status, message) = answer(kind);
+        let answer = JsonError::new(status, kind.reason(), message);
+        match kind {
+            DbErrorKind::Busy => answer.retry_after(1),
+            _ => answer,
         }
-        response.ok()
     }
 }
 
-/// A response that is not a [`JsonError`] but still reports a server-side failure, so the
-/// metrics count it as an exception of the given type.
-pub struct Recorded<R> {
-    pub exception: Option<&'static str>,
-    pub response: R,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<'r, 'o: 'r, R: Responder<'r, 'o>> Responder<'r, 'o> for Recorded<R> {
-    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'o> {
-        if let Some(kind) = self.exception {
-            RequestRecord::of(request).set_exception(kind);
-        }
-        self.response.respond_to(request)
+    #[test]
+    fn database_errors_get_their_statuses() {
+        let unavailable = JsonError::from(DbError::from(sqlx::Error::PoolTimedOut));
+        assert_eq!(unavailable.status, Status::ServiceUnavailable);
+        assert_eq!(unavailable.reason, "database_unavailable");
+        assert_eq!(unavailable.retry_after_secs, None);
+        assert_eq!(
+            answer(DbErrorKind::StorageFull).0,
+            Status::InsufficientStorage
+        );
+        assert_eq!(answer(DbErrorKind::Busy).0, Status::ServiceUnavailable);
     }
 }

@@ -15,9 +15,9 @@ use rocket::serde::json::Json;
 use rocket::State;
 use serde::Serialize;
 
-use super::error::Recorded;
 use super::Started;
 use crate::db::Db;
+use crate::request::Recorded;
 
 /// A database that does not answer `SELECT 1` within this long is reported unavailable.
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,7 +29,7 @@ const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_WHEN_QUIET_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize)]
-pub struct Health {
+pub(super) struct Health {
     /// `ok`; `unavailable` when the database does not answer; `degraded` when it answers
     /// but writes fail.
     pub status: &'static str,
@@ -40,7 +40,7 @@ pub struct Health {
 }
 
 #[derive(Debug, Serialize)]
-pub struct DatabaseHealth {
+pub(super) struct DatabaseHealth {
     /// `ok` or `unavailable`.
     pub status: &'static str,
     pub vendor: &'static str,
@@ -53,7 +53,7 @@ pub struct DatabaseHealth {
 }
 
 #[derive(Debug, Serialize)]
-pub struct WritesHealth {
+pub(super) struct WritesHealth {
     /// `ok` or `failing`.
     pub status: &'static str,
     /// Why writes fail: `storage_full`, `storage_read_only` or `storage_error`.
@@ -67,13 +67,13 @@ pub struct WritesHealth {
 /// `GET /api/live`: liveness only, no dependency checked (for probes that must not take
 /// the service out because the database is down, and as the trivial benchmark route).
 #[derive(Debug, Serialize)]
-pub struct Live {
+pub(super) struct Live {
     pub status: &'static str,
     pub uptime_seconds: f64,
 }
 
 #[rocket::get("/api/live")]
-pub fn live(started: &State<Started>) -> Json<Live> {
+pub(super) fn live(started: &State<Started>) -> Json<Live> {
     Json(Live {
         status: "ok",
         uptime_seconds: started.uptime_seconds(),
@@ -81,7 +81,7 @@ pub fn live(started: &State<Started>) -> Json<Live> {
 }
 
 #[rocket::get("/api/health")]
-pub async fn health(started: &State<Started>, db: &Db) -> Recorded<(Status, Json<Health>)> {
+pub(super) async fn health(started: &State<Started>, db: &Db) -> Recorded<(Status, Json<Health>)> {
     let vendor = db.vendor().label();
     let database = match db.ping(DATABASE_TIMEOUT).await {
         Ok(()) => DatabaseHealth {

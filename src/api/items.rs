@@ -12,30 +12,31 @@ use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
 use super::body::{FieldErrors, JsonBody};
-use super::error::JsonError;
 use crate::cache::{CacheFamilies, ReadCache};
-use crate::config::CacheSettings;
 use crate::db::items::{self, Item, ItemFields, ItemKind};
 use crate::db::metrics::ModelCounters;
 use crate::db::Db;
+use crate::db::ModelFamilies;
 use crate::metrics::Metrics;
+use crate::request::JsonError;
+use crate::settings::CacheSettings;
 
 /// Longest accepted item name, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_NAME_CHARS: usize = 200;
 /// Largest page of a listing.
-pub const MAX_PER_PAGE: u32 = 100;
-pub const DEFAULT_PER_PAGE: u32 = 20;
+pub(crate) const MAX_PER_PAGE: u32 = 100;
+pub(crate) const DEFAULT_PER_PAGE: u32 = 20;
 /// Most items one bulk create may carry.
-pub const MAX_BULK_ITEMS: usize = 1000;
+pub(crate) const MAX_BULK_ITEMS: usize = 1000;
 
-pub fn routes() -> Vec<Route> {
+pub(crate) fn routes() -> Vec<Route> {
     rocket::routes![list, get, create, create_many, update, delete]
 }
 
 /// A create or update body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewItem {
+pub(crate) struct NewItem {
     pub name: String,
     pub kind: ItemKind,
 }
@@ -65,7 +66,7 @@ impl NewItem {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Page {
+pub(crate) struct Page {
     pub items: Vec<Item>,
     pub page: u32,
     pub per_page: u32,
@@ -73,13 +74,13 @@ pub struct Page {
 }
 
 /// Read caches of the resource, invalidated by every write of this process.
-pub struct ItemsCache {
+pub(crate) struct ItemsCache {
     by_id: ReadCache<String, Item>,
     pages: ReadCache<(u32, u32), Arc<Page>>,
 }
 
 impl ItemsCache {
-    pub fn new(families: &CacheFamilies, settings: &CacheSettings) -> Self {
+    pub(crate) fn new(families: &CacheFamilies, settings: &CacheSettings) -> Self {
         let ttl = Duration::from_secs(settings.ttl_seconds.get());
         ItemsCache {
             by_id: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
@@ -93,8 +94,8 @@ impl ItemsCache {
     }
 }
 
-fn item_model(metrics: &Metrics) -> ModelCounters {
-    metrics.models().model(items::MODEL)
+fn item_model(models: &ModelFamilies) -> ModelCounters {
+    models.model(items::MODEL)
 }
 
 fn not_found(id: &str) -> JsonError {
@@ -167,13 +168,14 @@ async fn create(
     body: JsonBody<NewItem>,
     db: &Db,
     cache: &State<ItemsCache>,
+    models: &State<ModelFamilies>,
     metrics: &State<Metrics>,
 ) -> Result<Created<Json<Item>>, JsonError> {
     let mut problems = FieldErrors::default();
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let item = items::insert(&mut conn, &item_model(metrics), fields).await?;
+    let item = items::insert(&mut conn, &item_model(models), fields).await?;
     cache.written(&item.id).await;
 
     // A custom metric: registered on first use, then on every metrics endpoint.
@@ -198,7 +200,7 @@ async fn create(
 }
 
 #[derive(Debug, Serialize)]
-pub struct CreatedMany {
+pub(crate) struct CreatedMany {
     pub created: usize,
     pub items: Vec<Item>,
 }
@@ -209,7 +211,7 @@ async fn create_many(
     body: JsonBody<Vec<NewItem>>,
     db: &Db,
     cache: &State<ItemsCache>,
-    metrics: &State<Metrics>,
+    models: &State<ModelFamilies>,
 ) -> Result<Created<Json<CreatedMany>>, JsonError> {
     let mut problems = FieldErrors::default();
     let count = body.0.len();
@@ -226,7 +228,7 @@ async fn create_many(
         .collect();
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let created = items::insert_many(&mut conn, &item_model(metrics), all).await?;
+    let created = items::insert_many(&mut conn, &item_model(models), all).await?;
     cache.pages.invalidate_all();
     Ok(Created::new("/api/items").body(Json(CreatedMany {
         created: created.len(),
@@ -240,13 +242,13 @@ async fn update(
     body: JsonBody<NewItem>,
     db: &Db,
     cache: &State<ItemsCache>,
-    metrics: &State<Metrics>,
+    models: &State<ModelFamilies>,
 ) -> Result<Json<Item>, JsonError> {
     let mut problems = FieldErrors::default();
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let updated = items::update(&mut conn, &item_model(metrics), id, fields).await?;
+    let updated = items::update(&mut conn, &item_model(models), id, fields).await?;
     cache.written(id).await;
     updated.map(Json).ok_or_else(|| not_found(id))
 }
@@ -256,10 +258,10 @@ async fn delete(
     id: &str,
     db: &Db,
     cache: &State<ItemsCache>,
-    metrics: &State<Metrics>,
+    models: &State<ModelFamilies>,
 ) -> Result<NoContent, JsonError> {
     let mut conn = db.connection().await?;
-    let deleted = items::delete(&mut conn, &item_model(metrics), id).await?;
+    let deleted = items::delete(&mut conn, &item_model(models), id).await?;
     cache.written(id).await;
     if deleted {
         Ok(NoContent)

@@ -8,15 +8,15 @@ use rocket::State;
 use serde::Serialize;
 
 use super::Started;
-use crate::blocking::BlockReason;
-use crate::metrics::Metrics;
+use crate::observe::ApiFamilies;
+use crate::request::BlockReason;
 
 /// The export socket this process holds, if any (managed as state).
 #[derive(Debug, Clone, Copy)]
-pub struct ExportPort(pub Option<std::net::SocketAddr>);
+pub(crate) struct ExportPort(pub Option<std::net::SocketAddr>);
 
 #[derive(Debug, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub metrics_enabled: bool,
     pub api_requests_total: u64,
     pub blocked_requests: Blocked,
@@ -25,19 +25,18 @@ pub struct Summary {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Blocked {
+pub(crate) struct Blocked {
     pub total: u64,
     pub by_reason: BTreeMap<&'static str, u64>,
 }
 
 #[rocket::get("/api/metrics")]
-pub fn summary(
-    metrics: &State<Metrics>,
+pub(crate) fn summary(
+    api: &State<ApiFamilies>,
     export: &State<ExportPort>,
     started: &State<Started>,
     enabled: &State<MetricsEnabled>,
 ) -> Json<Summary> {
-    let api = metrics.api();
     let by_reason: BTreeMap<&'static str, u64> = BlockReason::LABELS
         .iter()
         .map(|reason| {
@@ -63,4 +62,4 @@ pub fn summary(
 
 /// Whether `metrics.enabled` is on (managed as state).
 #[derive(Debug, Clone, Copy)]
-pub struct MetricsEnabled(pub bool);
+pub(crate) struct MetricsEnabled(pub bool);

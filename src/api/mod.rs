@@ -1,39 +1,38 @@
 //! The HTTP API: health, the metrics summary as JSON, and the example resource.
 
-pub mod body;
-pub mod error;
-pub mod health;
-pub mod items;
-pub mod metrics_summary;
+mod body;
+mod error;
+mod health;
+pub(crate) mod items;
+pub(crate) mod metrics_summary;
 
 use std::time::Instant;
 
 use rocket::http::Status;
 use rocket::{Catcher, Request, Route};
 
-use crate::request_record::RequestRecord;
-use error::JsonError;
+use crate::request::{JsonError, RequestRecord};
 
 /// When this process started, for `uptime_seconds`.
 #[derive(Debug, Clone, Copy)]
-pub struct Started(pub Instant);
+pub(crate) struct Started(pub(crate) Instant);
 
 impl Started {
-    pub fn uptime_seconds(&self) -> f64 {
+    pub(crate) fn uptime_seconds(&self) -> f64 {
         self.0.elapsed().as_secs_f64()
     }
 }
 
-/// Every API route. With metrics on, wrap them with [`crate::metrics::panics::instrument`]
+/// Every API route. With metrics on, wrap them with [`crate::observe::instrument`]
 /// so that handler panics are counted as such.
-pub fn routes() -> Vec<Route> {
+pub(crate) fn routes() -> Vec<Route> {
     let mut routes = rocket::routes![health::health, health::live, metrics_summary::summary];
     routes.extend(items::routes());
     routes
 }
 
 /// JSON answers for every error status, including a data guard's refusal.
-pub fn catchers() -> Vec<Catcher> {
+pub(crate) fn catchers() -> Vec<Catcher> {
     rocket::catchers![json_catcher]
 }
 

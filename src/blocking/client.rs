@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::{canonical_ip, CidrList};
+use crate::settings::{canonical_ip, CidrList};
 
 /// Resolves client addresses against a set of trusted proxies.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,7 @@ pub struct ClientAddr {
 }
 
 impl ClientAddr {
+    /// Believes forwarding headers only from peers in `trusted_proxies`.
     pub fn new(trusted_proxies: CidrList) -> Self {
         ClientAddr { trusted_proxies }
     }
@@ -101,7 +102,7 @@ mod tests {
         ClientAddr::new("10.0.0.0/8".parse::<Cidr>().into_iter().collect())
     }
 
-    use crate::config::Cidr;
+    use crate::settings::Cidr;
 
     #[test]
     fn untrusted_peer_cannot_spoof() {

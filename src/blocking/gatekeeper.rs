@@ -16,17 +16,17 @@ use rocket::http::Method;
 use rocket::{Orbit, Request, Rocket, Route};
 
 use super::{ClientAddr, Policy};
-use crate::api::error::JsonError;
-use crate::request_record::RequestRecord;
+use crate::request::JsonError;
+use crate::request::RequestRecord;
 use crate::routing::RoutedPath;
 
 /// Where refused requests are sent. Requests for it that were not refused get a 404.
-pub const BLOCKED_PATH: &str = "/__babylon/blocked";
+pub(crate) const BLOCKED_PATH: &str = "/__babylon/blocked";
 
 /// How often the rate limiter forgets clients that have been quiet long enough.
 const FORGET_IDLE_CLIENTS_EVERY: Duration = Duration::from_secs(60);
 
-pub struct Gatekeeper {
+pub(crate) struct Gatekeeper {
     clients: ClientAddr,
     policy: Option<Arc<Policy>>,
     /// The metrics path, when this port serves metrics: its requests are the metrics
@@ -35,7 +35,7 @@ pub struct Gatekeeper {
 }
 
 impl Gatekeeper {
-    pub fn new(
+    pub(crate) fn new(
         clients: ClientAddr,
         policy: Option<Arc<Policy>>,
         scrapes: Option<RoutedPath>,
@@ -49,12 +49,12 @@ impl Gatekeeper {
 
     /// Whether the gatekeeper has nothing to check (blocking is off): the pipeline then
     /// skips it entirely.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.policy.is_none()
     }
 
     /// Whether `request` may pass, and if not, why.
-    pub fn verdict(&self, request: &Request<'_>) -> Result<(), super::BlockReason> {
+    pub(crate) fn verdict(&self, request: &Request<'_>) -> Result<(), crate::request::BlockReason> {
         let Some(policy) = &self.policy else {
             return Ok(());
         };
@@ -74,12 +74,12 @@ impl Gatekeeper {
     }
 
     /// The route that answers refused requests; mount it at `/`.
-    pub fn routes() -> Vec<Route> {
+    pub(crate) fn routes() -> Vec<Route> {
         rocket::routes![blocked]
     }
 
     /// Starts forgetting idle rate-limit clients every minute until shutdown.
-    pub fn start_forgetting_idle_clients(&self, rocket: &Rocket<Orbit>) {
+    pub(crate) fn start_forgetting_idle_clients(&self, rocket: &Rocket<Orbit>) {
         let Some(policy) = self.policy.clone() else {
             return;
         };
@@ -96,7 +96,7 @@ impl Gatekeeper {
     }
 
     /// Re-routes a refused request to [`BLOCKED_PATH`], noting the reason in its record.
-    pub fn refuse(&self, request: &mut Request<'_>, reason: super::BlockReason) {
+    pub(crate) fn refuse(&self, request: &mut Request<'_>, reason: crate::request::BlockReason) {
         RequestRecord::of(request).set_blocked(reason);
         request.set_method(Method::Get);
         request.set_uri(Origin::parse(BLOCKED_PATH).expect("valid constant path"));
@@ -109,7 +109,7 @@ fn blocked(request_record: BlockedRecord) -> JsonError {
     JsonError::from(request_record.0)
 }
 
-struct BlockedRecord(super::BlockReason);
+struct BlockedRecord(crate::request::BlockReason);
 
 #[rocket::async_trait]
 impl<'r> rocket::request::FromRequest<'r> for BlockedRecord {

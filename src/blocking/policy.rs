@@ -3,16 +3,16 @@
 use std::net::IpAddr;
 
 use super::rate_limit::ClientRateLimiter;
-use super::BlockReason;
-use crate::config::{BlockingSettings, CidrList};
+use crate::request::BlockReason;
+use crate::settings::{BlockingSettings, CidrList};
 
-pub struct Policy {
+pub(crate) struct Policy {
     deny: CidrList,
     rate_limit: Option<ClientRateLimiter>,
 }
 
 impl Policy {
-    pub fn new(settings: &BlockingSettings) -> Self {
+    pub(crate) fn new(settings: &BlockingSettings) -> Self {
         Policy {
             deny: settings.deny.clone(),
             rate_limit: settings.rate_limit.map(ClientRateLimiter::new),
@@ -21,7 +21,7 @@ impl Policy {
 
     /// Whether a request from `client` may pass. A denied client does not use up its
     /// rate-limit budget.
-    pub fn check(&self, client: IpAddr) -> Result<(), BlockReason> {
+    pub(crate) fn check(&self, client: IpAddr) -> Result<(), BlockReason> {
         if self.deny.contains(client) {
             return Err(BlockReason::DenyList);
         }
@@ -33,14 +33,14 @@ impl Policy {
         Ok(())
     }
 
-    pub fn forget_idle_clients(&self) {
+    pub(crate) fn forget_idle_clients(&self) {
         if let Some(limiter) = &self.rate_limit {
             limiter.forget_idle_clients();
         }
     }
 
     /// The rate limiter, when there is a rate limit (its state is exported as metrics).
-    pub fn rate_limiter(&self) -> Option<&ClientRateLimiter> {
+    pub(crate) fn rate_limiter(&self) -> Option<&ClientRateLimiter> {
         self.rate_limit.as_ref()
     }
 }
@@ -48,19 +48,19 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RateLimitSettings;
+    use crate::settings::RateLimitSettings;
     use std::num::NonZeroU32;
 
     fn settings() -> BlockingSettings {
         BlockingSettings {
             deny: "192.0.2.0/24"
-                .parse::<crate::config::Cidr>()
+                .parse::<crate::settings::Cidr>()
                 .into_iter()
                 .collect(),
             rate_limit: Some(RateLimitSettings {
                 per_second: NonZeroU32::new(1).unwrap(),
                 burst: NonZeroU32::new(2).unwrap(),
-                ipv6_prefix: crate::config::Ipv6Prefix::SUBNET,
+                ipv6_prefix: crate::settings::Ipv6Prefix::SUBNET,
                 max_clients: std::num::NonZeroUsize::new(100).unwrap(),
             }),
             ..BlockingSettings::default()

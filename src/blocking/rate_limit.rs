@@ -24,7 +24,7 @@ use governor::state::keyed::{DefaultKeyedStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::config::{canonical_ip, Ipv6Prefix, RateLimitSettings};
+use crate::settings::{canonical_ip, Ipv6Prefix, RateLimitSettings};
 
 /// What the limiter keys a bucket on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,7 +103,7 @@ impl ShrinkableKeyedStateStore<ClientKey> for BoundedStore {
     }
 }
 
-pub struct ClientRateLimiter {
+pub(crate) struct ClientRateLimiter {
     limiter: RateLimiter<ClientKey, BoundedStore, DefaultClock>,
     clock: DefaultClock,
     ipv6_prefix: Ipv6Prefix,
@@ -113,7 +113,7 @@ pub struct ClientRateLimiter {
 }
 
 impl ClientRateLimiter {
-    pub fn new(settings: RateLimitSettings) -> Self {
+    pub(crate) fn new(settings: RateLimitSettings) -> Self {
         let quota = Quota::per_second(settings.per_second).allow_burst(settings.burst);
         Self::with_quota(quota, settings.ipv6_prefix, settings.max_clients.get())
     }
@@ -137,7 +137,7 @@ impl ClientRateLimiter {
     }
 
     /// `Ok` if `client` may send a request now, else how long until it may.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check(&self, client: IpAddr) -> Result<(), Duration> {
         let key = ClientKey::of(client, self.ipv6_prefix);
         let overflowed_before = self.overflowed();
         let verdict = self
@@ -151,18 +151,18 @@ impl ClientRateLimiter {
     }
 
     /// Forgets clients whose buckets are full again, so the map does not keep them.
-    pub fn forget_idle_clients(&self) {
+    pub(crate) fn forget_idle_clients(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
 
     /// Clients (and the overflow bucket, once used) the limiter tracks now.
-    pub fn clients(&self) -> usize {
+    pub(crate) fn clients(&self) -> usize {
         self.limiter.len()
     }
 
     /// Requests keyed to the shared overflow bucket since start.
-    pub fn overflowed(&self) -> u64 {
+    pub(crate) fn overflowed(&self) -> u64 {
         self.overflowed.load(Ordering::Relaxed)
     }
 

@@ -1,11 +1,8 @@
 //! Database errors, classified once: the `type` label of `rocket_db_errors_total` and the
-//! HTTP answer a handler gives.
-
-use rocket::http::Status;
-
-use crate::api::error::JsonError;
+//! stable reason word clients see (the HTTP status is `api::error`'s to choose).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of failure a database error is: the `type` label of `rocket_db_errors_total`.
 pub enum DbErrorKind {
     /// Could not reach the database (refused, reset, TLS, pool closed).
     Connection,
@@ -26,16 +23,22 @@ pub enum DbErrorKind {
     /// on the statement to resolve a conflict (SQLite `SQLITE_BUSY`, PostgreSQL `40001`,
     /// `40P01`, `55P03`): retrying may succeed.
     Busy,
+    /// A unique constraint refused the row (for items: the name).
     UniqueViolation,
+    /// A foreign key refused the row.
     ForeignKeyViolation,
+    /// A `NOT NULL` column got no value.
     NotNullViolation,
+    /// A `CHECK` constraint refused the row.
     CheckViolation,
     /// A row the statement needed was not there.
     RowNotFound,
+    /// Anything else the database or the driver reported.
     Other,
 }
 
 impl DbErrorKind {
+    /// The `type` label value.
     pub fn label(self) -> &'static str {
         match self {
             DbErrorKind::Connection => "connection",
@@ -75,6 +78,7 @@ impl DbErrorKind {
         )
     }
 
+    /// Classifies a sqlx error by its SQLSTATE, SQLite result code or I/O kind.
     pub fn of(error: &sqlx::Error) -> DbErrorKind {
         use sqlx::error::ErrorKind;
         match error {
@@ -147,8 +151,10 @@ const SQLITE_FULL: i32 = 13;
 #[derive(Debug, thiserror::Error)]
 #[error("database {kind}: {source}", kind = .kind.label())]
 pub struct DbError {
+    /// What kind of failure it is.
     pub kind: DbErrorKind,
     #[source]
+    /// The driver's error, for the log.
     pub source: sqlx::Error,
 }
 
@@ -162,75 +168,21 @@ impl From<sqlx::Error> for DbError {
 }
 
 impl DbErrorKind {
-    /// How a client is told: the HTTP status, a stable reason word (also what
-    /// `/api/health` reports) and a sentence.
-    pub fn answer(self) -> (Status, &'static str, &'static str) {
+    /// A stable word for clients and `/api/health` (`storage_full`, `conflict`, …): the
+    /// `reason` of the JSON error a handler answers with (see `api::error`).
+    pub fn reason(self) -> &'static str {
         match self {
-            DbErrorKind::UniqueViolation => (
-                Status::Conflict,
-                "conflict",
-                "a value that must be unique is already taken (for items: the name)",
-            ),
+            DbErrorKind::UniqueViolation => "conflict",
             DbErrorKind::ForeignKeyViolation
             | DbErrorKind::CheckViolation
-            | DbErrorKind::NotNullViolation => (
-                Status::UnprocessableEntity,
-                "constraint_violation",
-                "the data breaks a database constraint",
-            ),
-            DbErrorKind::RowNotFound => (Status::NotFound, "not_found", "no such row"),
-            DbErrorKind::Connection | DbErrorKind::Timeout => (
-                Status::ServiceUnavailable,
-                "database_unavailable",
-                "the database cannot be reached; retry later",
-            ),
-            DbErrorKind::StorageFull => (
-                Status::InsufficientStorage,
-                "storage_full",
-                "the database's storage is full, so nothing was written; retry once space is freed",
-            ),
-            DbErrorKind::ReadOnly => (
-                Status::ServiceUnavailable,
-                "storage_read_only",
-                "the database's storage is read-only, so nothing was written; retry later",
-            ),
-            DbErrorKind::StorageIo => (
-                Status::ServiceUnavailable,
-                "storage_error",
-                "the database's storage failed while writing, so whether the write was stored is not known; check before retrying",
-            ),
-            DbErrorKind::Busy => (
-                Status::ServiceUnavailable,
-                "database_busy",
-                "the database is busy with other writes, so nothing was written; retry",
-            ),
-            DbErrorKind::Other => (
-                Status::InternalServerError,
-                "database_error",
-                "the database failed the request",
-            ),
-        }
-    }
-
-    /// The stable reason word of [`DbErrorKind::answer`].
-    pub fn reason(self) -> &'static str {
-        self.answer().1
-    }
-}
-
-impl From<DbError> for JsonError {
-    fn from(error: DbError) -> JsonError {
-        let kind = error.kind;
-        if !kind.is_refusal() {
-            // The client learns the cause as a stable word; the log gets the database's
-            // own words (an operator needs "disk I/O error", the client does not).
-            rocket::error!("{error}");
-        }
-        let (status, reason, message) = kind.answer();
-        let answer = JsonError::new(status, reason, message);
-        match kind {
-            DbErrorKind::Busy => answer.retry_after(1),
-            _ => answer,
+            | DbErrorKind::NotNullViolation => "constraint_violation",
+            DbErrorKind::RowNotFound => "not_found",
+            DbErrorKind::Connection | DbErrorKind::Timeout => "database_unavailable",
+            DbErrorKind::StorageFull => "storage_full",
+            DbErrorKind::ReadOnly => "storage_read_only",
+            DbErrorKind::StorageIo => "storage_error",
+            DbErrorKind::Busy => "database_busy",
+            DbErrorKind::Other => "database_error",
         }
     }
 }
@@ -254,8 +206,6 @@ mod tests {
             DbErrorKind::of(&sqlx::Error::Io(refused)),
             DbErrorKind::Connection
         );
-        let answer = JsonError::from(DbError::from(sqlx::Error::PoolTimedOut));
-        assert_eq!(answer.status, Status::ServiceUnavailable);
     }
 
     /// Real SQLite errors, provoked on a real database file.
@@ -289,10 +239,6 @@ mod tests {
             .execute(&mut first)
             .await;
         assert_eq!(kind_of(full), DbErrorKind::StorageFull);
-        assert_eq!(
-            DbErrorKind::StorageFull.answer().0,
-            Status::InsufficientStorage
-        );
 
         first.execute("PRAGMA query_only = ON").await.unwrap();
         let read_only = first.execute("INSERT INTO t VALUES ('b')").await;

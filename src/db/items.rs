@@ -10,7 +10,7 @@ use super::metrics::ModelCounters;
 use super::pool::DbConn;
 
 /// The `model` label of the model families for items.
-pub const MODEL: &str = "item";
+pub(crate) const MODEL: &str = "item";
 
 /// Rows per INSERT statement of a bulk create: 5 parameters a row stays far below
 /// SQLite's and PostgreSQL's parameter limits.
@@ -18,14 +18,14 @@ const ROWS_PER_STATEMENT: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ItemKind {
+pub(crate) enum ItemKind {
     Book,
     Tool,
     Other,
 }
 
 impl ItemKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ItemKind::Book => "book",
             ItemKind::Tool => "tool",
@@ -41,7 +41,7 @@ impl ItemKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Item {
+pub(crate) struct Item {
     pub id: String,
     pub name: String,
     pub kind: ItemKind,
@@ -81,7 +81,7 @@ impl TryFrom<ItemRow> for Item {
 
 /// What a create or update writes.
 #[derive(Debug, Clone)]
-pub struct ItemFields {
+pub(crate) struct ItemFields {
     pub name: String,
     pub kind: ItemKind,
 }
@@ -106,7 +106,11 @@ fn new_item(fields: ItemFields, now: i64) -> Item {
 }
 
 /// One page of items, oldest first (UUIDv7 ids sort by creation time).
-pub async fn list(conn: &mut DbConn, offset: i64, limit: i64) -> Result<(Vec<Item>, i64), DbError> {
+pub(crate) async fn list(
+    conn: &mut DbConn,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<Item>, i64), DbError> {
     let sql = format!("SELECT {COLUMNS} FROM items ORDER BY id LIMIT $1 OFFSET $2");
     let rows: Vec<ItemRow> = conn
         .fetch_all(sqlx::query_as(&sql).bind(limit).bind(offset))
@@ -121,7 +125,7 @@ pub async fn list(conn: &mut DbConn, offset: i64, limit: i64) -> Result<(Vec<Ite
     Ok((items, total))
 }
 
-pub async fn get(conn: &mut DbConn, id: &str) -> Result<Option<Item>, DbError> {
+pub(crate) async fn get(conn: &mut DbConn, id: &str) -> Result<Option<Item>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM items WHERE id = $1");
     let row: Option<ItemRow> = conn
         .fetch_optional(sqlx::query_as(&sql).bind(id.to_string()))
@@ -129,7 +133,7 @@ pub async fn get(conn: &mut DbConn, id: &str) -> Result<Option<Item>, DbError> {
     row.map(Item::try_from).transpose()
 }
 
-pub async fn insert(
+pub(crate) async fn insert(
     conn: &mut DbConn,
     model: &ModelCounters,
     fields: ItemFields,
@@ -142,7 +146,7 @@ pub async fn insert(
 }
 
 /// Inserts every item or none (one transaction), in multi-row statements.
-pub async fn insert_many(
+pub(crate) async fn insert_many(
     conn: &mut DbConn,
     model: &ModelCounters,
     all: Vec<ItemFields>,
@@ -167,7 +171,7 @@ pub async fn insert_many(
 }
 
 /// Returns the updated item, or `None` when there is no such id.
-pub async fn update(
+pub(crate) async fn update(
     conn: &mut DbConn,
     model: &ModelCounters,
     id: &str,
@@ -188,7 +192,11 @@ pub async fn update(
 }
 
 /// Whether a row was deleted.
-pub async fn delete(conn: &mut DbConn, model: &ModelCounters, id: &str) -> Result<bool, DbError> {
+pub(crate) async fn delete(
+    conn: &mut DbConn,
+    model: &ModelCounters,
+    id: &str,
+) -> Result<bool, DbError> {
     let rows = conn
         .execute(sqlx::query("DELETE FROM items WHERE id = $1").bind(id.to_string()))
         .await?;

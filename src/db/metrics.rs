@@ -7,13 +7,13 @@ use std::time::Instant;
 use sqlx::AnyPool;
 
 use super::errors::DbErrorKind;
-use super::url::Vendor;
-use crate::metrics::families::{counter_vec, gauge_vec, register};
+use crate::metrics::{counter_vec, gauge_vec, register};
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto::MetricFamily;
 use crate::prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+use crate::settings::Vendor;
 
 /// Query latency buckets, in seconds: statements are much faster than requests.
 const QUERY_BUCKETS: [f64; 14] = [
@@ -22,7 +22,7 @@ const QUERY_BUCKETS: [f64; 14] = [
 
 /// `rocket_db_*` and `rocket_migrations_*`.
 #[derive(Clone)]
-pub struct DbFamilies {
+pub(crate) struct DbFamilies {
     new_connections: IntCounterVec,
     new_connection_errors: IntCounterVec,
     execute: IntCounterVec,
@@ -34,7 +34,7 @@ pub struct DbFamilies {
 }
 
 impl DbFamilies {
-    pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
         let alias_vendor = &["alias", "vendor"];
         Ok(DbFamilies {
             new_connections: counter_vec(
@@ -94,7 +94,7 @@ impl DbFamilies {
     }
 
     /// Handles with the `alias` and `vendor` labels resolved once, for one pool.
-    pub fn instruments(&self, alias: &str, vendor: Vendor) -> Instruments {
+    pub(crate) fn instruments(&self, alias: &str, vendor: Vendor) -> Instruments {
         let labels = [alias, vendor.label()];
         Instruments {
             new_connections: self.new_connections.with_label_values(&labels),
@@ -165,7 +165,7 @@ impl Instruments {
 
 /// `rocket_db_pool_connections{alias,state}` and `rocket_db_pool_max_connections{alias}`,
 /// read from the pool at scrape time so they are never stale.
-pub struct PoolGauges {
+pub(crate) struct PoolGauges {
     pool: AnyPool,
     connections: IntGaugeVec,
     max_connections: IntGaugeVec,
@@ -173,7 +173,7 @@ pub struct PoolGauges {
 }
 
 impl PoolGauges {
-    pub fn new(alias: &str, pool: AnyPool) -> crate::prometheus::Result<Self> {
+    pub(crate) fn new(alias: &str, pool: AnyPool) -> crate::prometheus::Result<Self> {
         Ok(PoolGauges {
             pool,
             connections: IntGaugeVec::new(
@@ -226,7 +226,7 @@ impl Collector for PoolGauges {
 
 /// `rocket_model_{inserts,updates,deletes}_total{model}`; bulk writes count every row.
 #[derive(Clone)]
-pub struct ModelFamilies {
+pub(crate) struct ModelFamilies {
     inserts: IntCounterVec,
     updates: IntCounterVec,
     deletes: IntCounterVec,
@@ -234,14 +234,14 @@ pub struct ModelFamilies {
 
 /// One model's handles.
 #[derive(Clone)]
-pub struct ModelCounters {
+pub(crate) struct ModelCounters {
     pub inserts: IntCounter,
     pub updates: IntCounter,
     pub deletes: IntCounter,
 }
 
 impl ModelFamilies {
-    pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
         Ok(ModelFamilies {
             inserts: counter_vec(
                 registry,
@@ -264,7 +264,7 @@ impl ModelFamilies {
         })
     }
 
-    pub fn model(&self, name: &str) -> ModelCounters {
+    pub(crate) fn model(&self, name: &str) -> ModelCounters {
         ModelCounters {
             inserts: self.inserts.with_label_values(&[name]),
             updates: self.updates.with_label_values(&[name]),

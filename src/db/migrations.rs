@@ -9,7 +9,7 @@ use sqlx::AnyPool;
 use super::errors::DbError;
 
 /// Every migration shipped with this build.
-pub static MIGRATOR: Migrator = sqlx::migrate!();
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// Attempts before giving up on migrations at start-up.
 const ATTEMPTS: u32 = 5;
@@ -18,7 +18,7 @@ const ATTEMPTS: u32 = 5;
 /// lock; SQLite has none, so when several workers start at once on one file, a worker may
 /// lose the race ("database is locked", or the version already recorded). It then retries:
 /// the next attempt finds the migration applied and has nothing to do.
-pub async fn run(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
+pub(super) async fn run(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
     let mut attempt = 1;
     loop {
         match MIGRATOR.run(pool).await {
@@ -47,12 +47,12 @@ fn retryable(error: &sqlx::migrate::MigrateError) -> bool {
 
 /// How many of this build's migrations are applied, and how many are not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MigrationStatus {
+pub(super) struct MigrationStatus {
     pub applied: usize,
     pub unapplied: usize,
 }
 
-pub async fn status(pool: &AnyPool) -> Result<MigrationStatus, DbError> {
+pub(super) async fn status(pool: &AnyPool) -> Result<MigrationStatus, DbError> {
     let rows: Vec<(i64,)> =
         match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)

@@ -14,13 +14,12 @@
 //! }
 //! ```
 
-pub mod errors;
-pub mod items;
-pub mod metrics;
-pub mod migrations;
-pub mod pool;
-pub mod url;
-pub mod write_health;
+mod errors;
+pub(crate) mod items;
+pub(crate) mod metrics;
+mod migrations;
+mod pool;
+mod write_health;
 
 use std::time::Duration;
 
@@ -29,8 +28,8 @@ use rocket::{Build, Orbit, Rocket};
 use rocket_db_pools::Database;
 
 pub use errors::{DbError, DbErrorKind};
+pub(crate) use metrics::{DbFamilies, ModelFamilies};
 pub use pool::{DbConn, DbPool};
-pub use url::{DatabaseUrl, Vendor};
 
 use crate::metrics::Metrics;
 
@@ -56,12 +55,16 @@ impl Fairing for DbSetup {
     }
 
     async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
-        let (Some(db), Some(metrics)) = (Db::fetch(&rocket), rocket.state::<Metrics>()) else {
+        let (Some(db), Some(metrics), Some(families)) = (
+            Db::fetch(&rocket),
+            rocket.state::<Metrics>(),
+            rocket.state::<DbFamilies>(),
+        ) else {
             rocket::error!("babylon: the database pool was not initialised");
             return Err(rocket);
         };
         let pool = &db.0;
-        pool.instrument(metrics.db().instruments(Db::NAME, pool.vendor()));
+        pool.instrument(families.instruments(Db::NAME, pool.vendor()));
         if let Err(error) = migrations::run(pool.sqlx_pool()).await {
             let cause = pool.diagnose().await.unwrap_or_else(|| error.to_string());
             rocket::error!(
@@ -70,7 +73,7 @@ impl Fairing for DbSetup {
             );
             return Err(rocket);
         }
-        refresh_migration_gauges(pool, metrics).await;
+        refresh_migration_gauges(pool, families).await;
         match metrics::PoolGauges::new(Db::NAME, pool.sqlx_pool().clone()) {
             Ok(gauges) => {
                 if let Err(error) = metrics.registry().register(Box::new(gauges)) {
@@ -83,10 +86,10 @@ impl Fairing for DbSetup {
     }
 
     async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
-        let (Some(db), Some(metrics)) = (Db::fetch(rocket), rocket.state::<Metrics>()) else {
+        let (Some(db), Some(families)) = (Db::fetch(rocket), rocket.state::<DbFamilies>()) else {
             return;
         };
-        let (pool, metrics) = (db.0.sqlx_pool().clone(), metrics.clone());
+        let (pool, families) = (db.0.sqlx_pool().clone(), families.clone());
         let url = db.0.url().clone();
         let mut shutdown = rocket.shutdown();
         rocket::tokio::spawn(async move {
@@ -95,7 +98,7 @@ impl Fairing for DbSetup {
                 rocket::tokio::select! {
                     _ = every.tick() => {
                         if let Ok(status) = migrations::status(&pool).await {
-                            set_migration_gauges(&metrics, status);
+                            set_migration_gauges(&families, status);
                         } else {
                             rocket::debug!("migration status of {url} unavailable");
                         }
@@ -107,22 +110,20 @@ impl Fairing for DbSetup {
     }
 }
 
-async fn refresh_migration_gauges(pool: &DbPool, metrics: &Metrics) {
+async fn refresh_migration_gauges(pool: &DbPool, families: &DbFamilies) {
     match migrations::status(pool.sqlx_pool()).await {
-        Ok(status) => set_migration_gauges(metrics, status),
+        Ok(status) => set_migration_gauges(families, status),
         Err(error) => rocket::warn!("migration status unavailable: {error}"),
     }
 }
 
-fn set_migration_gauges(metrics: &Metrics, status: migrations::MigrationStatus) {
+fn set_migration_gauges(families: &DbFamilies, status: migrations::MigrationStatus) {
     let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    metrics
-        .db()
+    families
         .migrations_applied
         .with_label_values(&[Db::NAME])
         .set(to_i64(status.applied));
-    metrics
-        .db()
+    families
         .migrations_unapplied
         .with_label_values(&[Db::NAME])
         .set(to_i64(status.unapplied));

@@ -18,7 +18,6 @@
 //! transaction, and an operation abandoned midway (its future dropped) closes the
 //! connection instead; the pool opens a fresh one when needed.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,19 +29,8 @@ use sqlx::{Any, AnyPool, Connection, FromRow};
 
 use super::errors::DbError;
 use super::metrics::{Instruments, Statement};
-use super::url::{DatabaseUrl, Vendor};
 use super::write_health::WriteHealth;
-
-/// systemd's per-service state directory; relative SQLite paths land there when set.
-pub const STATE_DIRECTORY_ENV: &str = "STATE_DIRECTORY";
-
-/// The state directory for relative SQLite paths, if the service manager gave one.
-pub fn state_directory() -> Option<PathBuf> {
-    // systemd may list several directories separated by ':'; the first is ours.
-    let value = std::env::var_os(STATE_DIRECTORY_ENV)?;
-    let first = value.to_str()?.split(':').next()?.to_string();
-    (!first.is_empty()).then(|| PathBuf::from(first))
-}
+use crate::settings::{state_directory, DatabaseUrl, Vendor};
 
 /// The settings every SQLite connection gets when it opens.
 const SQLITE_PRAGMAS: [&str; 4] = [
@@ -105,14 +93,17 @@ pub struct DbPool {
 }
 
 impl DbPool {
+    /// Which database this pool talks to.
     pub fn vendor(&self) -> Vendor {
         self.url.vendor()
     }
 
+    /// The validated URL (its `Display` hides any password).
     pub fn url(&self) -> &DatabaseUrl {
         &self.url
     }
 
+    /// The sqlx pool underneath, for migrations and the pool gauges.
     pub fn sqlx_pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -358,6 +349,7 @@ impl DbConn {
             .map(drop)
     }
 
+    /// Every row of `query`, counted and timed in the DB families.
     pub async fn fetch_all<'q, T>(
         &mut self,
         query: QueryAs<'q, Any, T, AnyArguments<'q>>,
@@ -369,6 +361,7 @@ impl DbConn {
             .await
     }
 
+    /// The first row of `query`, if any, counted and timed in the DB families.
     pub async fn fetch_optional<'q, T>(
         &mut self,
         query: QueryAs<'q, Any, T, AnyArguments<'q>>,
@@ -380,6 +373,7 @@ impl DbConn {
             .await
     }
 
+    /// Exactly one row of `query` (none is [`DbErrorKind::RowNotFound`]), counted and timed.
     pub async fn fetch_one<'q, T>(
         &mut self,
         query: QueryAs<'q, Any, T, AnyArguments<'q>>,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use crate::prometheus::{Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec};
 
 /// The label value every label gets once a family is full.
-pub const OVERFLOW_VALUE: &str = "<overflow>";
+pub(crate) const OVERFLOW_VALUE: &str = "<overflow>";
 
 /// A labelled family (`IntCounterVec`, `GaugeVec`, `HistogramVec`).
 pub trait LabelledFamily: Clone {

@@ -27,8 +27,9 @@ use std::sync::Mutex;
 use crate::prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use super::cardinality::Capped;
-use super::families::register;
+use super::register;
 
+/// Get-or-register custom families, each capped at `metrics.max_series_per_family` label sets.
 pub struct CustomMetrics {
     registry: Registry,
     families: Mutex<HashMap<String, (Family, Vec<String>)>>,
@@ -55,22 +56,34 @@ impl Family {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a custom family could not be handed out.
 pub enum CustomMetricError {
     #[error("metric `{name}` is already registered as a {existing}, not a {requested}")]
+    /// The name is taken by a family of another type.
     KindMismatch {
+        /// The family's name.
         name: String,
+        /// The type it was registered with.
         existing: &'static str,
+        /// The type asked for now.
         requested: &'static str,
     },
     #[error("metric `{name}` is already registered with labels {existing:?}, not {requested:?}")]
+    /// The name is taken with other label names.
     LabelMismatch {
+        /// The family's name.
         name: String,
+        /// The label names it was registered with.
         existing: Vec<String>,
+        /// The label names asked for now.
         requested: Vec<String>,
     },
     #[error("metric `{name}`: {source}")]
+    /// The prometheus crate refused the family (an invalid name, or a clash with a built-in).
     Prometheus {
+        /// The family's name.
         name: String,
+        /// The prometheus crate's error.
         source: crate::prometheus::Error,
     },
 }

@@ -1,50 +1,35 @@
-//! Metrics: one Prometheus registry per service, the built-in families, and the ways they
-//! are recorded and read.
+//! The metrics core: one Prometheus registry per service, the primitives every family is
+//! built from, and the custom-metrics API for application code.
 //!
-//! - [`families`]: the families of DESIGN.md and how one request is observed,
-//! - [`per_request`]: the six families every request increments, as one histogram per
-//!   kind of request,
-//! - [`sharded`]: histograms each thread records into alone, summed when read,
-//! - [`observer`]: records every request from arrival to response,
-//! - [`panics`]: a handler wrapper that tells panics apart from other server errors,
-//! - [`custom`]: get-or-register custom families for application code,
-//! - [`access`]: who may read metrics,
-//! - [`exporter`]: the per-process export listener on a port of the range,
-//! - [`file_sd`]: the export target announced to Prometheus' file-based discovery,
-//! - [`endpoint`]: the metrics route on the main port,
-//! - [`rate_limit`]: the rate limiter's state.
+//! - [`Metrics`]: the registry handle (managed as Rocket state) and its exposition,
+//! - `sharded`: histograms and counters each thread records into alone, summed when read,
+//! - `cardinality`: the cap on label sets a custom family may grow to,
+//! - [`CustomMetrics`]: get-or-register custom families for application code.
+//!
+//! The families babylon records live with the subsystem that records them (`observe`,
+//! `db`, `cache`, `blocking`) and are registered into this registry by the application's
+//! composition root. This module depends only on `prometheus`, the build facts and the
+//! bucket type of the settings.
 
-pub mod access;
-pub mod cardinality;
-pub mod custom;
-pub mod endpoint;
-pub mod exporter;
-pub mod families;
-pub mod file_sd;
-pub mod observer;
-pub mod panics;
-pub mod per_request;
-pub mod rate_limit;
-pub mod sharded;
+pub(crate) mod cardinality;
+mod custom;
+pub(crate) mod sharded;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::prometheus::{Encoder, Registry, TextEncoder};
+use crate::prometheus::core::Collector;
+use crate::prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-pub use access::MetricsAccess;
 pub use custom::{CustomMetricError, CustomMetrics};
-pub use families::{ApiFamilies, HttpFamilies};
 
-use crate::cache::CacheFamilies;
-use crate::config::MetricsSettings;
-use crate::db::metrics::{DbFamilies, ModelFamilies};
+use crate::settings::MetricsSettings;
 
 /// The `Content-Type` of the Prometheus text exposition format.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The service's registry and its families. Cheap to clone; every clone is the same
-/// registry. Managed as Rocket state, so handlers take `&State<Metrics>`.
+/// The service's registry. Cheap to clone; every clone is the same registry. Managed as
+/// Rocket state, so handlers take `&State<Metrics>` to reach [`Metrics::custom`].
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -52,29 +37,20 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    http: HttpFamilies,
-    api: ApiFamilies,
-    db: DbFamilies,
-    models: ModelFamilies,
-    cache: CacheFamilies,
     custom: CustomMetrics,
     last_render_bytes: AtomicUsize,
 }
 
 impl Metrics {
-    /// A registry with every built-in family, prefixed by `metrics.namespace` if set.
+    /// A registry prefixed by `metrics.namespace` if set, holding `babylon_build_info` and
+    /// the `process_*` families; the service's own families are added by their subsystems.
     pub fn new(settings: &MetricsSettings) -> crate::prometheus::Result<Self> {
         let prefix = settings
             .namespace
             .as_ref()
             .map(|ns| ns.as_str().to_string());
         let registry = Registry::new_custom(prefix, None)?;
-        let http = HttpFamilies::register(&registry, settings)?;
-        let api = ApiFamilies::register(&registry)?;
-        let db = DbFamilies::register(&registry)?;
-        let models = ModelFamilies::register(&registry)?;
-        let cache = CacheFamilies::register(&registry)?;
-        families::register_build_info(&registry)?;
+        register_build_info(&registry)?;
         registry.register(Box::new(
             crate::prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -83,37 +59,13 @@ impl Metrics {
                 custom: CustomMetrics::new(registry.clone(), settings.max_series_per_family.get())?,
                 last_render_bytes: AtomicUsize::new(16 * 1024),
                 registry,
-                http,
-                api,
-                db,
-                models,
-                cache,
             }),
         })
     }
 
-    pub fn registry(&self) -> &Registry {
+    /// The registry itself, for collectors of the service's own families.
+    pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
-    }
-
-    pub fn http(&self) -> &HttpFamilies {
-        &self.inner.http
-    }
-
-    pub fn api(&self) -> &ApiFamilies {
-        &self.inner.api
-    }
-
-    pub fn db(&self) -> &DbFamilies {
-        &self.inner.db
-    }
-
-    pub fn models(&self) -> &ModelFamilies {
-        &self.inner.models
-    }
-
-    pub fn cache(&self) -> &CacheFamilies {
-        &self.inner.cache
     }
 
     /// Where application code adds its own families; see [`CustomMetrics`].
@@ -134,4 +86,54 @@ impl Metrics {
             .store(buffer.len() + buffer.len() / 8, Ordering::Relaxed);
         buffer
     }
+}
+
+/// Registers `collector` and hands it back, so families read as one expression each.
+pub(crate) fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> crate::prometheus::Result<C> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+/// Registers a labelled integer counter family.
+pub(crate) fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> crate::prometheus::Result<IntCounterVec> {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+/// Registers a labelled integer gauge family.
+pub(crate) fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> crate::prometheus::Result<IntGaugeVec> {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+/// `babylon_build_info{version,rustc,commit} 1`, the analogue of `python_info`.
+fn register_build_info(registry: &Registry) -> crate::prometheus::Result<()> {
+    let info = register(
+        registry,
+        IntGaugeVec::new(
+            Opts::new(
+                "babylon_build_info",
+                "Build of the running babylon binary; the value is always 1.",
+            ),
+            &["version", "rustc", "commit"],
+        )?,
+    )?;
+    info.with_label_values(&[
+        crate::build::VERSION,
+        crate::build::RUSTC,
+        crate::build::COMMIT,
+    ])
+    .set(1);
+    Ok(())
 }

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 use thread_local::ThreadLocal;
 
-use crate::config::Buckets;
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto;
+use crate::settings::Buckets;
 
 /// A histogram with fixed upper bounds, recorded per thread.
 pub struct ShardedHistogram {
@@ -45,6 +45,7 @@ fn add_as_sole_writer(cell: &AtomicU64, add: impl FnOnce(u64) -> u64) {
 }
 
 impl ShardedHistogram {
+    /// An empty histogram with these upper bounds.
     pub fn new(bounds: Buckets) -> Self {
         ShardedHistogram {
             bounds,
@@ -52,6 +53,7 @@ impl ShardedHistogram {
         }
     }
 
+    /// Records one value into the calling thread's shard.
     pub fn observe(&self, value: f64) {
         let shard = self.shards.get_or(|| {
             CachePadded::new(Shard {
@@ -84,6 +86,7 @@ impl ShardedHistogram {
         snapshot
     }
 
+    /// The upper bounds of the buckets.
     pub fn bounds(&self) -> &Buckets {
         &self.bounds
     }
@@ -229,18 +232,18 @@ impl SumFamily {
 
 /// An unlabelled counter recorded per thread. Cheap to clone; clones count together.
 #[derive(Clone)]
-pub struct CounterFamily(SumFamily);
+pub(crate) struct CounterFamily(SumFamily);
 
 impl CounterFamily {
-    pub fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
+    pub(crate) fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
         SumFamily::new(name, help).map(CounterFamily)
     }
 
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.sum.add(1);
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.sum.total() as u64
     }
 }
@@ -297,7 +300,7 @@ impl Collector for InFlightGauge {
 }
 
 /// `metric` (with whatever labels it has) holding a counter of `value`.
-pub fn with_counter(mut metric: proto::Metric, value: u64) -> proto::Metric {
+pub(crate) fn with_counter(mut metric: proto::Metric, value: u64) -> proto::Metric {
     let mut counter = proto::Counter::default();
     counter.set_value(value as f64);
     metric.set_counter(counter);
@@ -314,7 +317,7 @@ fn unlabelled_desc(name: &str, help: &str) -> crate::prometheus::Result<Desc> {
 }
 
 /// A family of `kind` named and described by `desc`, holding `metrics`.
-pub fn family(
+pub(crate) fn family(
     desc: &Desc,
     kind: proto::MetricType,
     metrics: Vec<proto::Metric>,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use babylon::config::figment_from;
+use babylon::settings::figment_from;
 use figment::Figment;
 use rocket::local::blocking::{Client, LocalRequest};
 use serde_json::{json, Value};

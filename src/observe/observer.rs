@@ -11,16 +11,18 @@ use rocket::http::Method;
 use rocket::tokio::io::{AsyncRead, ReadBuf};
 use rocket::{Request, Response};
 
-use super::families::{Exchange, Transport, BLOCKED_ROUTE, UNMATCHED_ROUTE};
-use super::sharded::HistogramFamily;
-use super::Metrics;
+use super::families::{
+    ApiFamilies, Exchange, HttpFamilies, Transport, BLOCKED_ROUTE, UNMATCHED_ROUTE,
+};
 use crate::blocking::ClientAddr;
-use crate::config::MetricsSettings;
-use crate::request_record::{Arrival, RequestRecord};
+use crate::metrics::sharded::HistogramFamily;
+use crate::request::{Arrival, RequestRecord};
 use crate::routing::{self, RoutedPath};
+use crate::settings::MetricsSettings;
 
-pub struct HttpObserver {
-    metrics: Metrics,
+pub(crate) struct HttpObserver {
+    http: HttpFamilies,
+    api: ApiFamilies,
     /// Decides whether an `X-Forwarded-Proto` header is believed.
     clients: ClientAddr,
     /// The metrics path, whose requests are not observed unless scrapes count.
@@ -30,9 +32,15 @@ pub struct HttpObserver {
 }
 
 impl HttpObserver {
-    pub fn new(metrics: Metrics, clients: ClientAddr, settings: &MetricsSettings) -> Self {
+    pub(crate) fn new(
+        http: HttpFamilies,
+        api: ApiFamilies,
+        clients: ClientAddr,
+        settings: &MetricsSettings,
+    ) -> Self {
         HttpObserver {
-            metrics,
+            http,
+            api,
             clients,
             skip_exact: (!settings.count_scrapes).then(|| RoutedPath::new(settings.path.as_str())),
             skip_prefixes: settings.exclude_paths.clone(),
@@ -74,7 +82,7 @@ impl HttpObserver {
     }
 
     /// Starts observing a request that has just arrived, unless it is excluded.
-    pub fn arrive(&self, request: &Request<'_>) {
+    pub(crate) fn arrive(&self, request: &Request<'_>) {
         if !self.observes(request) {
             return;
         }
@@ -83,22 +91,22 @@ impl HttpObserver {
             method: request.method(),
         };
         if RequestRecord::start(request, arrival) {
-            self.metrics.api().requests_total.inc();
-            self.metrics.http().requests_in_flight.inc();
+            self.api.requests_total.inc();
+            self.http.requests_in_flight.inc();
         }
     }
 
     /// Records a request's response into every HTTP family.
-    pub async fn finish<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+    pub(crate) async fn finish<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
         let record = RequestRecord::of(request);
         if let Some(reason) = record.blocked() {
             // Counted even for unobserved paths: a refused scrape is still a refusal.
-            self.metrics.api().blocked(reason);
+            self.api.blocked(reason);
         }
         let Some(arrival) = record.arrival() else {
             return;
         };
-        let http = self.metrics.http();
+        let http = &self.http;
         http.requests_in_flight.dec();
 
         let route = match (record.blocked(), request.route()) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,10 +24,12 @@ use rocket::{Orbit, Rocket};
 use socket2::{Domain, Socket, Type};
 
 use super::file_sd::TargetFile;
-use super::{Metrics, MetricsAccess, TEXT_CONTENT_TYPE};
-use crate::api::error::JsonError;
+use super::MetricsAccess;
 use crate::blocking::ClientAddr;
-use crate::config::{ExportAddress, ExportSettings, PortRange, WhenPortsTaken};
+use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
+use crate::observe::ApiFamilies;
+use crate::request::JsonError;
+use crate::settings::{ExportAddress, ExportSettings, PortRange, WhenPortsTaken};
 
 /// A slow client gets this long to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +50,7 @@ pub enum ExportError {
 
 /// A bound, not yet serving, export socket.
 #[derive(Debug)]
-pub struct ExportListener {
+pub(crate) struct ExportListener {
     listener: TcpListener,
     port: u16,
 }
@@ -56,7 +58,7 @@ pub struct ExportListener {
 impl ExportListener {
     /// Binds the first free port of the configured range. `Ok(None)` when every port is
     /// taken and the settings say to run without export.
-    pub fn bind(settings: &ExportSettings) -> Result<Option<ExportListener>, ExportError> {
+    pub(crate) fn bind(settings: &ExportSettings) -> Result<Option<ExportListener>, ExportError> {
         let range = settings.ports();
         for port in range.ports() {
             match bind_port(settings.address, port) {
@@ -82,12 +84,12 @@ impl ExportListener {
         }
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// The bound address (`[::]:8001` for every interface).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 }
@@ -133,15 +135,21 @@ fn listen(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
 }
 
 /// What the export listener needs to answer a scrape.
-struct Scrapes {
-    metrics: Metrics,
-    path: String,
-    access: MetricsAccess,
-    clients: ClientAddr,
+pub(crate) struct Scrapes {
+    /// What is served.
+    pub(crate) metrics: Metrics,
+    /// Where refused scrapes are counted (`api_requests_blocked_total`).
+    pub(crate) api: ApiFamilies,
+    /// The one path served.
+    pub(crate) path: String,
+    /// Who may read.
+    pub(crate) access: MetricsAccess,
+    /// Finds the client behind a trusted proxy, as the blocking policy does.
+    pub(crate) clients: ClientAddr,
 }
 
 /// Serves a bound [`ExportListener`] from lift-off until Rocket shuts down.
-pub struct ExportFairing {
+pub(crate) struct ExportFairing {
     listener: std::sync::Mutex<Option<ExportListener>>,
     scrapes: Arc<Scrapes>,
     /// Removed at shutdown (or when the fairing is dropped after a failed launch).
@@ -149,23 +157,15 @@ pub struct ExportFairing {
 }
 
 impl ExportFairing {
-    pub fn new(
+    pub(crate) fn new(
         listener: ExportListener,
         target_file: Option<TargetFile>,
-        metrics: Metrics,
-        path: &str,
-        access: MetricsAccess,
-        clients: ClientAddr,
+        scrapes: Scrapes,
     ) -> Self {
         ExportFairing {
             listener: std::sync::Mutex::new(Some(listener)),
             target_file: std::sync::Mutex::new(target_file),
-            scrapes: Arc::new(Scrapes {
-                metrics,
-                path: path.to_string(),
-                access,
-                clients,
-            }),
+            scrapes: Arc::new(scrapes),
         }
     }
 }
@@ -240,11 +240,16 @@ impl Scrapes {
             ));
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return json_error(JsonError::new(
+            let mut response = json_error(JsonError::new(
                 Status::MethodNotAllowed,
                 "method_not_allowed",
-                "use GET",
+                "use GET or HEAD",
             ));
+            // RFC 9110 §15.5.6: a 405 names the methods the resource supports.
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
         }
         let headers = request.headers();
         let text = |name: &str| {
@@ -263,7 +268,7 @@ impl Scrapes {
         );
         let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         if let Err(reason) = self.access.check(Some(client), authorization) {
-            self.metrics.api().blocked(reason);
+            self.api.blocked(reason);
             return json_error(JsonError::new(
                 reason.status(),
                 reason.label(),

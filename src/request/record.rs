@@ -12,11 +12,11 @@ use std::time::Instant;
 use rocket::http::Method;
 use rocket::Request;
 
-use crate::api::error::JsonError;
-use crate::blocking::BlockReason;
+use super::BlockReason;
+use super::JsonError;
 
 #[derive(Default)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     /// Set when the HTTP observer starts observing the request: a plain field, because the
     /// record is created right then (a `OnceLock` costs a synchronised write per request).
     arrival: Option<Arrival>,
@@ -28,14 +28,14 @@ pub struct RequestRecord {
 
 /// The request as it arrived, before the gatekeeper may have rewritten it.
 #[derive(Debug, Clone, Copy)]
-pub struct Arrival {
+pub(crate) struct Arrival {
     pub started: Instant,
     pub method: Method,
 }
 
 impl RequestRecord {
     /// The request's record, created empty if no layer has made it yet.
-    pub fn of<'r>(request: &'r Request<'_>) -> &'r RequestRecord {
+    pub(crate) fn of<'r>(request: &'r Request<'_>) -> &'r RequestRecord {
         request.local_cache(RequestRecord::default)
     }
 
@@ -43,7 +43,7 @@ impl RequestRecord {
     /// request first, so no record exists yet; if one did, the caller must leave the
     /// request unobserved (its response would find no arrival to measure from).
     #[must_use]
-    pub fn start(request: &Request<'_>, arrival: Arrival) -> bool {
+    pub(crate) fn start(request: &Request<'_>, arrival: Arrival) -> bool {
         let mut created = false;
         request.local_cache(|| {
             created = true;
@@ -55,42 +55,42 @@ impl RequestRecord {
         created
     }
 
-    pub fn arrival(&self) -> Option<Arrival> {
+    pub(crate) fn arrival(&self) -> Option<Arrival> {
         self.arrival
     }
 
-    pub fn set_blocked(&self, reason: BlockReason) {
+    pub(crate) fn set_blocked(&self, reason: BlockReason) {
         let _ = self.blocked.set(reason);
     }
 
-    pub fn blocked(&self) -> Option<BlockReason> {
+    pub(crate) fn blocked(&self) -> Option<BlockReason> {
         self.blocked.get().copied()
     }
 
     /// Records why the handler failed; the first cause wins.
-    pub fn set_exception(&self, kind: &'static str) {
+    pub(crate) fn set_exception(&self, kind: &'static str) {
         let _ = self.exception.set(kind);
     }
 
-    pub fn exception(&self) -> Option<&'static str> {
+    pub(crate) fn exception(&self) -> Option<&'static str> {
         self.exception.get().copied()
     }
 
-    pub fn add_body_bytes_read(&self, bytes: u64) {
+    pub(crate) fn add_body_bytes_read(&self, bytes: u64) {
         self.body_bytes_read.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub fn body_bytes_read(&self) -> u64 {
+    pub(crate) fn body_bytes_read(&self) -> u64 {
         self.body_bytes_read.load(Ordering::Relaxed)
     }
 
     /// A data guard's refusal, kept for the catcher that answers the request (Rocket 0.5
     /// catchers cannot see a guard's error value otherwise).
-    pub fn set_rejection(&self, error: JsonError) {
+    pub(crate) fn set_rejection(&self, error: JsonError) {
         let _ = self.rejection.set(error);
     }
 
-    pub fn rejection(&self) -> Option<&JsonError> {
+    pub(crate) fn rejection(&self) -> Option<&JsonError> {
         self.rejection.get()
     }
 }

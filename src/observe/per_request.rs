@@ -16,14 +16,14 @@ use rocket::http::Method;
 use thread_local::ThreadLocal;
 
 use super::families::Transport;
-use super::sharded::{family, with_counter, ShardedHistogram, Snapshot};
-use crate::config::Buckets;
+use crate::metrics::sharded::{family, with_counter, ShardedHistogram, Snapshot};
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto;
+use crate::settings::Buckets;
 
 /// What, besides the route, tells kinds of request apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RequestKind {
+pub(super) struct RequestKind {
     pub method: Method,
     pub status: u16,
     pub transport: Transport,
@@ -36,7 +36,7 @@ type ByRoute = FastMap<Box<str>, FastMap<RequestKind, Arc<ShardedHistogram>>>;
 
 /// The per-request families; cheap to clone, clones share the histograms.
 #[derive(Clone)]
-pub struct RequestFamilies {
+pub(super) struct RequestFamilies {
     inner: Arc<Inner>,
 }
 
@@ -68,7 +68,7 @@ fn desc(name: &str, help: &str, labels: &[&str]) -> crate::prometheus::Result<De
 }
 
 impl RequestFamilies {
-    pub fn new(latency_buckets: Buckets) -> crate::prometheus::Result<Self> {
+    pub(super) fn new(latency_buckets: Buckets) -> crate::prometheus::Result<Self> {
         let descs = Descs {
             by_method: desc(
                 "rocket_http_requests_by_method_total",
@@ -112,7 +112,7 @@ impl RequestFamilies {
     }
 
     /// Records one request of `kind` to `route` that took `seconds`.
-    pub fn record(&self, route: &str, kind: RequestKind, seconds: f64) {
+    pub(super) fn record(&self, route: &str, kind: RequestKind, seconds: f64) {
         let known = self.inner.known_to_thread.get_or_default();
         if let Some(histogram) = known.borrow().get(route).and_then(|kinds| kinds.get(&kind)) {
             histogram.observe(seconds);

@@ -10,7 +10,7 @@
 //! #[get("/boom")]
 //! fn boom() -> &'static str { panic!("boom") }
 //!
-//! let routes = babylon::metrics::panics::instrument(rocket::routes![boom]);
+//! let routes = babylon::instrument(rocket::routes![boom]);
 //! # let _ = routes;
 //! ```
 
@@ -21,10 +21,10 @@ use std::task::{Context, Poll};
 use rocket::route::{BoxFuture, Handler, Outcome};
 use rocket::{Data, Request, Route};
 
-use crate::request_record::RequestRecord;
+use crate::request::RequestRecord;
 
 /// The `type` label of `rocket_http_exceptions_by_type_total` for a panicking handler.
-pub const PANIC: &str = "panic";
+pub(super) const PANIC: &str = "panic";
 
 /// Wraps every route's handler so that its panics are counted as `type="panic"`.
 pub fn instrument(routes: Vec<Route>) -> Vec<Route> {

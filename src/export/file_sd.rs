@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::config::{ExportAddress, FileSdSettings};
+use crate::settings::{ExportAddress, FileSdSettings};
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -25,12 +25,12 @@ pub struct FileSdError {
 
 /// The written target file; removed when dropped.
 #[derive(Debug)]
-pub struct TargetFile {
+pub(crate) struct TargetFile {
     path: PathBuf,
 }
 
 impl TargetFile {
-    pub fn write(
+    pub(crate) fn write(
         settings: &FileSdSettings,
         address: ExportAddress,
         port: u16,
@@ -50,7 +50,8 @@ impl TargetFile {
         Ok(TargetFile { path })
     }
 
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

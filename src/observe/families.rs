@@ -1,68 +1,51 @@
-//! The built-in metric families of DESIGN.md, registered once per registry.
+//! The HTTP families every request records (django-prometheus' names, `django_` ->
+//! `rocket_`), and the API families of requests received and refused.
 
-use crate::prometheus::core::Collector;
-use crate::prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use crate::prometheus::{IntCounterVec, Registry};
 
 use rocket::http::Method;
 
 use super::per_request::{RequestFamilies, RequestKind};
-use super::sharded::{CounterFamily, HistogramFamily, InFlightGauge};
-use crate::blocking::BlockReason;
-use crate::config::{Buckets, MetricsSettings};
-
-/// Registers `collector` and hands it back, so families read as one expression each.
-pub(crate) fn register<C: Collector + Clone + 'static>(
-    registry: &Registry,
-    collector: C,
-) -> crate::prometheus::Result<C> {
-    registry.register(Box::new(collector.clone()))?;
-    Ok(collector)
-}
-
-/// Registers a labelled integer counter family.
-pub(crate) fn counter_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> crate::prometheus::Result<IntCounterVec> {
-    register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
-}
-
-/// Registers a labelled integer gauge family.
-pub(crate) fn gauge_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> crate::prometheus::Result<IntGaugeVec> {
-    register(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
-}
+use crate::metrics::sharded::{CounterFamily, HistogramFamily, InFlightGauge};
+use crate::metrics::{counter_vec, register};
+use crate::request::BlockReason;
+use crate::settings::{Buckets, MetricsSettings};
 
 /// Label value of requests that matched no route: one value for every scanner path.
-pub const UNMATCHED_ROUTE: &str = "<unmatched>";
+pub(super) const UNMATCHED_ROUTE: &str = "<unmatched>";
 /// Label value of requests the blocking policy refused before routing.
-pub const BLOCKED_ROUTE: &str = "<blocked>";
+pub(super) const BLOCKED_ROUTE: &str = "<blocked>";
 
 /// django-prometheus' HTTP families, renamed `django_` -> `rocket_`, `view` -> `route`.
 #[derive(Clone)]
 pub struct HttpFamilies {
     /// The five per-request counters and the duration histogram.
     requests: RequestFamilies,
+    /// `rocket_http_exceptions_by_type_total{type}`.
     pub exceptions_by_type: IntCounterVec,
+    /// `rocket_http_exceptions_by_route_total{route}`.
     pub exceptions_by_route: IntCounterVec,
+    /// `rocket_http_request_body_bytes`.
     pub request_body_bytes: HistogramFamily,
+    /// `rocket_http_response_body_bytes`.
     pub response_body_bytes: HistogramFamily,
+    /// `rocket_http_requests_in_flight`.
     pub requests_in_flight: InFlightGauge,
 }
 
 /// One finished request, as the HTTP fairing saw it.
 pub struct Exchange<'a> {
+    /// The route template, or `<unmatched>` / `<blocked>`.
     pub route: &'a str,
+    /// The method as it arrived.
     pub method: Method,
+    /// Plain HTTP or HTTPS at a trusted proxy.
     pub transport: Transport,
+    /// The response status code.
     pub status: u16,
+    /// From arrival to response, in seconds.
     pub seconds: f64,
+    /// Request body bytes the handler read.
     pub request_body_bytes: u64,
     /// `None` when the body is streamed: it is observed when the stream ends.
     pub response_body_bytes: Option<u64>,
@@ -71,6 +54,7 @@ pub struct Exchange<'a> {
 }
 
 impl HttpFamilies {
+    /// Registers the HTTP families, with `metrics.latency_buckets` for the durations.
     pub fn register(
         registry: &Registry,
         settings: &MetricsSettings,
@@ -146,11 +130,14 @@ impl HttpFamilies {
 /// Plain HTTP, or HTTPS terminated by a trusted proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// Plain HTTP.
     Http,
+    /// HTTPS, terminated by a trusted proxy.
     Https,
 }
 
 impl Transport {
+    /// The `transport` label value.
     pub fn label(self) -> &'static str {
         match self {
             Transport::Http => "http",
@@ -161,13 +148,13 @@ impl Transport {
 
 /// The seed's two custom families.
 #[derive(Clone)]
-pub struct ApiFamilies {
+pub(crate) struct ApiFamilies {
     pub requests_total: CounterFamily,
     pub requests_blocked_total: IntCounterVec,
 }
 
 impl ApiFamilies {
-    pub fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
         let requests_blocked_total = counter_vec(
             registry,
             "api_requests_blocked_total",
@@ -190,30 +177,9 @@ impl ApiFamilies {
         })
     }
 
-    pub fn blocked(&self, reason: BlockReason) {
+    pub(crate) fn blocked(&self, reason: BlockReason) {
         self.requests_blocked_total
             .with_label_values(&[reason.label()])
             .inc();
     }
-}
-
-/// `babylon_build_info{version,rustc,commit} 1`, the analogue of `python_info`.
-pub fn register_build_info(registry: &Registry) -> crate::prometheus::Result<()> {
-    let info = register(
-        registry,
-        IntGaugeVec::new(
-            Opts::new(
-                "babylon_build_info",
-                "Build of the running babylon binary; the value is always 1.",
-            ),
-            &["version", "rustc", "commit"],
-        )?,
-    )?;
-    info.with_label_values(&[
-        crate::build::VERSION,
-        crate::build::RUSTC,
-        crate::build::COMMIT,
-    ])
-    .set(1);
-    Ok(())
 }

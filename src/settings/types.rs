@@ -39,14 +39,17 @@ impl PortRange {
         Ok(PortRange { start, end })
     }
 
+    /// A range of one port; refuses port 0.
     pub fn single(port: u16) -> Result<Self, String> {
         Self::new(port.into(), port.into())
     }
 
+    /// The first port of the range.
     pub fn start(&self) -> u16 {
         self.start
     }
 
+    /// The last port of the range (inclusive).
     pub fn end(&self) -> u16 {
         self.end
     }
@@ -174,14 +177,17 @@ impl fmt::Display for Cidr {
 pub struct CidrList(Vec<Cidr>);
 
 impl CidrList {
+    /// Whether any block holds `ip` (IPv4-mapped IPv6 counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|cidr| cidr.contains(ip))
     }
 
+    /// Whether the list has no block.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The blocks, in the order given.
     pub fn blocks(&self) -> &[Cidr] {
         &self.0
     }
@@ -222,7 +228,9 @@ impl TryFrom<StringOrList> for CidrList {
 #[serde(try_from = "String")]
 pub enum ExportAddress {
     #[default]
+    /// `""`: every interface, IPv4 and IPv6.
     EveryInterface,
+    /// One address.
     Ip(IpAddr),
 }
 
@@ -255,6 +263,7 @@ impl fmt::Display for ExportAddress {
 pub struct UrlPath(String);
 
 impl UrlPath {
+    /// The path, starting with `/`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -292,6 +301,7 @@ impl Ipv6Prefix {
     /// The /64 every IPv6 subnet, and so every IPv6 client, has at least.
     pub const SUBNET: Ipv6Prefix = Ipv6Prefix(64);
 
+    /// The prefix length in bits.
     pub fn bits(self) -> u8 {
         self.0
     }
@@ -323,6 +333,7 @@ impl TryFrom<i64> for Ipv6Prefix {
 pub struct Namespace(String);
 
 impl Namespace {
+    /// The prefix as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -367,10 +378,12 @@ impl Buckets {
         Buckets::try_from(bounds.take(count).collect::<Vec<_>>())
     }
 
+    /// The upper bounds, increasing.
     pub fn bounds(&self) -> &[f64] {
         &self.0
     }
 
+    /// The upper bounds as a `Vec`, as the prometheus crate takes them.
     pub fn to_vec(&self) -> Vec<f64> {
         self.0.to_vec()
     }

@@ -10,7 +10,7 @@ use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto::MetricFamily;
 use crate::prometheus::{IntCounter, IntGauge, Opts};
 
-pub struct RateLimitCollector {
+pub(crate) struct RateLimitCollector {
     policy: Arc<Policy>,
     clients: IntGauge,
     overflow: IntCounter,
@@ -19,7 +19,7 @@ pub struct RateLimitCollector {
 }
 
 impl RateLimitCollector {
-    pub fn new(policy: Arc<Policy>) -> crate::prometheus::Result<Self> {
+    pub(crate) fn new(policy: Arc<Policy>) -> crate::prometheus::Result<Self> {
         Ok(RateLimitCollector {
             policy,
             clients: IntGauge::with_opts(Opts::new(

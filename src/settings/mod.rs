@@ -8,6 +8,7 @@
 //! Loading validates everything up front: a wrong value becomes one [`ConfigError`] whose
 //! message names the key and the problem.
 
+mod database_url;
 mod types;
 
 use std::num::{NonZeroU32, NonZeroU64};
@@ -17,8 +18,8 @@ use figment::providers::{Env, Serialized};
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::db::DatabaseUrl;
-
+pub(crate) use database_url::state_directory;
+pub use database_url::{DatabaseUrl, Vendor};
 pub use types::{
     canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Ipv6Prefix, Namespace, PortRange, UrlPath,
 };
@@ -29,8 +30,11 @@ pub const ENV_PREFIX: &str = "BABYLON_";
 /// All of babylon's own settings, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `metrics.*`
     pub metrics: MetricsSettings,
+    /// `blocking.*`
     pub blocking: BlockingSettings,
+    /// `cache.*`
     pub cache: CacheSettings,
     /// `databases.main.url`, validated (rocket_db_pools reads the rest of `databases.main`).
     pub database_url: DatabaseUrl,
@@ -44,9 +48,11 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://babylon.sqlite";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
+    /// Off: every read goes to the database.
     pub enabled: bool,
     /// How long an entry may be served; bounds staleness across worker processes.
     pub ttl_seconds: NonZeroU64,
+    /// Most entries each cache holds.
     pub max_entries: u64,
 }
 
@@ -112,6 +118,7 @@ pub struct MetricsSettings {
     pub exclude_paths: Vec<String>,
     /// Most label sets a custom family may grow to; further ones record as `<overflow>`.
     pub max_series_per_family: std::num::NonZeroUsize,
+    /// `metrics.export.*`
     pub export: ExportSettings,
 }
 
@@ -245,6 +252,7 @@ fn is_label_name(name: &str) -> bool {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// `metrics.export.when_ports_taken`: what to do when every export port is taken.
 pub enum WhenPortsTaken {
     /// Start-up fails with a message naming the range (the default).
     Fail,
@@ -257,6 +265,7 @@ pub enum WhenPortsTaken {
 pub struct Token(String);
 
 impl Token {
+    /// The token's bytes, for a constant-time comparison.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
@@ -272,6 +281,7 @@ impl std::fmt::Debug for Token {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlockingSettings {
+    /// Off: no request is screened.
     pub enabled: bool,
     /// Clients in these blocks get 403.
     pub deny: CidrList,
@@ -331,7 +341,12 @@ pub enum ConfigError {
     Parse(String),
     /// A value parsed but breaks a rule that spans keys or needs the file system.
     #[error("invalid setting `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid {
+        /// The dotted key, e.g. `metrics.export.port`.
+        key: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
 }
 
 impl ConfigError {
@@ -460,7 +475,7 @@ impl Settings {
         let url = databases.main.and_then(|main| main.url);
         let database_url = DatabaseUrl::parse(
             url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
-            crate::db::pool::state_directory().as_deref(),
+            state_directory().as_deref(),
         )
         .map_err(|problem| ConfigError::invalid("databases.main.url", problem))?;
         Ok(Settings {

@@ -7,16 +7,18 @@ use std::net::IpAddr;
 
 use subtle::ConstantTimeEq;
 
-use crate::blocking::BlockReason;
-use crate::config::{CidrList, ExportSettings, Token};
+use crate::request::BlockReason;
+use crate::settings::{CidrList, ExportSettings, Token};
 
 #[derive(Debug, Clone)]
+/// Who may read metrics: `metrics.export.allow` and, when set, the bearer token.
 pub struct MetricsAccess {
     allow: CidrList,
     token: Option<Token>,
 }
 
 impl MetricsAccess {
+    /// The access rule of `export`'s allow-list and token.
     pub fn new(export: &ExportSettings) -> Self {
         MetricsAccess {
             allow: export.allow.clone(),

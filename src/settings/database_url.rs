@@ -10,14 +10,28 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// systemd's per-service state directory; relative SQLite paths land there when set.
+pub(crate) const STATE_DIRECTORY_ENV: &str = "STATE_DIRECTORY";
+
+/// The state directory for relative SQLite paths, if the service manager gave one.
+pub(crate) fn state_directory() -> Option<PathBuf> {
+    // systemd may list several directories separated by ':'; the first is ours.
+    let value = std::env::var_os(STATE_DIRECTORY_ENV)?;
+    let first = value.to_str()?.split(':').next()?.to_string();
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
 /// The database vendors babylon runs on; the `vendor` label of the DB families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vendor {
+    /// SQLite, `sqlite://` URLs.
     Sqlite,
+    /// PostgreSQL, `postgres://` and `postgresql://` URLs.
     Postgresql,
 }
 
 impl Vendor {
+    /// The `vendor` label value.
     pub fn label(self) -> &'static str {
         match self {
             Vendor::Sqlite => "sqlite",
@@ -96,6 +110,7 @@ impl DatabaseUrl {
         })
     }
 
+    /// Which vendor the URL names.
     pub fn vendor(&self) -> Vendor {
         self.vendor
     }

@@ -11,13 +11,19 @@ use rocket::http::{ContentType, Method};
 use rocket::route::{Handler, Outcome};
 use rocket::{Data, Request, Route};
 
-use super::{Metrics, MetricsAccess, TEXT_CONTENT_TYPE};
-use crate::api::error::JsonError;
+use super::MetricsAccess;
 use crate::blocking::ClientAddr;
-use crate::request_record::RequestRecord;
+use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
+use crate::request::JsonError;
+use crate::request::RequestRecord;
 
 /// The route serving `metrics` at `path` to the clients `access` lets in.
-pub fn route(path: &str, metrics: Metrics, access: MetricsAccess, clients: ClientAddr) -> Route {
+pub(crate) fn route(
+    path: &str,
+    metrics: Metrics,
+    access: MetricsAccess,
+    clients: ClientAddr,
+) -> Route {
     Route::new(
         Method::Get,
         path,

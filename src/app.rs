@@ -1,0 +1,175 @@
+//! The composition root: builds every family, manages Rocket state, attaches the
+//! fairings and binds the export port. Nothing in the crate depends on it.
+
+use std::time::Instant;
+
+use figment::Figment;
+use rocket::{Build, Rocket};
+use rocket_db_pools::Database;
+
+use crate::api::items::ItemsCache;
+use crate::api::metrics_summary::{ExportPort, MetricsEnabled};
+use crate::api::{self, Started};
+use crate::blocking::{ClientAddr, Gatekeeper, Policy, RateLimitCollector};
+use crate::cache::CacheFamilies;
+use crate::db::{self, DbFamilies, ModelFamilies};
+use crate::export::{
+    self, ExportError, ExportFairing, ExportListener, FileSdError, MetricsAccess, Scrapes,
+    TargetFile,
+};
+use crate::metrics::Metrics;
+use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
+use crate::pipeline::RequestPipeline;
+use crate::routing;
+use crate::settings::{self, ConfigError, Settings};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong; the message names it.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The export port could not be bound.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The file_sd target file could not be written.
+    #[error(transparent)]
+    FileSd(#[from] FileSdError),
+    /// A family could not be registered (a `metrics.namespace` that makes names clash).
+    #[error("cannot set up the metrics registry: {0}")]
+    Registry(#[from] crate::prometheus::Error),
+}
+
+/// The service with its settings read and validated, ready to build a Rocket.
+pub struct App {
+    figment: Figment,
+    settings: Settings,
+}
+
+impl App {
+    /// Reads Rocket.toml (profile from `ROCKET_PROFILE`) and the environment.
+    pub fn from_env() -> Result<App, ConfigError> {
+        Self::from_figment(settings::figment())
+    }
+
+    /// Reads and validates the settings of `figment` (see [`settings::figment_from`]
+    /// for one that ignores the working directory's Rocket.toml).
+    pub fn from_figment(figment: Figment) -> Result<App, ConfigError> {
+        let settings = Settings::from_figment(&figment)?;
+        Ok(App { figment, settings })
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Builds the Rocket. With metrics and export enabled this binds the export port now,
+    /// so that a taken range fails here, before anything is served.
+    pub fn rocket(&self) -> Result<Rocket<Build>, StartError> {
+        let Settings {
+            metrics: metrics_settings,
+            blocking,
+            ..
+        } = &self.settings;
+        // Every family is registered here, once, whatever is enabled: the exposition
+        // lists the same families in every configuration.
+        let metrics = Metrics::new(metrics_settings)?;
+        let registry = metrics.registry();
+        let http = HttpFamilies::register(registry, metrics_settings)?;
+        let api = ApiFamilies::register(registry)?;
+        let db_families = DbFamilies::register(registry)?;
+        let models = ModelFamilies::register(registry)?;
+        let cache = CacheFamilies::register(registry)?;
+
+        let clients = ClientAddr::new(blocking.trusted_proxies.clone());
+        let policy = blocking
+            .enabled
+            .then(|| std::sync::Arc::new(Policy::new(blocking)));
+        if let Some(policy) = policy.as_ref().filter(|p| p.rate_limiter().is_some()) {
+            let collector = RateLimitCollector::new(policy.clone())?;
+            registry.register(Box::new(collector))?;
+        }
+        let access = MetricsAccess::new(&metrics_settings.export);
+        let path = metrics_settings.path.as_str();
+
+        let mut rocket = rocket::custom(self.figment.clone())
+            .manage(Started(Instant::now()))
+            .manage(MetricsEnabled(metrics_settings.enabled))
+            .manage(ItemsCache::new(&cache, &self.settings.cache))
+            .manage(db_families)
+            .manage(models)
+            .manage(api.clone())
+            .attach(db::Db::init())
+            .attach(db::DbSetup)
+            // Counting panics wraps every handler (one boxed future per request), so only
+            // when there are metrics to count them in.
+            .mount(
+                "/",
+                if metrics_settings.enabled {
+                    observe::instrument(api::routes())
+                } else {
+                    api::routes()
+                },
+            )
+            .register("/", api::catchers());
+
+        let on_main_port = metrics_settings.enabled && metrics_settings.serve_on_main_port;
+        let observer = metrics_settings
+            .enabled
+            .then(|| HttpObserver::new(http, api.clone(), clients.clone(), metrics_settings));
+        // The metrics route checks its readers itself; the policy leaves scrapes to it, so
+        // that a flood that fills the rate limiter cannot hide itself by refusing scrapes.
+        let scrapes = on_main_port.then(|| routing::RoutedPath::new(path));
+        rocket = rocket.attach(RequestPipeline::new(
+            observer,
+            Gatekeeper::new(clients.clone(), policy, scrapes),
+        ));
+
+        let mut export_port = None;
+        if metrics_settings.enabled {
+            if on_main_port {
+                let route = export::route(path, metrics.clone(), access.clone(), clients.clone());
+                rocket = rocket.mount("/", vec![route]);
+            }
+            if metrics_settings.export.enabled {
+                if let Some(listener) = ExportListener::bind(&metrics_settings.export)? {
+                    export_port =
+                        Some(listener.local_addr().map_err(|source| ExportError::Bind {
+                            address: std::net::SocketAddr::from(([0, 0, 0, 0], listener.port())),
+                            source,
+                        })?);
+                    let export = &metrics_settings.export;
+                    let target_file = match &export.file_sd {
+                        Some(file_sd) => {
+                            Some(TargetFile::write(file_sd, export.address, listener.port())?)
+                        }
+                        None => None,
+                    };
+                    let scrapes = Scrapes {
+                        metrics: metrics.clone(),
+                        api,
+                        path: path.to_string(),
+                        access,
+                        clients,
+                    };
+                    rocket = rocket.attach(ExportFairing::new(listener, target_file, scrapes));
+                }
+            }
+        }
+        Ok(rocket.manage(ExportPort(export_port)).manage(metrics))
+    }
+
+    /// The line `main` prints once the export port is bound, whatever the log level: in
+    /// release Rocket logs only errors, and operators still need to know the port.
+    pub fn export_banner(&self, rocket: &Rocket<Build>) -> Option<String> {
+        let addr = rocket.state::<ExportPort>()?.0?;
+        let export = &self.settings.metrics.export;
+        Some(format!(
+            "babylon: metrics export listening on {addr}{} (port {} of {})",
+            self.settings.metrics.path.as_str(),
+            addr.port(),
+            export.ports()
+        ))
+    }
+}

@@ -1,0 +1,32 @@
+//! HTTP observation: the families every request records, the observer that records them
+//! from arrival to response, and the handler wrapper that tells panics apart from other
+//! server errors.
+//!
+//! - `families`: django-prometheus' HTTP families (`rocket_http_*`) and the API families
+//!   (`api_requests_total`, `api_requests_blocked_total`),
+//! - `per_request`: the six families every request increments, kept as one histogram per
+//!   kind of request,
+//! - `observer`: records each request; driven by the request pipeline,
+//! - [`instrument`]: counts handler panics as `type="panic"`.
+
+mod families;
+mod observer;
+mod panics;
+mod per_request;
+
+pub(crate) use families::{ApiFamilies, HttpFamilies};
+pub(crate) use observer::HttpObserver;
+pub use panics::instrument;
+
+/// What babylon's own benchmarks reach through `babylon::__internal`.
+pub(crate) mod bench {
+    pub use super::families::{Exchange, HttpFamilies, Transport};
+
+    /// The HTTP families, registered in `metrics`' registry with `settings`' buckets.
+    pub fn http_families(
+        metrics: &crate::metrics::Metrics,
+        settings: &crate::settings::MetricsSettings,
+    ) -> crate::prometheus::Result<HttpFamilies> {
+        HttpFamilies::register(metrics.registry(), settings)
+    }
+}
