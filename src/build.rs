@@ -2,8 +2,8 @@
 //! `babylon_build_info` and by `/api/health`.
 
 /// The crate version, `CARGO_PKG_VERSION`.
-pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The `rustc --version` that compiled the binary.
-pub(crate) const RUSTC: &str = env!("BUILD_RUSTC_VERSION");
+pub const RUSTC: &str = env!("BUILD_RUSTC_VERSION");
 /// The git commit the binary was built from (`unknown` outside a git checkout).
-pub(crate) const COMMIT: &str = env!("BUILD_GIT_COMMIT");
+pub const COMMIT: &str = env!("BUILD_GIT_COMMIT");

@@ -24,7 +24,8 @@
 //! - [`JsonError`]: the JSON error body every error answer has; database errors convert
 //!   into it with `?`;
 //! - [`instrument`]: counts panics of application routes as `type="panic"`;
-//! - [`memory`] and [`limits`]: process set-up for a `main` (allocator, open files).
+//! - [`memory`] and [`limits`]: process set-up for a `main` (allocator, open files);
+//! - [`build`]: the version, commit and compiler of this build.
 //!
 //! Everything else is internal. The modules depend on one another in one direction,
 //! from the leaves (`settings`, `build`, `routing`) through the metrics core, the request
@@ -39,7 +40,7 @@
 mod api;
 mod app;
 mod blocking;
-mod build;
+pub mod build;
 mod cache;
 pub mod db;
 mod export;

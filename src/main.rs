@@ -1,10 +1,11 @@
 //! Launches babylon. `--check-config` validates the settings and exits without opening
-//! any listener.
+//! any listener; `--version` names the build.
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: babylon [--check-config]\n\n  \
-    --check-config  read Rocket.toml and BABYLON_* variables, report the first problem, open no port\n";
+const USAGE: &str = "usage: babylon [--check-config | --version | --help]\n\n  \
+    --check-config  read Rocket.toml and BABYLON_* variables, report the first problem, open no port\n  \
+    --version       print the version, the commit and the compiler, and exit\n";
 
 #[global_allocator]
 static ALLOCATOR: babylon::memory::Allocator = babylon::memory::Allocator;
@@ -23,6 +24,11 @@ async fn run() -> ExitCode {
     let check_only = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => false,
         ["--check-config"] => true,
+        ["--version"] | ["-V"] => {
+            use babylon::build::{COMMIT, RUSTC, VERSION};
+            println!("babylon {VERSION} (commit {COMMIT}, rustc {RUSTC})");
+            return ExitCode::SUCCESS;
+        }
         ["--help"] | ["-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

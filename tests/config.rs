@@ -107,6 +107,24 @@ fn wrong_values_name_the_key_and_the_problem() {
             json!({ "metric": { "enabled": false } }),
             ["metric", "unknown section"],
         ),
+        (
+            json!({ "databases": { "main": { "max_connections": "many" } } }),
+            ["databases.main.max_connections", "many"],
+        ),
+        (
+            json!({ "databases": { "main": { "pool_size": 4 } } }),
+            [
+                "databases.main.pool_size",
+                "unknown key; the keys here are `connect_timeout`",
+            ],
+        ),
+        (
+            json!({ "cache": { "ttl": 5 } }),
+            [
+                "setting `cache.ttl`",
+                "unknown key; the keys here are `enabled`, `ttl_seconds`, `max_entries`",
+            ],
+        ),
     ];
     for (overrides, expected) in cases {
         let message = error_of(overrides.clone());
@@ -117,6 +135,11 @@ fn wrong_values_name_the_key_and_the_problem() {
             );
         }
         assert!(!message.contains('\n'), "one line: {message}");
+        // Every name stands in one pair of backticks, never one inside another.
+        assert!(
+            !message.contains("``") && !message.contains("`one of"),
+            "nested backticks: {message}"
+        );
     }
 }
 
@@ -301,4 +324,28 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn the_binary_names_its_version_and_refuses_unknown_arguments() {
+    let version = binary().arg("--version").output().unwrap();
+    assert!(version.status.success());
+    let text = String::from_utf8(version.stdout).unwrap();
+    let expected = format!("babylon {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    assert!(text.contains(", rustc ") && text.ends_with(")\n"), "{text}");
+
+    let help = binary().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8(help.stdout)
+        .unwrap()
+        .contains("--version"));
+
+    let unknown = binary().arg("--versoin").output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    let message = String::from_utf8(unknown.stderr).unwrap();
+    assert!(
+        message.contains("--versoin") && message.contains("usage: babylon"),
+        "{message}"
+    );
 }

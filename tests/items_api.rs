@@ -356,6 +356,10 @@ fn bulk_create_is_one_execute_many_and_all_or_nothing() {
         );
         assert_eq!(status, Status::UnprocessableEntity);
         assert_eq!(body["error"]["details"]["fields"][0]["field"], "[1].name");
+        // A field left out is named, not reported at the document (`.`).
+        let (status, body) = post(&client, "/api/items/bulk", json!([{ "name": "ok" }]));
+        assert_eq!(status, Status::UnprocessableEntity);
+        assert_eq!(body["error"]["details"]["fields"][0]["field"], "[0].kind");
         let too_many: Vec<Value> = (0..1001)
             .map(|n| json!({ "name": format!("x{n}"), "kind": "book" }))
             .collect();

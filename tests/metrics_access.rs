@@ -72,6 +72,16 @@ fn get(source: Ipv4Addr, port: u16, path: &str, token: Option<&str>) -> (u16, St
     http_get_from(source, port, path, &headers)
 }
 
+/// The whole response, headers included, to a raw request on `port`.
+fn raw_response(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 #[test]
 fn export_port_applies_the_same_rules_from_a_real_disallowed_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,6 +111,15 @@ fn export_port_applies_the_same_rules_from_a_real_disallowed_address() {
     assert_eq!(
         get(Ipv4Addr::LOCALHOST, port, "/other", Some("s3cr3t")).0,
         404
+    );
+    // Any other method: 405 naming the methods the port serves (RFC 9110 §15.5.6).
+    let response = raw_response(port, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(&response[9..12], "405", "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nallow: get, head\r\n"),
+        "{response}"
     );
     let (status, body) = get(Ipv4Addr::LOCALHOST, port, "/metrics", Some("s3cr3t"));
     assert_eq!(status, 200);

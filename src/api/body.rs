@@ -90,29 +90,80 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
         }
         match parse(&body) {
             Ok(value) => data::Outcome::Success(JsonBody(value)),
-            Err((field, problem)) => reject(
+            Err(problem) => reject(
                 request,
                 JsonError::new(
                     Status::UnprocessableEntity,
                     "invalid_body",
-                    format!("the body is not valid: {problem}"),
+                    format!("the body is not valid: {}", problem.problem),
                 )
-                .with_details(json!({ "fields": [{ "field": field, "problem": problem }] })),
+                .with_details(problem.details()),
             ),
         }
     }
 }
 
-/// Parses a whole JSON document into `T`; on failure, the path of the offending field
-/// (`.` for the document itself) and the problem.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, (String, String)> {
+/// Why a body does not fit its type: the field (a path such as `items[3].name`, or `.`
+/// for the document itself), the problem, and for a body that is not JSON at all, where
+/// in it the syntax broke.
+#[derive(Debug, PartialEq)]
+struct BodyProblem {
+    field: String,
+    problem: String,
+    at: Option<(usize, usize)>,
+}
+
+impl BodyProblem {
+    fn details(&self) -> serde_json::Value {
+        let mut field = json!({ "field": self.field, "problem": self.problem });
+        if let Some((line, column)) = self.at {
+            field["line"] = line.into();
+            field["column"] = column.into();
+        }
+        json!({ "fields": [field] })
+    }
+}
+
+/// Parses a whole JSON document into `T`.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyProblem> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|error| (error.path().to_string(), error.inner().to_string()))?;
-    deserializer
-        .end()
-        .map_err(|error| (".".to_string(), error.to_string()))?;
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        problem(&path, error.into_inner())
+    })?;
+    deserializer.end().map_err(|error| problem(".", error))?;
     Ok(value)
+}
+
+/// Names the field of `error`, found at `path` (serde_path_to_error's `?` when the
+/// syntax broke before any field, `.` at the document).
+fn problem(path: &str, error: serde_json::Error) -> BodyProblem {
+    use serde_json::error::Category;
+    let problem = error.to_string();
+    match error.classify() {
+        // serde reports a missing field at the struct that lacks it: name the field.
+        Category::Data => {
+            let missing = problem
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match (missing, path) {
+                (Some(name), "." | "?") => name.to_string(),
+                (Some(name), _) => format!("{path}.{name}"),
+                (None, "?") => ".".to_string(),
+                (None, _) => path.to_string(),
+            };
+            BodyProblem {
+                field,
+                problem,
+                at: None,
+            }
+        }
+        Category::Syntax | Category::Eof | Category::Io => BodyProblem {
+            field: if path == "?" { "." } else { path }.to_string(),
+            problem,
+            at: Some((error.line(), error.column())),
+        },
+    }
 }
 
 /// Field-level validation after parsing: collects every problem, then refuses with 422.
@@ -137,5 +188,50 @@ impl FieldErrors {
             format!("invalid fields: {}", fields.join(", ")),
         )
         .with_details(json!({ "fields": self.0 })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // Deserialized only to provoke errors.
+    struct Item {
+        name: String,
+        kind: String,
+    }
+
+    fn problem_of<T: DeserializeOwned + std::fmt::Debug>(body: &str) -> BodyProblem {
+        parse::<T>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let missing = problem_of::<Item>(r#"{"kind": "book"}"#);
+        assert_eq!(missing.field, "name");
+        assert_eq!(missing.at, None);
+        let nested = problem_of::<Vec<Item>>(r#"[{"name": "a", "kind": "b"}, {"name": "c"}]"#);
+        assert_eq!(nested.field, "[1].kind");
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_field() {
+        let wrong = problem_of::<Vec<Item>>(r#"[{"name": "a", "kind": 7}]"#);
+        assert_eq!(wrong.field, "[0].kind");
+    }
+
+    #[test]
+    fn broken_json_says_where() {
+        let broken = problem_of::<Item>("{\n  \"name\": \"a\",\n  kind");
+        assert_eq!(broken.field, ".");
+        assert_eq!(broken.at, Some((3, 3)));
+        let details = broken.details();
+        assert_eq!(details["fields"][0]["line"], 3);
+        assert_eq!(details["fields"][0]["column"], 3);
+        let truncated = problem_of::<Item>(r#"{"name": "a""#);
+        assert_eq!(truncated.at, Some((1, 12)));
+        let trailing = problem_of::<Item>(r#"{"name": "a", "kind": "b"} x"#);
+        assert_eq!((trailing.field.as_str(), trailing.at), (".", Some((1, 28))));
     }
 }

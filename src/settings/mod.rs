@@ -27,8 +27,10 @@ pub use types::{
 /// Prefix of the environment variables that override our settings.
 pub const ENV_PREFIX: &str = "BABYLON_";
 
-/// All of babylon's own settings, validated.
+/// All of babylon's own settings, validated. Read them from [`App::settings`](crate::App::settings);
+/// they are made only by [`Settings::from_figment`], so every value held is a valid one.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Settings {
     /// `metrics.*`
     pub metrics: MetricsSettings,
@@ -47,6 +49,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://babylon.sqlite";
 /// `cache.*`: the in-process read cache of the example resource.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct CacheSettings {
     /// Off: every read goes to the database.
     pub enabled: bool,
@@ -75,32 +78,53 @@ struct Sections {
     blocking: BlockingSettings,
     #[serde(default)]
     cache: CacheSettings,
-    #[serde(default)]
-    databases: Databases,
 }
 
-#[derive(Deserialize, Default)]
-struct Databases {
-    main: Option<DatabaseSection>,
-}
+/// The name of babylon's database under `databases`: `databases.main.*`.
+const DATABASE_NAME: &str = "main";
 
-/// `databases.main.*`: the URL is ours to validate; the other keys are rocket_db_pools'
-/// pool settings, checked here too so that a wrong one is reported before start-up.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // Read by rocket_db_pools; deserialized here only to validate them.
-struct DatabaseSection {
-    url: Option<String>,
-    min_connections: Option<u32>,
-    max_connections: Option<usize>,
-    connect_timeout: Option<u64>,
-    idle_timeout: Option<u64>,
-    extensions: Option<Vec<String>>,
+/// `databases.main.*` as rocket_db_pools will read it: its own `Config`, extracted the way
+/// its `Database::init` does (same focus, same defaults), so that a wrong value stops
+/// start-up here with the key named, and a key it does not know is refused rather than
+/// ignored. Its own type, not a copy of its fields, keeps the check in step on upgrade.
+fn database_config(figment: &Figment) -> Result<rocket_db_pools::Config, ConfigError> {
+    type Table = std::collections::BTreeMap<String, figment::value::Value>;
+    let section = format!("databases.{DATABASE_NAME}");
+    let in_section = |mut error: figment::Error| {
+        let mut path = vec!["databases".to_string(), DATABASE_NAME.to_string()];
+        path.append(&mut error.path);
+        error.path = path;
+        ConfigError::from_figment(error)
+    };
+    let workers: usize = figment
+        .extract_inner(rocket::Config::WORKERS)
+        .unwrap_or_else(|_| rocket::Config::default().workers);
+    let config: rocket_db_pools::Config = figment
+        .focus(&section)
+        .join(Serialized::default("max_connections", workers * 4))
+        .join(Serialized::default("connect_timeout", 5))
+        .extract()
+        .map_err(in_section)?;
+    let known: Table = Figment::from(Serialized::defaults(&config))
+        .extract()
+        .map_err(ConfigError::from_figment)?;
+    let given: Table = figment.focus(&section).extract().map_err(in_section)?;
+    if let Some(unknown) = given.keys().find(|key| !known.contains_key(*key)) {
+        let keys: Vec<String> = known.keys().map(|key| format!("`{key}`")).collect();
+        let key = format!("{section}.{unknown}");
+        let origin = origin_of(figment, &key, "");
+        return Err(ConfigError::Parse(format!(
+            "setting `{key}`{origin}: unknown key; the keys here are {}",
+            keys.join(", ")
+        )));
+    }
+    Ok(config)
 }
 
 /// `metrics.*`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct MetricsSettings {
     /// Off: no fairing, no export listener, no metrics route.
     pub enabled: bool,
@@ -144,10 +168,14 @@ impl Default for MetricsSettings {
 pub struct ExportSettings {
     /// Whether this process opens an export listener at all.
     pub enabled: bool,
-    /// Each process binds the first free port of this range.
-    pub port_range: Option<PortRange>,
-    /// A fixed export port (exclusive with `port_range`).
-    pub port: Option<u16>,
+    /// `port_range` as set: each process binds the first free port of this range.
+    port_range: Option<PortRange>,
+    /// `port` as set: a fixed export port (exclusive with `port_range`).
+    port: Option<u16>,
+    /// The ports to try, decided from `port` and `port_range` by validation: only a valid
+    /// range can be held here.
+    #[serde(skip)]
+    ports: PortRange,
     /// `""`: every interface, IPv4 and IPv6.
     pub address: ExportAddress,
     /// Who may read metrics, on every port that serves them.
@@ -169,6 +197,7 @@ impl Default for ExportSettings {
             enabled: true,
             port_range: None,
             port: None,
+            ports: PortRange::default(),
             address: ExportAddress::EveryInterface,
             allow: ["127.0.0.0/8", "::1/128"]
                 .iter()
@@ -187,15 +216,10 @@ impl ExportSettings {
     /// documented example range).
     pub const DEFAULT_PORTS: (u16, u16) = (8001, 8050);
 
-    /// The ports to try: `port` as a one-port range, else `port_range`, else the default.
+    /// The ports to try: `port` as a one-port range, else `port_range`, else
+    /// [`DEFAULT_PORTS`](Self::DEFAULT_PORTS).
     pub fn ports(&self) -> PortRange {
-        let (start, end) = Self::DEFAULT_PORTS;
-        match (self.port, self.port_range) {
-            (Some(port), _) => PortRange::single(port),
-            (None, Some(range)) => Ok(range),
-            (None, None) => PortRange::new(start.into(), end.into()),
-        }
-        .expect("validated in ExportSettings::validate")
+        self.ports
     }
 }
 
@@ -204,6 +228,7 @@ impl ExportSettings {
 /// so Prometheus scrapes exactly the live workers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FileSdSettings {
     /// An existing directory that Prometheus' `file_sd_configs` reads.
     pub directory: PathBuf,
@@ -280,6 +305,7 @@ impl std::fmt::Debug for Token {
 /// `blocking.*`: the policy that stops requests before their handler runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct BlockingSettings {
     /// Off: no request is screened.
     pub enabled: bool,
@@ -306,6 +332,7 @@ impl Default for BlockingSettings {
 /// prefix.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RateLimitSettings {
     /// Sustained requests per second per client.
     pub per_second: NonZeroU32,
@@ -378,8 +405,31 @@ impl ConfigError {
         ConfigError::Parse(if key.is_empty() {
             format!("{}{origin}", first.kind)
         } else {
-            format!("setting `{key}`{origin}: {}", first.kind)
+            format!("setting `{key}`{origin}: {}", describe(&first.kind))
         })
+    }
+}
+
+/// figment's description of a problem, except where figment wraps a list of names in a
+/// second pair of backticks (`` `one of `a`, `b`` ``): an unknown key or value.
+fn describe(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let names = |names: &[&str]| -> String {
+        let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+        quoted.join(", ")
+    };
+    match kind {
+        Kind::UnknownField(_, []) => "unknown key; this section has no keys".into(),
+        Kind::UnknownField(_, expected) => {
+            format!("unknown key; the keys here are {}", names(expected))
+        }
+        Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value `{found}`; the values here are {}",
+                names(expected)
+            )
+        }
+        other => other.to_string(),
     }
 }
 
@@ -411,19 +461,28 @@ fn reject_unknown_sections(figment: &Figment) -> Result<(), ConfigError> {
     else {
         return Ok(());
     };
-    let origin = figment
+    let origin = origin_of(figment, key, "__…");
+    Err(ConfigError::Parse(format!(
+        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking`, `cache`, `databases` and Rocket's own keys"
+    )))
+}
+
+/// Where the value of the dotted `key` came from, as ` (from BABYLON_A__B<suffix>)` or
+/// ` (in Rocket.toml)`; empty when figment does not know.
+fn origin_of(figment: &Figment, key: &str, suffix: &str) -> String {
+    figment
         .find_metadata(key)
         .map(
             |metadata| match (env_prefix(&metadata.name), &metadata.source) {
-                (Some(prefix), _) => format!(" (from {prefix}{}__…)", key.to_uppercase()),
+                (Some(prefix), _) => format!(
+                    " (from {prefix}{}{suffix})",
+                    key.replace('.', "__").to_uppercase()
+                ),
                 (None, Some(source)) => format!(" (in {source})"),
                 (None, None) => format!(" (in {})", metadata.name),
             },
         )
-        .unwrap_or_default();
-    Err(ConfigError::Parse(format!(
-        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking`, `cache`, `databases` and Rocket's own keys"
-    )))
+        .unwrap_or_default()
 }
 
 /// `BABYLON_` from figment's provider name "`BABYLON_` environment variable(s)".
@@ -469,15 +528,11 @@ impl Settings {
             mut metrics,
             blocking,
             cache,
-            databases,
         } = figment.extract().map_err(ConfigError::from_figment)?;
         metrics.validate()?;
-        let url = databases.main.and_then(|main| main.url);
-        let database_url = DatabaseUrl::parse(
-            url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
-            state_directory().as_deref(),
-        )
-        .map_err(|problem| ConfigError::invalid("databases.main.url", problem))?;
+        let database = database_config(figment)?;
+        let database_url = DatabaseUrl::parse(&database.url, state_directory().as_deref())
+            .map_err(|problem| ConfigError::invalid("databases.main.url", problem))?;
         Ok(Settings {
             metrics,
             blocking,
@@ -507,12 +562,12 @@ impl ExportSettings {
                 "set either `port` or `port_range`, not both",
             ));
         }
-        if self.port == Some(0) {
-            return Err(ConfigError::invalid(
-                "metrics.export.port",
-                "port 0 is outside 1..=65535",
-            ));
-        }
+        self.ports = match (self.port, self.port_range) {
+            (Some(port), _) => PortRange::single(port)
+                .map_err(|problem| ConfigError::invalid("metrics.export.port", problem))?,
+            (None, Some(range)) => range,
+            (None, None) => PortRange::default(),
+        };
         if self.allow.is_empty() {
             return Err(ConfigError::invalid(
                 "metrics.export.allow",

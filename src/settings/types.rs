@@ -21,6 +21,14 @@ pub struct PortRange {
     end: u16,
 }
 
+/// `metrics.export`'s default range, django-prometheus' documented example: 8001-8050.
+impl Default for PortRange {
+    fn default() -> Self {
+        let (start, end) = crate::settings::ExportSettings::DEFAULT_PORTS;
+        PortRange { start, end }
+    }
+}
+
 impl PortRange {
     /// Builds a range, refusing port 0, ports above 65535 and reversed bounds.
     pub fn new(start: i64, end: i64) -> Result<Self, String> {
