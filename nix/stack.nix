@@ -11,11 +11,27 @@
 # the number of workers (default 2). Ctrl-C stops everything.
 {
   writeShellApplication,
+  writeText,
   babylon,
   prometheus,
   grafana,
   coreutils,
 }:
+let
+  share = "${babylon}/share/babylon";
+  prometheusAddress = "127.0.0.1:9090";
+
+  # Grafana's provisioning, rendered from grafana/provisioning.json, the definition that
+  # scripts/local-stack.sh renders too (tests/grafana_provisioning.rs compares them), as
+  # files: { datasources = <file>; dashboards = <file>; }. JSON is YAML to Grafana.
+  provisioning = (import ../grafana/provisioning.nix).render {
+    prometheus_url = "http://${prometheusAddress}";
+    dashboards_dir = "${share}/dashboards";
+  };
+  provisioningFile =
+    kind: settings: writeText "babylon-grafana-${kind}.yml" (builtins.toJSON settings);
+  grafanaProvisioning = builtins.mapAttrs provisioningFile provisioning;
+in
 writeShellApplication {
   name = "babylon-stack";
   runtimeInputs = [
@@ -25,7 +41,7 @@ writeShellApplication {
     coreutils
   ];
   text = ''
-    share=${babylon}/share/babylon
+    share=${share}
     state="''${XDG_STATE_HOME:-$HOME/.local/state}/babylon-stack"
     workers="''${BABYLON_STACK_WORKERS:-2}"
     case "$workers" in
@@ -45,25 +61,9 @@ writeShellApplication {
     ln -sfn "$share/prometheus" "$state/prometheus"
 
     # Grafana provisioning: the datasource with the uid the dashboards expect, and the
-    # packaged dashboards.
-    cat > "$state/grafana/provisioning/datasources/babylon.yml" <<YAML
-    apiVersion: 1
-    datasources:
-      - name: Prometheus (babylon)
-        type: prometheus
-        uid: babylon-prometheus
-        url: http://127.0.0.1:9090
-        access: proxy
-        isDefault: true
-    YAML
-    cat > "$state/grafana/provisioning/dashboards/babylon.yml" <<YAML
-    apiVersion: 1
-    providers:
-      - name: babylon
-        type: file
-        options:
-          path: $share/dashboards
-    YAML
+    # packaged dashboards, from grafana/provisioning.json.
+    ln -sfn ${grafanaProvisioning.datasources} "$state/grafana/provisioning/datasources/babylon.yml"
+    ln -sfn ${grafanaProvisioning.dashboards} "$state/grafana/provisioning/dashboards/babylon.yml"
     # Grafana encrypts its stored secrets with this key: made once, kept.
     if [ ! -s "$state/grafana/secret-key" ]; then
       (umask 077 && head -c 32 /dev/urandom | base64 > "$state/grafana/secret-key")
@@ -83,7 +83,7 @@ writeShellApplication {
 
     prometheus --config.file="$state/prometheus.yml" \
       --storage.tsdb.path="$state/prometheus-data" \
-      --web.listen-address=127.0.0.1:9090 &
+      --web.listen-address=${prometheusAddress} &
     pids+=("$!")
 
     GF_PATHS_DATA="$state/grafana/data" \
@@ -102,4 +102,6 @@ writeShellApplication {
     # Stop everything as soon as one process ends (a worker that failed to start, …).
     wait -n
   '';
+  # What tests/grafana_provisioning.rs reads (through nix/tests/grafana-provisioning.nix).
+  passthru = { inherit grafanaProvisioning; };
 }
