@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. Keep in step with `docs/architecture.md`.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("leaves", &["build", "settings", "routing", "limits", "memory"]),
+    (
+        "leaves",
+        &["build", "settings", "routing", "limits", "memory"],
+    ),
     ("metrics core", &["metrics"]),
     ("request context", &["request"]),
     ("independent subsystems", &["blocking", "db", "cache"]),
@@ -81,7 +84,10 @@ fn named_modules(code: &str, module: &[String]) -> BTreeSet<String> {
         .collect();
     let mut named = BTreeSet::new();
     let bytes = code.as_bytes();
-    for (start, _) in code.match_indices("crate::").chain(code.match_indices("super::")) {
+    for (start, _) in code
+        .match_indices("crate::")
+        .chain(code.match_indices("super::"))
+    {
         let before = start.checked_sub(1).map(|i| bytes[i]);
         if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
             continue;
@@ -181,7 +187,11 @@ fn every_import_points_to_a_lower_layer() {
         upward.join("\n  ")
     );
     // The check sees real imports: the subsystems do use the layers below them.
-    for edge in [("db", "settings"), ("observe", "metrics"), ("app", "export")] {
+    for edge in [
+        ("db", "settings"),
+        ("observe", "metrics"),
+        ("app", "export"),
+    ] {
         assert!(
             graph.contains_key(&(edge.0.to_string(), edge.1.to_string())),
             "expected {} -> {} in the module graph; the parser misses imports",

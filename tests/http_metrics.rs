@@ -1,4 +1,4 @@
-//! The HTTP fairing: every DESIGN.md family, recorded as the requests really went.
+//! The HTTP fairing: every HTTP family of docs/metrics.md, recorded as the requests really went.
 
 mod common;
 

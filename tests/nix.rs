@@ -4,7 +4,7 @@
 //! stub of nixpkgs' lib, passes its own (`nix/tests/module-test.nix`) and fails them when
 //! one of its definitions is weakened, the scrape job they generate passes
 //! `promtool check config`, the per-instance settings they generate pass
-//! `babylon --check-config`, and `flake.lock` pins the nixpkgs of `../shared/nix-facts.md`.
+//! `babylon --check-config`, and `flake.lock` pins nixpkgs nixos-25.11 (docs/nix.md).
 //!
 //! Needs `nix-instantiate` (Debian: nix-bin) and `promtool` (Debian: prometheus); without
 //! them the tests print SKIPPED, except under CI=true where they fail.
@@ -20,7 +20,7 @@ use figment::Figment;
 use serde_json::{json, Map, Value};
 use tempfile::TempDir;
 
-/// The nixpkgs pin (nix-facts.md): flake.nix's url and flake.lock's node.
+/// The nixpkgs pin (docs/nix.md): flake.nix's url and flake.lock's node.
 const NIXPKGS_URL: &str = "github:NixOS/nixpkgs/nixos-25.11";
 const PINNED_REV: &str = "8fd9daa3db09ced9700431c5b7ad0e8ba199b575";
 const PINNED_NAR_HASH: &str = "sha256-Ti+ZBvW6yrWWAg2szExVTwCd4qOJ3KlVr1tFHfyfi8Q=";

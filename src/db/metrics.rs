@@ -1,4 +1,4 @@
-//! The database and model families (DESIGN.md "Database", "Models"), and the handles a
+//! The database and model families (docs/metrics.md, "Database" and "Models"), and the handles a
 //! pool records into.
 
 use std::future::Future;
