@@ -373,7 +373,7 @@ impl DbConn {
             .await
     }
 
-    /// Exactly one row of `query` (none is [`DbErrorKind::RowNotFound`]), counted and timed.
+    /// Exactly one row of `query` (none is [`DbErrorKind::RowNotFound`](super::DbErrorKind::RowNotFound)), counted and timed.
     pub async fn fetch_one<'q, T>(
         &mut self,
         query: QueryAs<'q, Any, T, AnyArguments<'q>>,
