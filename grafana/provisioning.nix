@@ -1,6 +1,6 @@
 # Grafana provisioning of babylon's stacks, from ./provisioning.json: the one definition
-# that nix/stack.nix and scripts/local-stack.sh render (tests/grafana_provisioning.rs
-# compares what both write). builtins only, like nix/lib.nix, so that
+# that nix/stack.nix, nix/lib.nix (for the NixOS module) and scripts/local-stack.sh render
+# (tests/grafana_provisioning.rs compares what they write). builtins only, like nix/lib.nix, so that
 # `nix-instantiate --eval` can evaluate it anywhere.
 #
 #   (import ./provisioning.nix).render {

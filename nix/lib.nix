@@ -4,7 +4,8 @@
 # assertion messages.
 #
 # builtins only (no nixpkgs lib), so that `nix-instantiate --eval` can test it on any
-# machine with Nix (nix/tests/lib-test.nix, tests/nix.rs). nix/module.nix turns the
+# machine with Nix (nix/tests/lib-test.nix, tests/nix.rs); Grafana's provisioning comes
+# from ../grafana/provisioning.nix, builtins only too. nix/module.nix turns the
 # module's options into the plain attribute set `cfg` described by `defaults` below and
 # calls these functions; nothing here knows about the module system.
 let
@@ -409,21 +410,44 @@ let
 
   # ---- Grafana ----
 
-  # The local Prometheus, wherever services.prometheus.listenAddress binds it.
-  grafanaDatasource = prometheusAddress: prometheusPort: {
-    name = "Prometheus (babylon)";
-    type = "prometheus";
-    uid = "babylon-prometheus";
-    url = "http://${connectHost prometheusAddress}:${toString prometheusPort}";
-    access = "proxy";
-    isDefault = true;
-  };
+  # Grafana's provisioning has one definition, grafana/provisioning.json, which
+  # nix/stack.nix and scripts/local-stack.sh render too (tests/grafana_provisioning.rs
+  # holds all three to it). ../grafana/provisioning.nix uses builtins only, like this file.
+  grafanaProvisioning = import ../grafana/provisioning.nix;
 
-  grafanaDashboardProvider = dashboardsDir: {
-    name = "babylon";
-    type = "file";
-    options.path = dashboardsDir;
-  };
+  # Where Grafana reaches the local Prometheus, wherever services.prometheus.listenAddress
+  # binds it.
+  grafanaPrometheusUrl =
+    prometheusAddress: prometheusPort:
+    "http://${connectHost prometheusAddress}:${toString prometheusPort}";
+
+  # The definition rendered for the local Prometheus and the dashboards in `dashboardsDir`:
+  # { datasources; dashboards; }, as services.grafana.provision.datasources.settings and
+  # .dashboards.settings take them.
+  grafanaProvision =
+    prometheusAddress: prometheusPort: dashboardsDir:
+    grafanaProvisioning.render {
+      prometheus_url = grafanaPrometheusUrl prometheusAddress prometheusPort;
+      dashboards_dir = dashboardsDir;
+    };
+
+  # The definition's one datasource and one dashboard provider (each placeholder is
+  # filled only when read, so each needs only its own value).
+  grafanaDatasource =
+    prometheusAddress: prometheusPort:
+    let
+      rendered = grafanaProvisioning.render {
+        prometheus_url = grafanaPrometheusUrl prometheusAddress prometheusPort;
+      };
+    in
+    builtins.head rendered.datasources.datasources;
+
+  grafanaDashboardProvider =
+    dashboardsDir:
+    let
+      rendered = grafanaProvisioning.render { dashboards_dir = dashboardsDir; };
+    in
+    builtins.head rendered.dashboards.providers;
 
   grafanaSecretKeyFile =
     cfg:
@@ -618,6 +642,9 @@ in
     scrapeConfigWith
     scrapeConfig
     prometheusLoadCredentials
+    grafanaProvisioning
+    grafanaPrometheusUrl
+    grafanaProvision
     grafanaDatasource
     grafanaDashboardProvider
     grafanaSecretKeyFile

@@ -71,6 +71,9 @@ let
   external = cfg.database.type == "external";
   tokenSet = cfg.metrics.tokenFile != null;
   generateGrafanaKey = cfg.grafana.secretKeyFile == null;
+  # Grafana's provisioning files: { datasources; dashboards; }.
+  grafanaProvision =
+    babylonLib.grafanaProvision prometheus.listenAddress prometheus.port "${share}/dashboards";
 
   # The Rocket.toml of instance `index`.
   configFile =
@@ -418,18 +421,13 @@ in
           admin_password = mkDefault babylonLib.grafanaSecurity.admin_password;
           secret_key = mkDefault babylonLib.grafanaSecurity.secret_key;
         };
+        # grafana/provisioning.json, the definition nix/stack.nix and
+        # scripts/local-stack.sh render too, for the local Prometheus and the packaged
+        # dashboards.
         provision = {
           enable = true;
-          datasources.settings = {
-            apiVersion = 1;
-            datasources = [
-              (babylonLib.grafanaDatasource prometheus.listenAddress prometheus.port)
-            ];
-          };
-          dashboards.settings = {
-            apiVersion = 1;
-            providers = [ (babylonLib.grafanaDashboardProvider "${share}/dashboards") ];
-          };
+          datasources.settings = grafanaProvision.datasources;
+          dashboards.settings = grafanaProvision.dashboards;
         };
       };
 

@@ -273,10 +273,18 @@ fn module_tests_fail_on_a_weakened_module() {
             1,
             "nix/module.nix no longer says `{original}`: update this test"
         );
-        // module.nix imports ./lib.nix: the copy gets its own.
+        // module.nix imports ./lib.nix, which imports ../grafana/provisioning.nix: the
+        // copy gets its own, laid out as in the repository.
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("lib.nix"), &lib).unwrap();
-        let copy = dir.path().join("module.nix");
+        let nix_dir = dir.path().join("nix");
+        let grafana_dir = dir.path().join("grafana");
+        std::fs::create_dir_all(&nix_dir).unwrap();
+        std::fs::create_dir_all(&grafana_dir).unwrap();
+        for file in ["provisioning.nix", "provisioning.json"] {
+            std::fs::copy(repo().join("grafana").join(file), grafana_dir.join(file)).unwrap();
+        }
+        std::fs::write(nix_dir.join("lib.nix"), &lib).unwrap();
+        let copy = nix_dir.join("module.nix");
         std::fs::write(&copy, module.replace(original, weakened)).unwrap();
 
         let output = nix.eval(&["-E", &module_test_expr(Some(&copy))]);

@@ -646,6 +646,8 @@ let
         datasourceEveryInterface = (babylon.grafanaDatasource "0.0.0.0" 9091).url;
         datasourceOneAddress = (babylon.grafanaDatasource "10.0.0.5" 9090).url;
         provider = babylon.grafanaDashboardProvider "/nix/store/x-babylon/dashboards";
+        # The files of grafana/provisioning.json, rendered as the module provisions them.
+        provision = babylon.grafanaProvision "::" 9091 "/nix/store/x-babylon/dashboards";
         generatedKey = babylon.grafanaLoadCredentials {
           grafana = {
             enable = true;
@@ -675,6 +677,31 @@ let
           name = "babylon";
           type = "file";
           options.path = "/nix/store/x-babylon/dashboards";
+        };
+        provision = {
+          datasources = {
+            apiVersion = 1;
+            datasources = [
+              {
+                name = "Prometheus (babylon)";
+                type = "prometheus";
+                uid = "babylon-prometheus";
+                url = "http://[::1]:9091";
+                access = "proxy";
+                isDefault = true;
+              }
+            ];
+          };
+          dashboards = {
+            apiVersion = 1;
+            providers = [
+              {
+                name = "babylon";
+                type = "file";
+                options.path = "/nix/store/x-babylon/dashboards";
+              }
+            ];
+          };
         };
         generatedKey = [
           "babylon-admin-password:/run/secrets/grafana"
