@@ -453,6 +453,62 @@ fn documents_speak_of_the_project_not_of_work_sessions() {
     );
 }
 
+#[test]
+fn every_file_path_the_repository_mentions_exists() {
+    // The changelog is history: it may name files that are gone.
+    let mut files: Vec<PathBuf> = documents()
+        .into_iter()
+        .filter(|file| !file.ends_with("CHANGELOG.md"))
+        .collect();
+    for dir in [
+        "src", "tests", "benches", "bench", "nix", "scripts", "examples",
+    ] {
+        collect(&root().join(dir), &mut files);
+    }
+    files.extend([
+        root().join("Cargo.toml"),
+        root().join("Rocket.toml"),
+        root().join("flake.nix"),
+    ]);
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let name = file.strip_prefix(root()).unwrap().display().to_string();
+        for (number, line) in text.lines().enumerate() {
+            for (at, _) in line.match_indices("src/") {
+                // `src/…` of this repository, not `…/src/…` of another path.
+                let before = line[..at].chars().last();
+                if before
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '.')
+                {
+                    continue;
+                }
+                let path: String = line[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-'))
+                    .collect();
+                let path = path.trim_end_matches('.');
+                if !path.ends_with(".rs") {
+                    continue;
+                }
+                checked += 1;
+                if !root().join(path).exists() {
+                    missing.push(format!("{name}:{}: {path}", number + 1));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} source paths found");
+    assert!(
+        missing.is_empty(),
+        "paths that do not exist:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
