@@ -20,6 +20,7 @@ use crate::export::{
 use crate::metrics::Metrics;
 use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
 use crate::pipeline::RequestPipeline;
+use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
 use crate::settings::{self, ConfigError, Settings};
 
@@ -38,6 +39,9 @@ pub enum StartError {
     /// A family could not be registered (a `metrics.namespace` that makes names clash).
     #[error("cannot set up the metrics registry: {0}")]
     Registry(#[from] crate::prometheus::Error),
+    /// The Redis client could not be set up from `redis.url`.
+    #[error("cannot set up the Redis client of redis.url: {:?}", .0.kind())]
+    Redis(#[from] redis::RedisError),
 }
 
 /// The service with its settings read and validated, ready to build a Rocket.
@@ -81,6 +85,7 @@ impl App {
         let db_families = DbFamilies::register(registry)?;
         let models = ModelFamilies::register(registry)?;
         let cache = CacheFamilies::register(registry)?;
+        let redis = SharedRedis::new(&self.settings.redis, RedisFamilies::register(registry)?)?;
 
         let clients = ClientAddr::new(blocking.trusted_proxies.clone());
         let policy = blocking
@@ -96,7 +101,7 @@ impl App {
         let mut rocket = rocket::custom(self.figment.clone())
             .manage(Started(Instant::now()))
             .manage(MetricsEnabled(metrics_settings.enabled))
-            .manage(ItemsCache::new(&cache, &self.settings.cache))
+            .manage(ItemsCache::new(&cache, &self.settings.cache, redis))
             .manage(db_families)
             .manage(models)
             .manage(api.clone())

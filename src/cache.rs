@@ -8,11 +8,17 @@ use std::future::Future;
 use std::hash::Hash;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::metrics::counter_vec;
 use crate::prometheus::{IntCounter, IntCounterVec, Registry};
+use crate::redis_client::SharedRedis;
 
-/// The `backend` label of the cache families.
+/// The `backend` label of the in-process cache's families.
 pub(crate) const BACKEND: &str = "moka";
+/// The `backend` label of the shared cache's families (django-prometheus' word).
+pub(crate) const REDIS_BACKEND: &str = "redis";
 
 /// `rocket_cache_get_total` and friends.
 #[derive(Clone)]
@@ -61,55 +67,135 @@ struct CacheCounters {
     fail: IntCounter,
 }
 
+/// A cache key as text: the field of the entry in the shared Redis.
+pub(crate) trait CacheKey {
+    /// The key as one word, unique within its cache.
+    fn field(&self) -> String;
+}
+
+impl CacheKey for String {
+    fn field(&self) -> String {
+        self.clone()
+    }
+}
+
+impl CacheKey for u32 {
+    fn field(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl CacheKey for (u32, u32) {
+    fn field(&self) -> String {
+        format!("{}:{}", self.0, self.1)
+    }
+}
+
+/// Where a cache keeps its entries.
+enum Store<K, V> {
+    /// In this process.
+    Memory(moka::future::Cache<K, V>),
+    /// In one hash of the shared Redis, `<prefix>:cache:<name>`, one field per entry, so
+    /// that invalidating everything is one `DEL` that every worker sees at once. The hash
+    /// expires `ttl` after its first entry, so no entry is served older than `ttl`.
+    Redis(Box<RedisStore>),
+}
+
+/// A cache's hash in the shared Redis (boxed in [`Store`]: the client is large).
+struct RedisStore {
+    redis: SharedRedis,
+    hash: String,
+    ttl_seconds: u64,
+}
+
 /// A read-through cache; `None` when caching is off (every lookup then loads).
 pub(crate) struct ReadCache<K, V> {
-    cache: Option<moka::future::Cache<K, V>>,
+    store: Option<Store<K, V>>,
     counters: CacheCounters,
 }
 
 impl<K, V> ReadCache<K, V>
 where
-    K: Hash + Eq + Send + Sync + Clone + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + Clone + CacheKey + 'static,
+    V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
 {
-    /// `ttl` bounds how stale an entry may get; `max_entries` how many it keeps.
+    /// An in-process cache: `ttl` bounds how stale an entry may get; `max_entries` how
+    /// many it keeps.
     pub(crate) fn new(
         families: &CacheFamilies,
         enabled: bool,
         ttl: Duration,
         max_entries: u64,
     ) -> Self {
-        let cache = enabled.then(|| {
-            moka::future::Cache::builder()
-                .time_to_live(ttl)
-                .max_capacity(max_entries)
-                .build()
+        let store = enabled.then(|| {
+            Store::Memory(
+                moka::future::Cache::builder()
+                    .time_to_live(ttl)
+                    .max_capacity(max_entries)
+                    .build(),
+            )
         });
         ReadCache {
-            cache,
+            store,
             counters: families.counters(BACKEND),
         }
     }
 
+    /// A cache named `name` in the shared Redis: one for every worker.
+    pub(crate) fn shared(
+        families: &CacheFamilies,
+        redis: SharedRedis,
+        name: &str,
+        ttl: Duration,
+    ) -> Self {
+        ReadCache {
+            store: Some(Store::Redis(Box::new(RedisStore {
+                hash: redis.key(&format!("cache:{name}")),
+                redis,
+                ttl_seconds: ttl.as_secs().max(1),
+            }))),
+            counters: families.counters(REDIS_BACKEND),
+        }
+    }
+
     /// The cached value, or `load`'s, which is cached when it is `Some`. A failed load is
-    /// counted in `rocket_cache_get_fail_total` and returned.
+    /// counted in `rocket_cache_get_fail_total` and returned. So is a failure of Redis,
+    /// but then the value is loaded: a read the database can answer never fails for the
+    /// cache.
     pub(crate) async fn get_or_load<E>(
         &self,
         key: K,
         load: impl Future<Output = Result<Option<V>, E>>,
     ) -> Result<Option<V>, E> {
-        let Some(cache) = &self.cache else {
+        let Some(store) = &self.store else {
             return load.await;
         };
         self.counters.get.inc();
-        if let Some(value) = cache.get(&key).await {
-            self.counters.hits.inc();
-            return Ok(Some(value));
+        let cached = match store {
+            Store::Memory(cache) => Ok(cache.get(&key).await),
+            Store::Redis(store) => {
+                let command = redis::cmd("HGET").arg(&store.hash).arg(key.field()).clone();
+                store
+                    .redis
+                    .run::<Option<Vec<u8>>>("HGET", &command)
+                    .await
+                    .map(|bytes| bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+            }
+        };
+        match cached {
+            Ok(Some(value)) => {
+                self.counters.hits.inc();
+                return Ok(Some(value));
+            }
+            Ok(None) => self.counters.misses.inc(),
+            Err(_) => self.counters.fail.inc(),
         }
-        self.counters.misses.inc();
+        let redis_failed = cached.is_err();
         match load.await {
             Ok(Some(value)) => {
-                cache.insert(key, value.clone()).await;
+                if !redis_failed {
+                    self.insert(store, key, &value).await;
+                }
                 Ok(Some(value))
             }
             Ok(None) => Ok(None),
@@ -120,17 +206,70 @@ where
         }
     }
 
-    pub(crate) async fn invalidate(&self, key: &K) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate(key).await;
+    async fn insert(&self, store: &Store<K, V>, key: K, value: &V) {
+        match store {
+            Store::Memory(cache) => cache.insert(key, value.clone()).await,
+            Store::Redis(store) => {
+                let RedisStore {
+                    redis,
+                    hash,
+                    ttl_seconds,
+                } = &**store;
+                let Ok(bytes) = serde_json::to_vec(value) else {
+                    return;
+                };
+                // One round trip: the entry, and the hash's expiry if it has none yet.
+                let mut pipeline = redis::pipe();
+                pipeline
+                    .cmd("HSET")
+                    .arg(hash)
+                    .arg(key.field())
+                    .arg(bytes)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(hash)
+                    .arg(*ttl_seconds)
+                    .arg("NX")
+                    .ignore();
+                // A failure is counted by the client; the value is served all the same.
+                let _ = redis.run_pipeline("HSET", &pipeline).await;
+            }
         }
     }
 
-    pub(crate) fn invalidate_all(&self) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate_all();
+    /// Drops `key` for every reader of this cache.
+    pub(crate) async fn invalidate(&self, key: &K) {
+        match &self.store {
+            None => {}
+            Some(Store::Memory(cache)) => cache.invalidate(key).await,
+            Some(Store::Redis(store)) => {
+                let command = redis::cmd("HDEL").arg(&store.hash).arg(key.field()).clone();
+                if store.redis.run::<()>("HDEL", &command).await.is_err() {
+                    warn_stale(&store.hash);
+                }
+            }
         }
     }
+
+    /// Drops every entry for every reader of this cache.
+    pub(crate) async fn invalidate_all(&self) {
+        match &self.store {
+            None => {}
+            Some(Store::Memory(cache)) => cache.invalidate_all(),
+            Some(Store::Redis(store)) => {
+                let command = redis::cmd("DEL").arg(&store.hash).clone();
+                if store.redis.run::<()>("DEL", &command).await.is_err() {
+                    warn_stale(&store.hash);
+                }
+            }
+        }
+    }
+}
+
+/// An invalidation that did not reach Redis leaves other workers reading the old value
+/// until the hash expires.
+fn warn_stale(hash: &str) {
+    rocket::warn!("babylon: could not invalidate {hash} in Redis; other workers may read the old value for up to cache.ttl_seconds");
 }
 
 #[cfg(test)]

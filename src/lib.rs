@@ -49,6 +49,7 @@ pub mod memory;
 pub mod metrics;
 mod observe;
 mod pipeline;
+mod redis_client;
 mod request;
 mod routing;
 pub mod settings;

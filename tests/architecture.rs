@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("metrics core", &["metrics"]),
     ("request context", &["request"]),
+    ("shared engines", &["redis_client"]),
     ("independent subsystems", &["blocking", "db", "cache"]),
     ("HTTP observation", &["observe"]),
     ("serving metrics", &["export"]),

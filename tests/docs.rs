@@ -117,6 +117,7 @@ fn every_settings_key_is_documented() {
         vec!["metrics"],
         vec!["blocking"],
         vec!["cache"],
+        vec!["redis"],
         vec!["databases", "main"],
     ] {
         let before = keys.len();

@@ -18,8 +18,9 @@ use crate::db::metrics::ModelCounters;
 use crate::db::Db;
 use crate::db::ModelFamilies;
 use crate::metrics::Metrics;
+use crate::redis_client::SharedRedis;
 use crate::request::JsonError;
-use crate::settings::CacheSettings;
+use crate::settings::{CacheBackend, CacheSettings};
 
 /// Longest accepted item name, in characters.
 pub(crate) const MAX_NAME_CHARS: usize = 200;
@@ -65,7 +66,7 @@ impl NewItem {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Page {
     pub items: Vec<Item>,
     pub page: u32,
@@ -73,24 +74,37 @@ pub(crate) struct Page {
     pub total: i64,
 }
 
-/// Read caches of the resource, invalidated by every write of this process.
+/// Read caches of the resource, invalidated by every write: for this process (the memory
+/// backend) or for every worker (the Redis one).
 pub(crate) struct ItemsCache {
     by_id: ReadCache<String, Item>,
     pages: ReadCache<(u32, u32), Arc<Page>>,
 }
 
 impl ItemsCache {
-    pub(crate) fn new(families: &CacheFamilies, settings: &CacheSettings) -> Self {
+    /// The caches of `cache.backend`; `redis` is the shared Redis, set when that backend
+    /// is chosen.
+    pub(crate) fn new(
+        families: &CacheFamilies,
+        settings: &CacheSettings,
+        redis: Option<SharedRedis>,
+    ) -> Self {
         let ttl = Duration::from_secs(settings.ttl_seconds.get());
-        ItemsCache {
-            by_id: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
-            pages: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
+        match redis.filter(|_| settings.enabled && settings.backend == CacheBackend::Redis) {
+            Some(redis) => ItemsCache {
+                by_id: ReadCache::shared(families, redis.clone(), "items:by_id", ttl),
+                pages: ReadCache::shared(families, redis, "items:pages", ttl),
+            },
+            None => ItemsCache {
+                by_id: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
+                pages: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
+            },
         }
     }
 
     async fn written(&self, id: &str) {
         self.by_id.invalidate(&id.to_string()).await;
-        self.pages.invalidate_all();
+        self.pages.invalidate_all().await;
     }
 }
 
@@ -229,7 +243,7 @@ async fn create_many(
     problems.into_result()?;
     let mut conn = db.connection().await?;
     let created = items::insert_many(&mut conn, &item_model(models), all).await?;
-    cache.pages.invalidate_all();
+    cache.pages.invalidate_all().await;
     Ok(Created::new("/api/items").body(Json(CreatedMany {
         created: created.len(),
         items: created,

@@ -9,6 +9,7 @@
 //! message names the key and the problem.
 
 mod database_url;
+mod redis_url;
 mod types;
 
 use std::num::{NonZeroU32, NonZeroU64};
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 pub(crate) use database_url::state_directory;
 pub use database_url::{DatabaseUrl, Vendor};
+pub use redis_url::RedisUrl;
 pub use types::{
     canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Ipv6Prefix, Namespace, PortRange, UrlPath,
 };
@@ -38,6 +40,8 @@ pub struct Settings {
     pub blocking: BlockingSettings,
     /// `cache.*`
     pub cache: CacheSettings,
+    /// `redis.*`
+    pub redis: RedisSettings,
     /// `databases.main.url`, validated (rocket_db_pools reads the rest of `databases.main`).
     pub database_url: DatabaseUrl,
 }
@@ -55,8 +59,11 @@ pub struct CacheSettings {
     pub enabled: bool,
     /// How long an entry may be served; bounds staleness across worker processes.
     pub ttl_seconds: NonZeroU64,
-    /// Most entries each cache holds.
+    /// Most entries each cache holds (the in-process backend; Redis bounds its memory
+    /// itself, with `maxmemory`).
     pub max_entries: u64,
+    /// Where cached reads live: in each process, or in the shared Redis of `redis.url`.
+    pub backend: CacheBackend,
 }
 
 impl Default for CacheSettings {
@@ -65,7 +72,55 @@ impl Default for CacheSettings {
             enabled: true,
             ttl_seconds: NonZeroU64::new(5).expect("nonzero"),
             max_entries: 10_000,
+            backend: CacheBackend::Memory,
         }
+    }
+}
+
+/// `cache.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheBackend {
+    /// One cache per process (moka): another worker's write is seen after at most
+    /// `cache.ttl_seconds`.
+    Memory,
+    /// One cache for every worker on every host: a write invalidates it for all at once.
+    Redis,
+}
+
+/// `redis.*`: the shared Redis that the `redis` backends use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// `redis://host:6379[/db]` or `unix:///path/to/redis.sock`; needed by any `redis`
+    /// backend.
+    pub url: Option<RedisUrl>,
+    /// The prefix of every key babylon writes, so that several deployments can share one
+    /// Redis.
+    pub key_prefix: String,
+    /// How long connecting may take, in milliseconds.
+    pub connect_timeout_ms: NonZeroU64,
+    /// How long one command may take, in milliseconds; a slower one counts as a failure
+    /// and the request goes on without Redis.
+    pub response_timeout_ms: NonZeroU64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: None,
+            key_prefix: "babylon".to_string(),
+            connect_timeout_ms: NonZeroU64::new(1000).expect("nonzero"),
+            response_timeout_ms: NonZeroU64::new(250).expect("nonzero"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        RedisUrl::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -78,6 +133,8 @@ struct Sections {
     blocking: BlockingSettings,
     #[serde(default)]
     cache: CacheSettings,
+    #[serde(default)]
+    redis: RedisSettings,
 }
 
 /// The name of babylon's database under `databases`: `databases.main.*`.
@@ -445,7 +502,7 @@ fn reject_unknown_sections(figment: &Figment) -> Result<(), ConfigError> {
         .extract()
         .map_err(ConfigError::from_figment)?;
     let known = |key: &str| {
-        ["metrics", "blocking", "cache"].contains(&key)
+        ["metrics", "blocking", "cache", "redis"].contains(&key)
             || OTHER_COMPONENTS_KEYS.contains(&key)
             || rocket_keys.contains_key(key)
     };
@@ -463,7 +520,7 @@ fn reject_unknown_sections(figment: &Figment) -> Result<(), ConfigError> {
     };
     let origin = origin_of(figment, key, "__…");
     Err(ConfigError::Parse(format!(
-        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking`, `cache`, `databases` and Rocket's own keys"
+        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking`, `cache`, `redis`, `databases` and Rocket's own keys"
     )))
 }
 
@@ -528,8 +585,21 @@ impl Settings {
             mut metrics,
             blocking,
             cache,
+            redis,
         } = figment.extract().map_err(ConfigError::from_figment)?;
         metrics.validate()?;
+        if cache.enabled && cache.backend == CacheBackend::Redis && redis.url.is_none() {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "`cache.backend = \"redis\"` needs the Redis to use, e.g. redis://127.0.0.1:6379",
+            ));
+        }
+        if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must be one word, e.g. \"babylon\"",
+            ));
+        }
         let database = database_config(figment)?;
         let database_url = DatabaseUrl::parse(&database.url, state_directory().as_deref())
             .map_err(|problem| ConfigError::invalid("databases.main.url", problem))?;
@@ -537,6 +607,7 @@ impl Settings {
             metrics,
             blocking,
             cache,
+            redis,
             database_url,
         })
     }
