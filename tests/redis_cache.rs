@@ -1,8 +1,9 @@
 //! The read cache on the shared Redis (`cache.backend = "redis"`): a write through one
-//! worker is read fresh through every other at once, and a Redis that cannot be reached
-//! never fails a read the database can answer.
+//! worker is read fresh through every other at once, and a Redis that cannot be reached,
+//! or dies and comes back under load, never fails a read the database can answer.
 //!
-//! Needs the Redis on 127.0.0.1:6379 (Debian: redis-server; `bash .ci/run` starts one).
+//! Needs the Redis on 127.0.0.1:6379 and the `redis-server` program, for a private server
+//! that the outage test kills (Debian: redis-server; `bash .ci/run` installs and starts it).
 //! Without it the tests print SKIPPED, except under CI=true where they fail. Each test
 //! writes under a key prefix of its own and deletes its keys at the end.
 
@@ -215,5 +216,211 @@ fn the_redis_backend_needs_a_redis_url() {
     assert!(
         error.contains("redis.url") && !error.contains("s3cr3t"),
         "{error}"
+    );
+}
+
+/// A private `redis-server` on a port of its own, in a directory of its own, stopped
+/// when dropped. Never the shared server: this one is killed on purpose.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let mut redis = PrivateRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts the server (again) and waits, at most 10 s, until it answers.
+    fn restart(&mut self) {
+        let server = common::tool("redis-server").expect("redis-server, checked by the caller");
+        let child = std::process::Command::new(server)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let url = self.url();
+        loop {
+            let answered = redis::Client::open(url.as_str())
+                .and_then(|client| client.get_connection())
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
+            if answered.is_ok() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private Redis did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server at once, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of `series` in the worker's exposition on its main port.
+fn sample_of(port: u16, series: &str) -> f64 {
+    let (status, text) = common::http_get(port, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    sample_or_zero(&text, series)
+}
+
+#[test]
+fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    if common::tool("redis-server").is_none() {
+        return;
+    }
+    const HITS: &str = r#"rocket_cache_get_hits_total{backend="redis"}"#;
+    const FAILS: &str = r#"rocket_cache_get_fail_total{backend="redis"}"#;
+    let redis_port = common::ports::PortBlock::reserve(1);
+    let mut redis = PrivateRedis::start(redis_port.first());
+    let export_ports = common::ports::PortBlock::reserve(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = common::workers::command_in(dir.path(), &export_ports);
+    command
+        .env("BABYLON_CACHE__BACKEND", "redis")
+        .env("BABYLON_CACHE__TTL_SECONDS", "60")
+        .env("BABYLON_REDIS__URL", redis.url())
+        .env("BABYLON_REDIS__KEY_PREFIX", unique_prefix("outage"));
+    let mut worker = common::workers::start_command(command);
+    let port = worker.app_port;
+    let (status, body) = common::http_request_from(
+        std::net::Ipv4Addr::LOCALHOST,
+        port,
+        "POST",
+        "/api/items",
+        &[("Content-Type", "application/json")],
+        r#"{"name": "Dune", "kind": "book"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Four clients read the item without pause while Redis dies and comes back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, answers, path) = (stop.clone(), answers.clone(), format!("/api/items/{id}"));
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                // Bounded: at most 20,000 reads per client, whatever happens.
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (status, body) = common::http_get(port, &path);
+                    let name = serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|item| item["name"].as_str().map(str::to_string));
+                    seen.push((status, name));
+                }
+                answers.lock().unwrap().extend(seen);
+            })
+        })
+        .collect();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within 15 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("cache hits while Redis runs", &|| {
+        sample_of(port, HITS) >= 20.0
+    });
+
+    redis.kill();
+    let fails_before = sample_of(port, FAILS);
+    wait_for("failed lookups counted while Redis is down", &|| {
+        sample_of(port, FAILS) >= fails_before + 20.0
+    });
+    let (status, body) = common::http_request_from(
+        std::net::Ipv4Addr::LOCALHOST,
+        port,
+        "PUT",
+        &format!("/api/items/{id}"),
+        &[("Content-Type", "application/json")],
+        r#"{"name": "Dune Messiah", "kind": "book"}"#,
+    );
+    assert_eq!(status, 200, "a write while Redis is down: {body}");
+
+    redis.restart();
+    let hits_down = sample_of(port, HITS);
+    wait_for(
+        "cache hits again after Redis came back, without a restart",
+        &|| sample_of(port, HITS) >= hits_down + 20.0,
+    );
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+
+    let answers = answers.lock().unwrap();
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} reads failed: {:?}\n{}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)],
+        worker.output()
+    );
+    assert!(answers.iter().all(|(_, name)| name.is_some()));
+    let (status, body) = common::http_get(port, &format!("/api/items/{id}"));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Dune Messiah"),
+        "fresh after the outage: {body}"
+    );
+    let errors = sample_of(
+        port,
+        r#"rocket_redis_errors_total{alias="main",type="connection"}"#,
+    ) + sample_of(
+        port,
+        r#"rocket_redis_errors_total{alias="main",type="timeout"}"#,
+    );
+    assert!(errors >= 20.0, "Redis failures counted: {errors}");
+    eprintln!(
+        "redis outage: {} reads, all 200; {} lookups failed over to the database",
+        answers.len(),
+        sample_of(port, FAILS)
     );
 }
