@@ -192,6 +192,22 @@ fn health(port: u16) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(&body).unwrap())
 }
 
+/// Asserts that `/api/health` answers 503 `degraded` with a writes reason among
+/// `reasons`, and returns its body.
+fn assert_degraded(port: u16, reasons: &[&str]) -> serde_json::Value {
+    let (status, body) = health(port);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    let reason = body["database"]["writes"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reasons.contains(&reason),
+        "expected a reason among {reasons:?}: {body}"
+    );
+    body
+}
+
 /// Asserts that every complete failure answer was one of `allowed` (status, reason): a
 /// write that fails must say why, in the words the fault calls for.
 fn assert_failures_named(ledger: &common::ledger::Ledger, allowed: &[(u16, &str)]) {
@@ -237,23 +253,12 @@ fn sqlite_full_then_space_back_loses_no_acknowledged_write() {
     let app_ports: Vec<u16> = workers.iter().map(|w| w.app_port).collect();
     let writers = Writers::start(&run_id("full"), &app_ports, 4, 50);
 
-    let filled = writers.wait_for(Duration::from_secs(120), |answers| {
+    writers.expect(Duration::from_secs(120), "the disk filled", |answers| {
         count_status(answers, 507) >= 40
     });
-    assert!(
-        filled,
-        "the disk never filled: {:?}",
-        writers.ledger.answers()
-    );
-    let (status, body) = health(app_ports[0]);
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["status"], "degraded", "{body}");
+    let body = assert_degraded(app_ports[0], &["storage_full"]);
     assert_eq!(body["database"]["status"], "ok", "reads still work: {body}");
     assert_eq!(body["database"]["writes"]["status"], "failing", "{body}");
-    assert_eq!(
-        body["database"]["writes"]["reason"], "storage_full",
-        "{body}"
-    );
     let while_full = writers.ledger.answers();
 
     // Space back, as when an operator deletes old files.
@@ -304,22 +309,10 @@ fn sqlite_turned_read_only_under_the_service_loses_no_acknowledged_write() {
     let failed_at = writers.ledger.elapsed();
     disk.fail();
     let fault = (failed_at, writers.ledger.elapsed());
-    let refusing = writers.wait_for(Duration::from_secs(60), |answers| failed(answers) >= 30);
-    assert!(
-        refusing,
-        "writes kept succeeding: {:?}",
-        writers.ledger.answers()
-    );
-    let (status, body) = health(service.app_port);
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["status"], "degraded", "{body}");
-    let reason = body["database"]["writes"]["reason"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        ["storage_read_only", "storage_error"].contains(&reason),
-        "{body}"
-    );
+    writers.expect(Duration::from_secs(60), "writes refused", |answers| {
+        failed(answers) >= 30
+    });
+    assert_degraded(service.app_port, &["storage_read_only", "storage_error"]);
     let (status, _) = http_get(service.app_port, "/api/items?per_page=5");
     assert_eq!(status, 200, "reads keep working on a read-only file system");
     let ledger = writers.stop();
@@ -427,10 +420,11 @@ fn postgres_down_under_load(crash: bool) {
     } else {
         cluster.stop();
     }
-    let down = writers.wait_for(Duration::from_secs(30), |answers| {
-        answers.contains_key(&(503, "database_unavailable".to_string()))
-    });
-    assert!(down, "no write failed while the server was down");
+    writers.expect(
+        Duration::from_secs(30),
+        "a write failed while the server was down",
+        |answers| answers.contains_key(&(503, "database_unavailable".to_string())),
+    );
     // Down for a while: writers keep trying, each answered 503.
     std::thread::sleep(Duration::from_secs(1));
     let (status, body) = health(service.app_port);
@@ -500,12 +494,9 @@ fn postgres_full_then_space_back_loses_no_acknowledged_write() {
         .env("BABYLON_DATABASES__MAIN__CONNECT_TIMEOUT", "2");
     let service = start_command(command);
     let writers = Writers::start(&run_id("pg-full"), &[service.app_port], 4, 100);
-    let filled = writers.wait_for(Duration::from_secs(120), |answers| failed(answers) >= 20);
-    assert!(
-        filled,
-        "the disk never filled: {:?}",
-        writers.ledger.answers()
-    );
+    writers.expect(Duration::from_secs(120), "the disk filled", |answers| {
+        failed(answers) >= 20
+    });
     let while_full = writers.ledger.answers();
 
     std::fs::remove_file(&ballast_file).unwrap();
@@ -543,23 +534,16 @@ fn postgres_turned_read_only_under_load_loses_no_acknowledged_write() {
         cluster.psql("postgres", "SELECT pg_reload_conf()");
     };
     read_only(true);
-    let refusing = writers.wait_for(Duration::from_secs(30), |answers| {
-        answers
-            .get(&(503, "storage_read_only".to_string()))
-            .is_some_and(|n| *n >= 20)
-    });
-    assert!(
-        refusing,
-        "writes kept succeeding: {:?}",
-        writers.ledger.answers()
+    writers.expect(
+        Duration::from_secs(30),
+        "writes refused as read-only",
+        |answers| {
+            answers
+                .get(&(503, "storage_read_only".to_string()))
+                .is_some_and(|n| *n >= 20)
+        },
     );
-    let (status, body) = health(service.app_port);
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["status"], "degraded", "{body}");
-    assert_eq!(
-        body["database"]["writes"]["reason"], "storage_read_only",
-        "{body}"
-    );
+    assert_degraded(service.app_port, &["storage_read_only"]);
 
     read_only(false);
     writers.expect_acknowledged(300, Duration::from_secs(30), "writes working again");

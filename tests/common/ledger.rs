@@ -325,10 +325,25 @@ impl Writers {
     /// than `within`.
     pub fn expect_acknowledged(&self, more: usize, within: Duration, what: &str) {
         let target = self.ledger.acknowledged() + more;
-        let reached = self.wait_for(within, |_| self.ledger.acknowledged() >= target);
+        self.expect(
+            within,
+            &format!("{more} more writes acknowledged ({what})"),
+            |_| self.ledger.acknowledged() >= target,
+        );
+    }
+
+    /// Waits until the answers so far satisfy `until`; panics, naming `what` was awaited
+    /// and the answers so far, if that takes longer than `within`.
+    pub fn expect(
+        &self,
+        within: Duration,
+        what: &str,
+        until: impl Fn(&BTreeMap<(u16, String), usize>) -> bool,
+    ) {
+        let reached = self.wait_for(within, until);
         assert!(
             reached,
-            "{what}: {more} more writes were not acknowledged within {within:?}: {:?}",
+            "not within {within:?}: {what}; answers so far: {:?}",
             self.ledger.answers()
         );
     }
