@@ -160,16 +160,13 @@ fn families_of(exposition: &str) -> BTreeSet<String> {
 /// Family names the sources register: string literals of babylon's own prefixes, outside
 /// comments (a doc example is not a family).
 fn families_in_sources(dir: &Path, found: &mut BTreeSet<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            families_in_sources(&path, found);
-            continue;
-        }
-        if path.extension().is_none_or(|ext| ext != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    for path in files
+        .iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+    {
+        let text = std::fs::read_to_string(path).unwrap();
         for line in text.lines() {
             let code = line.split("//").next().unwrap_or("");
             for literal in code.split('"').skip(1).step_by(2) {

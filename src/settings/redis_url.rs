@@ -32,11 +32,12 @@ impl RedisUrl {
                 ))
             }
         }
+        // The error's kind only: its detail may quote the URL.
         redis::Client::open(text).map_err(|error| {
             format!(
-                "`{}` is not a valid Redis URL: {}",
+                "`{}` is not a valid Redis URL: {:?}",
                 redact(text),
-                error.kind_label()
+                error.kind()
             )
         })?;
         Ok(RedisUrl(text.to_string()))
@@ -45,17 +46,6 @@ impl RedisUrl {
     /// The URL itself, password included: for the Redis client only, never for messages.
     pub(crate) fn expose(&self) -> &str {
         &self.0
-    }
-}
-
-/// Words for a redis error's kind, without its detail (which may quote the URL).
-trait KindLabel {
-    fn kind_label(&self) -> String;
-}
-
-impl KindLabel for redis::RedisError {
-    fn kind_label(&self) -> String {
-        format!("{:?}", self.kind())
     }
 }
 
