@@ -154,11 +154,23 @@ impl Ext4Image {
     /// What an operator does next: unmount, check, mount again read-write.
     fn repair(&self) {
         run(&tool("umount").unwrap(), &[self.mount.to_str().unwrap()]);
-        // e2fsck exits 1 when it fixed something, which is expected after an error.
-        let fsck = Command::new(tool("e2fsck").unwrap())
-            .args(["-f", "-y", &self.device])
-            .output()
-            .unwrap();
+        // e2fsck exits 1 when it fixed something, which is expected after an error. It
+        // refuses a device that something else holds open, and just after umount the
+        // kernel or udev's probe may still hold it for a moment: retry that, bounded.
+        let e2fsck = tool("e2fsck").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let fsck = loop {
+            let fsck = Command::new(&e2fsck)
+                .args(["-f", "-y", &self.device])
+                .output()
+                .unwrap();
+            let in_use = String::from_utf8_lossy(&fsck.stderr).contains("is in use")
+                || String::from_utf8_lossy(&fsck.stdout).contains("is in use");
+            if !in_use || Instant::now() >= deadline {
+                break fsck;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         assert!(
             matches!(fsck.status.code(), Some(0 | 1)),
             "e2fsck: {}",
