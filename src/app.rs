@@ -90,8 +90,8 @@ impl App {
         let clients = ClientAddr::new(blocking.trusted_proxies.clone());
         let policy = blocking
             .enabled
-            .then(|| std::sync::Arc::new(Policy::new(blocking)));
-        if let Some(policy) = policy.as_ref().filter(|p| p.rate_limiter().is_some()) {
+            .then(|| std::sync::Arc::new(Policy::new(blocking, redis.clone())));
+        if let Some(policy) = policy.as_ref().filter(|p| p.rate_limit().is_some()) {
             let collector = RateLimitCollector::new(policy.clone())?;
             registry.register(Box::new(collector))?;
         }

@@ -57,7 +57,7 @@ impl Fairing for RequestPipeline {
         if let Some(observer) = &self.observer {
             observer.arrive(request);
         }
-        if let Err(reason) = self.gatekeeper.verdict(request) {
+        if let Err(reason) = self.gatekeeper.verdict(request).await {
             self.gatekeeper.refuse(request, reason);
         }
     }
@@ -87,7 +87,7 @@ mod tests {
 
     fn gatekeeper(blocking: bool) -> Gatekeeper {
         let policy =
-            blocking.then(|| std::sync::Arc::new(Policy::new(&BlockingSettings::default())));
+            blocking.then(|| std::sync::Arc::new(Policy::new(&BlockingSettings::default(), None)));
         Gatekeeper::new(ClientAddr::default(), policy, None)
     }
 

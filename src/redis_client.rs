@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
 
 use crate::metrics::{counter_vec, register};
 use crate::prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Registry};
@@ -84,7 +84,8 @@ impl RedisFailure {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// The `type` label: `connection`, `timeout` or `server`.
+    pub(crate) fn label(self) -> &'static str {
         match self {
             RedisFailure::Connection => "connection",
             RedisFailure::Timeout => "timeout",
@@ -162,6 +163,18 @@ impl SharedRedis {
         Ok(self.connection.get_or_init(|| made).clone())
     }
 
+    /// Runs a Lua script (`EVALSHA`, loading it first when this Redis does not know it
+    /// yet, as after a restart), counted and timed as one `name` command.
+    pub(crate) async fn run_script<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisFailure> {
+        let mut connection = self.connection()?;
+        self.observe(name, invocation.invoke_async(&mut connection))
+            .await
+    }
+
     /// Runs `pipeline` as one round trip, counted and timed as one `name` command.
     pub(crate) async fn run_pipeline(
         &self,
@@ -196,5 +209,60 @@ impl SharedRedis {
             .with_label_values(&[ALIAS, failure.label()])
             .inc();
         Err(failure)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::settings::RedisUrl;
+
+    /// A client of `url` whose keys start with a prefix no other test or run uses.
+    pub(crate) fn client(url: &str, test: &str) -> SharedRedis {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos();
+        let settings = RedisSettings {
+            url: Some(RedisUrl::parse(url).expect("a valid test URL")),
+            key_prefix: format!("babylon-unit-{test}-{}-{nanos}", std::process::id()),
+            ..RedisSettings::default()
+        };
+        let families = RedisFamilies::register(&Registry::new()).expect("fresh registry");
+        SharedRedis::new(&settings, families)
+            .expect("a valid client")
+            .expect("a URL is set")
+    }
+
+    /// A Redis URL whose port refuses connections for as long as the returned socket
+    /// lives: bound, never listening, so nothing else can take the port meanwhile.
+    pub(crate) fn refusing_url() -> (socket2::Socket, String) {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+        socket
+            .bind(&std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)).into())
+            .expect("a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|address| address.as_socket())
+            .expect("an IPv4 address")
+            .port();
+        (socket, format!("redis://127.0.0.1:{port}"))
+    }
+
+    /// A client of the shared Redis on 127.0.0.1:6379; `None` (the test skips) when it
+    /// does not answer, except under CI=true, where that fails.
+    pub(crate) fn shared(test: &str) -> Option<SharedRedis> {
+        if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+            let hint = "no Redis on 127.0.0.1:6379 (Debian: apt-get install -y redis-server); `bash .ci/run` starts one";
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and {hint}"
+            );
+            eprintln!("SKIPPED: {hint}");
+            return None;
+        }
+        Some(client("redis://127.0.0.1:6379", test))
     }
 }

@@ -9,56 +9,10 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use common::redis_server::{redis_available, unique_prefix, Keys, PrivateRedis, REDIS};
 use common::{client, sample_or_zero, scrape, TestClient};
 use rocket::http::{ContentType, Status};
 use serde_json::{json, Value};
-
-const REDIS: &str = "redis://127.0.0.1:6379";
-
-/// Whether the shared Redis answers; under CI=true it must.
-fn redis_available() -> bool {
-    let up = std::net::TcpStream::connect("127.0.0.1:6379").is_ok();
-    if !up {
-        let hint = "no Redis on 127.0.0.1:6379 (Debian: apt-get install -y redis-server); `bash .ci/run` starts one";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true and {hint}");
-        }
-        eprintln!("SKIPPED: {hint}");
-    }
-    up
-}
-
-/// A key prefix no other test or run uses.
-fn unique_prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("babylon-test-{test}-{}-{nanos}", std::process::id())
-}
-
-/// Deletes every key under `prefix` when dropped.
-struct Keys(String);
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(REDIS) else {
-            return;
-        };
-        let Ok(mut connection) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.0))
-            .query(&mut connection)
-            .unwrap_or_default();
-        for key in keys {
-            let _: Result<(), _> = redis::cmd("DEL").arg(key).query(&mut connection);
-        }
-    }
-}
 
 /// A worker over the shared SQLite file `database`, with `backend` as its cache.
 fn worker(database: &str, backend: &str, redis_url: &str, prefix: &str) -> TestClient {
@@ -217,73 +171,6 @@ fn the_redis_backend_needs_a_redis_url() {
         error.contains("redis.url") && !error.contains("s3cr3t"),
         "{error}"
     );
-}
-
-/// A private `redis-server` on a port of its own, in a directory of its own, stopped
-/// when dropped. Never the shared server: this one is killed on purpose.
-struct PrivateRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> PrivateRedis {
-        let mut redis = PrivateRedis {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        redis.restart();
-        redis
-    }
-
-    /// Starts the server (again) and waits, at most 10 s, until it answers.
-    fn restart(&mut self) {
-        let server = common::tool("redis-server").expect("redis-server, checked by the caller");
-        let child = std::process::Command::new(server)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let url = self.url();
-        loop {
-            let answered = redis::Client::open(url.as_str())
-                .and_then(|client| client.get_connection())
-                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
-            if answered.is_ok() {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "private Redis did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// Kills the server at once, as a crash would.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// The value of `series` in the worker's exposition on its main port.

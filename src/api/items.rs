@@ -20,7 +20,7 @@ use crate::db::ModelFamilies;
 use crate::metrics::Metrics;
 use crate::redis_client::SharedRedis;
 use crate::request::JsonError;
-use crate::settings::{CacheBackend, CacheSettings};
+use crate::settings::{Backend, CacheSettings};
 
 /// Longest accepted item name, in characters.
 pub(crate) const MAX_NAME_CHARS: usize = 200;
@@ -90,7 +90,7 @@ impl ItemsCache {
         redis: Option<SharedRedis>,
     ) -> Self {
         let ttl = Duration::from_secs(settings.ttl_seconds.get());
-        match redis.filter(|_| settings.enabled && settings.backend == CacheBackend::Redis) {
+        match redis.filter(|_| settings.enabled && settings.backend == Backend::Redis) {
             Some(redis) => ItemsCache {
                 by_id: ReadCache::shared(families, redis.clone(), "items:by_id", ttl),
                 pages: ReadCache::shared(families, redis, "items:pages", ttl),

@@ -54,7 +54,10 @@ impl Gatekeeper {
     }
 
     /// Whether `request` may pass, and if not, why.
-    pub(crate) fn verdict(&self, request: &Request<'_>) -> Result<(), crate::request::BlockReason> {
+    pub(crate) async fn verdict(
+        &self,
+        request: &Request<'_>,
+    ) -> Result<(), crate::request::BlockReason> {
         let Some(policy) = &self.policy else {
             return Ok(());
         };
@@ -66,7 +69,7 @@ impl Gatekeeper {
             return Ok(());
         }
         match self.clients.of(request) {
-            Some(client) => policy.check(client),
+            Some(client) => policy.check(client).await,
             // Without a peer address (only Rocket's local test client) there is nothing to
             // key a deny list or rate limit on.
             None => Ok(()),

@@ -1,6 +1,8 @@
-//! `api_rate_limit_clients` and `api_rate_limit_overflow_total`: how much state the rate
-//! limiter holds, and how often its bound made new clients share one bucket. Read from the
-//! limiter at scrape time, so recording costs nothing per request.
+//! `api_rate_limit_clients`, `api_rate_limit_overflow_total` and
+//! `api_rate_limit_errors_total`: how much state the in-process limiter holds, how often
+//! its bound made new clients share one bucket, and how many checks the shared Redis did
+//! not answer. Read from the limiter at scrape time, so recording costs nothing per
+//! request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,8 +16,11 @@ pub(crate) struct RateLimitCollector {
     policy: Arc<Policy>,
     clients: IntGauge,
     overflow: IntCounter,
+    errors: IntCounter,
     /// The limiter's overflow count at the previous scrape.
     overflow_seen: AtomicU64,
+    /// The limiter's error count at the previous scrape.
+    errors_seen: AtomicU64,
 }
 
 impl RateLimitCollector {
@@ -30,7 +35,12 @@ impl RateLimitCollector {
                 "api_rate_limit_overflow_total",
                 "Requests from clients the full rate limiter did not track, which share one bucket.",
             ))?,
+            errors: IntCounter::with_opts(Opts::new(
+                "api_rate_limit_errors_total",
+                "Rate-limit checks the shared Redis did not answer; blocking.rate_limit.when_redis_fails decided them.",
+            ))?,
             overflow_seen: AtomicU64::new(0),
+            errors_seen: AtomicU64::new(0),
         })
     }
 }
@@ -41,22 +51,29 @@ impl Collector for RateLimitCollector {
             .desc()
             .into_iter()
             .chain(self.overflow.desc())
+            .chain(self.errors.desc())
             .collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        if let Some(limiter) = self.policy.rate_limiter() {
+        if let Some(limit) = self.policy.rate_limit() {
             self.clients
-                .set(i64::try_from(limiter.clients()).unwrap_or(i64::MAX));
-            // Swapped, so that concurrent scrapes add each request once.
-            let now = limiter.overflowed();
-            let before = self.overflow_seen.swap(now, Ordering::Relaxed);
-            self.overflow.inc_by(now.saturating_sub(before));
+                .set(i64::try_from(limit.clients()).unwrap_or(i64::MAX));
+            catch_up(&self.overflow, &self.overflow_seen, limit.overflowed());
+            catch_up(&self.errors, &self.errors_seen, limit.errors());
         }
         self.clients
             .collect()
             .into_iter()
             .chain(self.overflow.collect())
+            .chain(self.errors.collect())
             .collect()
     }
+}
+
+/// Adds to `counter` what the limiter counted since the previous scrape. Swapped, so that
+/// concurrent scrapes add each event once.
+fn catch_up(counter: &IntCounter, seen: &AtomicU64, now: u64) {
+    let before = seen.swap(now, Ordering::Relaxed);
+    counter.inc_by(now.saturating_sub(before));
 }

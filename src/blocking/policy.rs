@@ -2,33 +2,36 @@
 
 use std::net::IpAddr;
 
-use super::rate_limit::ClientRateLimiter;
+use super::rate_limit::RateLimit;
+use crate::redis_client::SharedRedis;
 use crate::request::BlockReason;
 use crate::settings::{BlockingSettings, CidrList};
 
 pub(crate) struct Policy {
     deny: CidrList,
-    rate_limit: Option<ClientRateLimiter>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Policy {
-    pub(crate) fn new(settings: &BlockingSettings) -> Self {
+    /// The policy of `settings`; `redis` is the shared Redis, for a rate limit on the
+    /// `redis` backend.
+    pub(crate) fn new(settings: &BlockingSettings, redis: Option<SharedRedis>) -> Self {
         Policy {
             deny: settings.deny.clone(),
-            rate_limit: settings.rate_limit.map(ClientRateLimiter::new),
+            rate_limit: settings
+                .rate_limit
+                .map(|limit| RateLimit::new(limit, redis)),
         }
     }
 
     /// Whether a request from `client` may pass. A denied client does not use up its
     /// rate-limit budget.
-    pub(crate) fn check(&self, client: IpAddr) -> Result<(), BlockReason> {
+    pub(crate) async fn check(&self, client: IpAddr) -> Result<(), BlockReason> {
         if self.deny.contains(client) {
             return Err(BlockReason::DenyList);
         }
-        if let Some(limiter) = &self.rate_limit {
-            limiter
-                .check(client)
-                .map_err(|retry_after| BlockReason::RateLimited { retry_after })?;
+        if let Some(limit) = &self.rate_limit {
+            limit.check(client).await?;
         }
         Ok(())
     }
@@ -39,8 +42,8 @@ impl Policy {
         }
     }
 
-    /// The rate limiter, when there is a rate limit (its state is exported as metrics).
-    pub(crate) fn rate_limiter(&self) -> Option<&ClientRateLimiter> {
+    /// The rate limit, when there is one (its state is exported as metrics).
+    pub(crate) fn rate_limit(&self) -> Option<&RateLimit> {
         self.rate_limit.as_ref()
     }
 }
@@ -62,25 +65,30 @@ mod tests {
                 burst: NonZeroU32::new(2).unwrap(),
                 ipv6_prefix: crate::settings::Ipv6Prefix::SUBNET,
                 max_clients: std::num::NonZeroUsize::new(100).unwrap(),
+                backend: crate::settings::Backend::Memory,
+                when_redis_fails: crate::settings::WhenRedisFails::FailOpen,
             }),
             ..BlockingSettings::default()
         }
     }
 
-    #[test]
-    fn deny_then_rate_limit_per_client() {
-        let policy = Policy::new(&settings());
+    #[rocket::async_test]
+    async fn deny_then_rate_limit_per_client() {
+        let policy = Policy::new(&settings(), None);
         assert_eq!(
-            policy.check("192.0.2.5".parse().unwrap()),
+            policy.check("192.0.2.5".parse().unwrap()).await,
             Err(BlockReason::DenyList)
         );
         let a: IpAddr = "198.51.100.1".parse().unwrap();
         let b: IpAddr = "198.51.100.2".parse().unwrap();
-        assert!(policy.check(a).is_ok());
-        assert!(policy.check(a).is_ok());
-        let refused = policy.check(a).unwrap_err();
+        assert!(policy.check(a).await.is_ok());
+        assert!(policy.check(a).await.is_ok());
+        let refused = policy.check(a).await.unwrap_err();
         assert_eq!(refused.label(), "rate_limited");
         assert!(refused.retry_after_secs().unwrap() >= 1);
-        assert!(policy.check(b).is_ok(), "another client has its own bucket");
+        assert!(
+            policy.check(b).await.is_ok(),
+            "another client has its own bucket"
+        );
     }
 }

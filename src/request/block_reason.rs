@@ -18,15 +18,19 @@ pub enum BlockReason {
     MetricsForbidden,
     /// A metrics read without the right bearer token.
     MetricsUnauthorized,
+    /// The shared rate limit's Redis did not answer and `blocking.rate_limit.when_redis_fails`
+    /// is `fail_closed`.
+    RateLimiterUnavailable,
 }
 
 impl BlockReason {
     /// Every `reason` label value, so the counter can start at zero for each.
-    pub const LABELS: [&'static str; 4] = [
+    pub const LABELS: [&'static str; 5] = [
         "deny_list",
         "rate_limited",
         "metrics_forbidden",
         "metrics_unauthorized",
+        "rate_limiter_unavailable",
     ];
 
     /// The `reason` label of `api_requests_blocked_total`.
@@ -36,6 +40,7 @@ impl BlockReason {
             BlockReason::RateLimited { .. } => Self::LABELS[1],
             BlockReason::MetricsForbidden => Self::LABELS[2],
             BlockReason::MetricsUnauthorized => Self::LABELS[3],
+            BlockReason::RateLimiterUnavailable => Self::LABELS[4],
         }
     }
 
@@ -44,6 +49,7 @@ impl BlockReason {
             BlockReason::DenyList | BlockReason::MetricsForbidden => Status::Forbidden,
             BlockReason::RateLimited { .. } => Status::TooManyRequests,
             BlockReason::MetricsUnauthorized => Status::Unauthorized,
+            BlockReason::RateLimiterUnavailable => Status::ServiceUnavailable,
         }
     }
 
@@ -54,6 +60,9 @@ impl BlockReason {
             BlockReason::RateLimited { .. } => "too many requests; retry later",
             BlockReason::MetricsForbidden => "your address may not read metrics",
             BlockReason::MetricsUnauthorized => "reading metrics needs a valid bearer token",
+            BlockReason::RateLimiterUnavailable => {
+                "the rate limiter cannot decide right now; retry shortly"
+            }
         }
     }
 
@@ -64,6 +73,7 @@ impl BlockReason {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Some(secs.max(1))
             }
+            BlockReason::RateLimiterUnavailable => Some(1),
             _ => None,
         }
     }

@@ -63,7 +63,7 @@ pub struct CacheSettings {
     /// itself, with `maxmemory`).
     pub max_entries: u64,
     /// Where cached reads live: in each process, or in the shared Redis of `redis.url`.
-    pub backend: CacheBackend,
+    pub backend: Backend,
 }
 
 impl Default for CacheSettings {
@@ -72,19 +72,22 @@ impl Default for CacheSettings {
             enabled: true,
             ttl_seconds: NonZeroU64::new(5).expect("nonzero"),
             max_entries: 10_000,
-            backend: CacheBackend::Memory,
+            backend: Backend::Memory,
         }
     }
 }
 
-/// `cache.backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `cache.backend` and `blocking.rate_limit.backend`: where state that workers could share
+/// lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CacheBackend {
-    /// One cache per process (moka): another worker's write is seen after at most
-    /// `cache.ttl_seconds`.
+pub enum Backend {
+    /// In each process: the cache is per worker (another worker's write is seen after at
+    /// most `cache.ttl_seconds`), and so is the rate limit (N workers allow N times it).
+    #[default]
     Memory,
-    /// One cache for every worker on every host: a write invalidates it for all at once.
+    /// In the shared Redis of `redis.url`, one for every worker on every host: a write
+    /// invalidates the cache for all at once, and a client has one rate limit.
     Redis,
 }
 
@@ -399,9 +402,29 @@ pub struct RateLimitSettings {
     /// IPv6, is always keyed by the whole address).
     #[serde(default = "default_ipv6_prefix")]
     pub ipv6_prefix: Ipv6Prefix,
-    /// Most clients the limiter tracks at once; beyond it, new clients share one bucket.
+    /// Most clients the in-process limiter tracks at once; beyond it, new clients share
+    /// one bucket.
     #[serde(default = "default_max_clients")]
     pub max_clients: std::num::NonZeroUsize,
+    /// Where the buckets live: in each process, or in the shared Redis of `redis.url`.
+    #[serde(default)]
+    pub backend: Backend,
+    /// What decides while the shared Redis does not answer (the `redis` backend only).
+    #[serde(default)]
+    pub when_redis_fails: WhenRedisFails,
+}
+
+/// `blocking.rate_limit.when_redis_fails`: the verdict on a request whose check the
+/// shared Redis did not answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenRedisFails {
+    /// This worker's own in-process limiter decides: the limit holds per worker, as with
+    /// the `memory` backend, until Redis answers again.
+    #[default]
+    FailOpen,
+    /// The request is refused with 503 `rate_limiter_unavailable` and `Retry-After: 1`.
+    FailClosed,
 }
 
 impl RateLimitSettings {
@@ -588,11 +611,25 @@ impl Settings {
             redis,
         } = figment.extract().map_err(ConfigError::from_figment)?;
         metrics.validate()?;
-        if cache.enabled && cache.backend == CacheBackend::Redis && redis.url.is_none() {
-            return Err(ConfigError::invalid(
-                "redis.url",
-                "`cache.backend = \"redis\"` needs the Redis to use, e.g. redis://127.0.0.1:6379",
-            ));
+        let backends = [
+            ("cache.backend", cache.enabled.then_some(cache.backend)),
+            (
+                "blocking.rate_limit.backend",
+                blocking
+                    .rate_limit
+                    .filter(|_| blocking.enabled)
+                    .map(|limit| limit.backend),
+            ),
+        ];
+        for (key, backend) in backends {
+            if backend == Some(Backend::Redis) && redis.url.is_none() {
+                return Err(ConfigError::invalid(
+                    "redis.url",
+                    format!(
+                        "`{key} = \"redis\"` needs the Redis to use, e.g. redis://127.0.0.1:6379"
+                    ),
+                ));
+            }
         }
         if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
             return Err(ConfigError::invalid(

@@ -281,4 +281,5 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 pub mod ledger;
 pub mod pg;
 pub mod ports;
+pub mod redis_server;
 pub mod workers;

@@ -17,6 +17,8 @@ pub struct Worker {
     export_port: Option<u16>,
     /// The last lines the worker printed (Rocket logs to standard output).
     log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    /// Every line of babylon's own (`babylon: …`), however much Rocket logged after it.
+    notices: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Worker {
@@ -24,6 +26,11 @@ impl Worker {
     pub fn export_port(&self) -> u16 {
         self.export_port
             .expect("this worker announced no export port (export disabled?)")
+    }
+
+    /// The lines babylon itself printed (`babylon: …`), the first [`NOTICES_KEPT`].
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.lock().unwrap().clone()
     }
 
     /// The last lines of the worker's standard output and all of its standard error, for
@@ -41,6 +48,9 @@ impl Worker {
 
 /// Lines of a worker's output kept for [`Worker::output`].
 const LOG_LINES_KEPT: usize = 200;
+
+/// Lines of babylon's own kept for [`Worker::notices`].
+pub const NOTICES_KEPT: usize = 1000;
 
 impl Drop for Worker {
     fn drop(&mut self) {
@@ -67,6 +77,27 @@ pub fn command_in(dir: &std::path::Path, ports: &PortBlock) -> Command {
 /// A worker on an application port the kernel picks, exporting on the first free port
 /// of `ports` (which the caller keeps reserved for as long as the worker runs).
 pub fn command(ports: &PortBlock) -> Command {
+    let mut command = without_export();
+    command.env("BABYLON_METRICS__EXPORT__PORT_RANGE", ports.range_setting());
+    command
+}
+
+/// A worker without an export listener, with its own SQLite database inside `dir`; its
+/// main port serves metrics (the debug profile).
+pub fn command_without_export_in(dir: &std::path::Path) -> Command {
+    let mut command = without_export();
+    command
+        .env("BABYLON_METRICS__EXPORT__ENABLED", "false")
+        .env(
+            "BABYLON_DATABASES__MAIN__URL",
+            format!("sqlite://{}", dir.join("babylon.sqlite").display()),
+        );
+    command
+}
+
+/// A worker's command without the export settings: on the shared database, an
+/// application port the kernel picks, the repository's Rocket.toml, the debug profile.
+fn without_export() -> Command {
     let mut command = binary();
     command
         .env("BABYLON_DATABASES__MAIN__URL", shared_database())
@@ -77,7 +108,6 @@ pub fn command(ports: &PortBlock) -> Command {
         .env("ROCKET_PROFILE", "debug")
         .env("ROCKET_PORT", "0")
         .env("ROCKET_CLI_COLORS", "false")
-        .env("BABYLON_METRICS__EXPORT__PORT_RANGE", ports.range_setting())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
@@ -124,9 +154,16 @@ pub fn start_command(mut command: Command) -> Worker {
     };
     // Keep draining the log so the worker never blocks on a full pipe, keeping its tail.
     let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-    let kept = log.clone();
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (kept, kept_notices) = (log.clone(), notices.clone());
     std::thread::spawn(move || {
         while let Ok(line) = rx.recv() {
+            if line.contains("babylon: ") {
+                let mut notices = kept_notices.lock().unwrap();
+                if notices.len() < NOTICES_KEPT {
+                    notices.push(line.clone());
+                }
+            }
             let mut kept = kept.lock().unwrap();
             if kept.len() == LOG_LINES_KEPT {
                 kept.pop_front();
@@ -139,6 +176,7 @@ pub fn start_command(mut command: Command) -> Worker {
         app_port,
         export_port,
         log,
+        notices,
     }
 }
 

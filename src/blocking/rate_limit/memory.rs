@@ -1,10 +1,9 @@
-//! Per-client rate limiting: governor's keyed GCRA limiter (a token bucket without a timer
-//! per key) over a state map with a bound.
+//! The in-process rate limiter: governor's keyed GCRA limiter (a token bucket without a
+//! timer per key) over a state map with a bound.
 //!
-//! - **Who is one client.** An IPv4 address, or an IPv6 prefix (`ipv6_prefix`, /64 by
-//!   default): anyone on IPv6 holds at least a /64, and keyed by whole addresses could
-//!   rotate through 2^64 of them, each with a fresh budget. IPv4-mapped IPv6 addresses
-//!   count as the IPv4 address they carry.
+//! - **Who is one client** is decided by [`ClientKey`]: anyone on IPv6 holds at least a
+//!   /64, and keyed by whole addresses could rotate through 2^64 of them, each with a
+//!   fresh budget.
 //! - **A bound on memory.** Every client tracked takes an entry, so a flood of distinct
 //!   clients (distinct /64s are cheap too) would grow the map until the next sweep. At
 //!   `max_clients` entries, clients not yet tracked share one extra bucket (the overflow
@@ -13,7 +12,6 @@
 //!   to the overflow bucket is counted, and the map is swept of idle clients (at most once
 //!   a second while full) to make room again.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,26 +22,8 @@ use governor::state::keyed::{DefaultKeyedStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::settings::{canonical_ip, Ipv6Prefix, RateLimitSettings};
-
-/// What the limiter keys a bucket on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum ClientKey {
-    /// An IPv4 address, or an IPv6 address cut to the configured prefix.
-    Client(IpAddr),
-    /// The bucket that clients share once the map holds `max_clients` others.
-    Overflow,
-}
-
-impl ClientKey {
-    /// The key of `address`: IPv4 (mapped or not) whole, IPv6 cut to `prefix`.
-    pub(crate) fn of(address: IpAddr, prefix: Ipv6Prefix) -> ClientKey {
-        ClientKey::Client(match canonical_ip(address) {
-            IpAddr::V6(v6) => IpAddr::V6(prefix.of(v6)),
-            v4 => v4,
-        })
-    }
-}
+use super::ClientKey;
+use crate::settings::{Ipv6Prefix, RateLimitSettings};
 
 /// How often, at most, a full map is swept of idle clients to make room.
 const SWEEP_WHEN_FULL_EVERY: Duration = Duration::from_secs(1);
@@ -103,7 +83,7 @@ impl ShrinkableKeyedStateStore<ClientKey> for BoundedStore {
     }
 }
 
-pub(crate) struct ClientRateLimiter {
+pub(crate) struct InProcessLimiter {
     limiter: RateLimiter<ClientKey, BoundedStore, DefaultClock>,
     clock: DefaultClock,
     ipv6_prefix: Ipv6Prefix,
@@ -112,10 +92,20 @@ pub(crate) struct ClientRateLimiter {
     last_sweep_when_full: Mutex<Option<Instant>>,
 }
 
-impl ClientRateLimiter {
+impl InProcessLimiter {
     pub(crate) fn new(settings: RateLimitSettings) -> Self {
         let quota = Quota::per_second(settings.per_second).allow_burst(settings.burst);
         Self::with_quota(quota, settings.ipv6_prefix, settings.max_clients.get())
+    }
+
+    /// One request earned back every `t`, `burst` at once, for /64 clients and up to
+    /// 1,000 of them: for tests that must not see a bucket refill.
+    #[cfg(test)]
+    pub(super) fn with_interval(t: Duration, burst: u32) -> Self {
+        let quota = Quota::with_period(t)
+            .expect("a nonzero interval")
+            .allow_burst(std::num::NonZeroU32::new(burst).expect("a nonzero burst"));
+        Self::with_quota(quota, Ipv6Prefix::SUBNET, 1000)
     }
 
     fn with_quota(quota: Quota, ipv6_prefix: Ipv6Prefix, max_clients: usize) -> Self {
@@ -127,7 +117,7 @@ impl ClientRateLimiter {
             overflowed: overflowed.clone(),
         };
         let clock = DefaultClock::default();
-        ClientRateLimiter {
+        InProcessLimiter {
             limiter: RateLimiter::new(quota, store, clock.clone()),
             clock,
             ipv6_prefix,
@@ -136,9 +126,13 @@ impl ClientRateLimiter {
         }
     }
 
-    /// `Ok` if `client` may send a request now, else how long until it may.
-    pub(crate) fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        let key = ClientKey::of(client, self.ipv6_prefix);
+    /// How many leading bits of an IPv6 address are one client.
+    pub(crate) fn ipv6_prefix(&self) -> Ipv6Prefix {
+        self.ipv6_prefix
+    }
+
+    /// `Ok` if the client of `key` may send a request now, else how long until it may.
+    pub(crate) fn check(&self, key: ClientKey) -> Result<(), Duration> {
         let overflowed_before = self.overflowed();
         let verdict = self
             .limiter
@@ -183,39 +177,21 @@ impl ClientRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv6Addr};
     use std::num::NonZeroU32;
 
-    fn limiter(burst: u32, max_clients: usize) -> ClientRateLimiter {
+    fn limiter(burst: u32, max_clients: usize) -> InProcessLimiter {
         // One request an hour: no bucket refills, and no sweep forgets a client, however
         // slowly a test runs.
         let quota = Quota::per_hour(NonZeroU32::new(1).unwrap())
             .allow_burst(NonZeroU32::new(burst).unwrap());
-        ClientRateLimiter::with_quota(quota, Ipv6Prefix::SUBNET, max_clients)
+        InProcessLimiter::with_quota(quota, Ipv6Prefix::SUBNET, max_clients)
     }
 
-    fn in_subnet(subnet: u64, host: u64) -> IpAddr {
-        IpAddr::V6(Ipv6Addr::from(
-            (u128::from(subnet) << 64) | u128::from(host),
-        ))
-    }
-
-    #[test]
-    fn keys_cut_ipv6_to_the_prefix_and_unmap_ipv4() {
-        let prefix = Ipv6Prefix::SUBNET;
-        assert_eq!(
-            ClientKey::of(in_subnet(7, 1), prefix),
-            ClientKey::of(in_subnet(7, u64::MAX), prefix)
-        );
-        assert_ne!(
-            ClientKey::of(in_subnet(7, 1), prefix),
-            ClientKey::of(in_subnet(8, 1), prefix)
-        );
-        let v4 = Ipv4Addr::new(198, 51, 100, 7);
-        assert_eq!(
-            ClientKey::of(IpAddr::V6(v4.to_ipv6_mapped()), prefix),
-            ClientKey::Client(IpAddr::V4(v4))
-        );
+    /// The key of `host` in the /64 numbered `subnet`.
+    fn in_subnet(subnet: u64, host: u64) -> ClientKey {
+        let address = Ipv6Addr::from((u128::from(subnet) << 64) | u128::from(host));
+        ClientKey::of(IpAddr::V6(address), Ipv6Prefix::SUBNET)
     }
 
     #[test]
