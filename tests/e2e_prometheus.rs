@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::ports::PortBlock;
+use common::redis_server::{redis_available, unique_prefix, Keys, REDIS};
 use common::workers::{command, start_command, Worker};
 use common::{http_get, http_get_from, tool};
 use serde_json::Value;
@@ -272,7 +273,7 @@ fn post_json(port: u16, path: &str, body: &str) -> u16 {
 
 #[test]
 fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
-    if tool("prometheus").is_none() || tool("promtool").is_none() {
+    if tool("prometheus").is_none() || tool("promtool").is_none() || !redis_available() {
         return;
     }
     let config = std::fs::read_to_string(Path::new(REPO).join("prometheus.yml")).unwrap();
@@ -287,9 +288,20 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
     let file_sd = tempfile::tempdir().unwrap();
     let database = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", database.path().join("e2e.sqlite").display());
+    // The cache and the rate limit on Redis, so that the Redis panels have data: the
+    // first worker on the shared Redis, the others on one that refuses every connection
+    // (its failures and their latency are what the error panels show).
+    let prefix = unique_prefix("e2e");
+    let _keys = Keys(prefix.clone());
+    let (_refusing, refusing_port) = common::refusing_port();
     let workers: Vec<Worker> = configured
         .iter()
-        .map(|_| {
+        .enumerate()
+        .map(|(i, _)| {
+            let redis_url = match i {
+                0 => REDIS.to_string(),
+                _ => format!("redis://127.0.0.1:{refusing_port}"),
+            };
             let mut command = command(&range);
             command
                 .env("BABYLON_DATABASES__MAIN__URL", &url)
@@ -297,7 +309,13 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
                     "BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY",
                     file_sd.path(),
                 )
-                .env("BABYLON_BLOCKING__DENY", "127.0.0.2/32");
+                .env("BABYLON_BLOCKING__DENY", "127.0.0.2/32")
+                .env("BABYLON_BLOCKING__RATE_LIMIT__PER_SECOND", "10000")
+                .env("BABYLON_BLOCKING__RATE_LIMIT__BURST", "10000")
+                .env("BABYLON_BLOCKING__RATE_LIMIT__BACKEND", "redis")
+                .env("BABYLON_CACHE__BACKEND", "redis")
+                .env("BABYLON_REDIS__URL", redis_url)
+                .env("BABYLON_REDIS__KEY_PREFIX", &prefix);
             start_command(command)
         })
         .collect();

@@ -613,9 +613,39 @@ fn dashboards_are_provisionable_and_filtered_by_job_and_instance() {
 // ---------------------------------------------------------------------------------------
 // Metric names against a live exposition
 
-/// Families exposed by an in-process service after traffic that touches every family
-/// the assets query (HTTP, blocked-reason counters, DB statements and errors, cache).
+/// Families exposed by in-process services after traffic that touches every family the
+/// assets query: HTTP, blocked-reason counters, DB statements and errors and the cache of
+/// the default settings, and the Redis and rate-limiter families of a service whose cache
+/// is in a Redis that refuses every connection (so each command fails, and counts).
 fn exported_names() -> BTreeSet<String> {
+    let mut names = families_of(&default_service_scrape());
+    let (_refusing, port) = common::refusing_port();
+    let client = common::client(json!({
+        "cache": { "backend": "redis" },
+        "redis": { "url": format!("redis://127.0.0.1:{port}") },
+        "blocking": { "rate_limit": { "per_second": 1000, "burst": 1000 } },
+    }));
+    let created = client
+        .post("/api/items")
+        .header(ContentType::JSON)
+        .body(r#"{"name":"a","kind":"book"}"#)
+        .dispatch();
+    assert_eq!(created.status(), Status::Created);
+    let id = created.into_json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Redis does not answer: the read goes to the database, the failed HGET is counted.
+    assert_eq!(
+        client.get(format!("/api/items/{id}")).dispatch().status(),
+        Status::Ok
+    );
+    names.extend(families_of(&common::scrape(&client)));
+    names
+}
+
+/// The exposition of a service with the default settings after traffic of every kind.
+fn default_service_scrape() -> String {
     let client = common::client(json!({}));
     assert_eq!(client.get("/api/health").dispatch().status(), Status::Ok);
     let create = || {
@@ -641,8 +671,12 @@ fn exported_names() -> BTreeSet<String> {
         );
     }
     assert_eq!(client.get("/nowhere").dispatch().status(), Status::NotFound);
+    common::scrape(&client)
+}
 
-    let text = common::scrape(&client);
+/// The family names of an exposition, with `_bucket`, `_sum` and `_count` for histograms
+/// and summaries.
+fn families_of(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -672,6 +706,10 @@ fn every_queried_metric_is_exported() {
         "rocket_db_errors_total",
         "rocket_db_query_duration_seconds",
         "rocket_cache_get_hits_total",
+        "rocket_redis_commands_total",
+        "rocket_redis_errors_total",
+        "rocket_redis_command_duration_seconds",
+        "api_rate_limit_errors_total",
         "process_resident_memory_bytes",
         "babylon_build_info",
     ] {
