@@ -32,7 +32,7 @@ fn sigterm_during_load_finishes_in_flight_requests_removes_the_target_and_exits_
     let app_port = worker.app_port;
     let target = dir
         .path()
-        .join(format!("babylon-{}.json", worker.export_port()));
+        .join(format!("babylon-127.0.0.1-{}.json", worker.export_port()));
     assert!(target.exists());
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -181,7 +181,8 @@ fn file_sd_targets_follow_the_live_workers() {
         .collect();
     let target_of = |port: u16| -> serde_json::Value {
         let text =
-            std::fs::read_to_string(dir.path().join(format!("babylon-{port}.json"))).unwrap();
+            std::fs::read_to_string(dir.path().join(format!("babylon-127.0.0.1-{port}.json")))
+                .unwrap();
         serde_json::from_str(&text).unwrap()
     };
     for worker in &workers {
@@ -200,12 +201,17 @@ fn file_sd_targets_follow_the_live_workers() {
     let status = terminate(&mut stopped);
     assert!(status.success(), "clean shutdown exits 0: {status:?}");
     assert!(
-        !dir.path().join(format!("babylon-{port}.json")).exists(),
+        !dir.path()
+            .join(format!("babylon-127.0.0.1-{port}.json"))
+            .exists(),
         "the stopped worker's target is removed"
     );
     assert!(
         dir.path()
-            .join(format!("babylon-{}.json", workers[0].export_port()))
+            .join(format!(
+                "babylon-127.0.0.1-{}.json",
+                workers[0].export_port()
+            ))
             .exists(),
         "the live worker's target stays"
     );

@@ -5,6 +5,11 @@
 //! half of it. It is removed on clean shutdown and whenever the service is dropped before
 //! serving (a failed launch); only a killed process leaves it behind, and the next worker
 //! that takes the same port overwrites it.
+//!
+//! The file is named after the target it announces, `babylon-<host>-<port>.json`, so the
+//! workers of several hosts can announce themselves in one directory (a shared one, or
+//! one that a monitoring host gathers): two files share a name only when they name the
+//! same target.
 
 use std::io;
 use std::net::IpAddr;
@@ -35,8 +40,10 @@ impl TargetFile {
         address: ExportAddress,
         port: u16,
     ) -> Result<TargetFile, FileSdError> {
-        let path = settings.directory.join(format!("babylon-{port}.json"));
         let host = target_host(settings, address);
+        let path = settings
+            .directory
+            .join(format!("babylon-{}-{port}.json", file_name_part(&host)));
         let mut labels = serde_json::Map::new();
         labels.insert("babylon_export_port".into(), json!(port.to_string()));
         for (name, value) in &settings.labels {
@@ -78,6 +85,17 @@ fn target_host(settings: &FileSdSettings, address: ExportAddress) -> String {
     }
 }
 
+/// `host` as part of a file name: letters, digits, `.` and `-` kept, anything else
+/// (the brackets and colons of IPv6) `_`.
+fn file_name_part(host: &str) -> String {
+    host.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
 fn bracketed(ip: IpAddr) -> String {
     match ip {
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -116,6 +134,11 @@ mod tests {
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
         assert_eq!(written[0]["targets"][0], "[::1]:8003");
+        assert_eq!(
+            file.path().file_name().unwrap(),
+            "babylon-___1_-8003.json",
+            "named after the target"
+        );
         assert_eq!(written[0]["labels"]["env"], "test");
         assert_eq!(written[0]["labels"]["babylon_export_port"], "8003");
         let path = file.path().to_path_buf();
@@ -126,6 +149,48 @@ mod tests {
             0,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn workers_of_several_hosts_announce_themselves_in_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = |host: &str| FileSdSettings {
+            directory: dir.path().to_path_buf(),
+            host: Some(host.to_string()),
+            labels: Default::default(),
+        };
+        let files: Vec<TargetFile> = ["10.0.0.2", "10.0.0.3", "[fd00::2]", "app-3.internal"]
+            .into_iter()
+            .flat_map(|host| [(host, 8001), (host, 8002)])
+            .map(|(host, port)| {
+                TargetFile::write(&on(host), ExportAddress::EveryInterface, port).unwrap()
+            })
+            .collect();
+        let mut targets: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| {
+                let written: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+                written[0]["targets"][0].as_str().unwrap().to_string()
+            })
+            .collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            [
+                "10.0.0.2:8001",
+                "10.0.0.2:8002",
+                "10.0.0.3:8001",
+                "10.0.0.3:8002",
+                "[fd00::2]:8001",
+                "[fd00::2]:8002",
+                "app-3.internal:8001",
+                "app-3.internal:8002",
+            ],
+            "one file per target, none overwritten"
+        );
+        drop(files);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

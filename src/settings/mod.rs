@@ -283,7 +283,7 @@ impl ExportSettings {
     }
 }
 
-/// `metrics.export.file_sd.*`: each process writes `<directory>/babylon-<port>.json`, a
+/// `metrics.export.file_sd.*`: each process writes `<directory>/babylon-<host>-<port>.json`, a
 /// Prometheus file_sd target list naming its export port, and removes it when it stops,
 /// so Prometheus scrapes exactly the live workers.
 #[derive(Debug, Clone, Deserialize)]
