@@ -9,74 +9,18 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::ports::PortBlock;
+use common::prometheus::{wait_for, Place, Prometheus};
 use common::redis_server::{redis_available, unique_prefix, Keys, REDIS};
 use common::workers::{command, start_command, Worker};
 use common::{http_get, http_get_from, tool};
 use serde_json::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-/// A running Prometheus, killed when dropped.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    /// Keeps `port` ours until Prometheus has stopped.
-    _reserved: PortBlock,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// Runs an instant query; the `data.result` array.
-    fn query(&self, promql: &str) -> Vec<Value> {
-        let (status, body) = http_get(
-            self.port,
-            &format!("/api/v1/query?query={}", percent_encode(promql)),
-        );
-        assert_eq!(status, 200, "query `{promql}` failed: {body}");
-        let answer: Value = serde_json::from_str(&body).unwrap();
-        answer["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn targets(&self) -> Vec<Value> {
-        let (_, body) = http_get(self.port, "/api/v1/targets?state=active");
-        let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        answer["data"]["activeTargets"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// The static targets of prometheus.yml (`127.0.0.1:8001`, …), in order.
 fn static_ports(config: &str) -> Vec<u16> {
@@ -121,54 +65,6 @@ fn rewrite_config(config: &str, port_map: &[(u16, u16)], file_sd_dir: &Path) -> 
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn start_prometheus(config: String) -> Prometheus {
-    let prometheus = tool("prometheus").expect("checked by the caller");
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("prometheus.yml");
-    std::fs::write(&config_path, config).unwrap();
-    let reserved = PortBlock::reserve(1);
-    let port = reserved.first();
-    let child = Command::new(prometheus)
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let prometheus = Prometheus {
-        child,
-        port,
-        _reserved: reserved,
-        dir,
-    };
-    let ready = wait_for(Duration::from_secs(30), || {
-        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && http_get(port, "/-/ready").0 == 200
-    });
-    assert!(
-        ready,
-        "Prometheus did not become ready: {}",
-        prometheus.log()
-    );
-    prometheus
-}
-
-/// Polls `done` until it holds or `limit` passes; whether it held.
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    true
 }
 
 /// Every `expr` of every panel target in `dashboards/*.json`, with the panel title.
@@ -324,7 +220,11 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
         .copied()
         .zip(workers.iter().map(Worker::export_port))
         .collect();
-    let prometheus = start_prometheus(rewrite_config(&config, &port_map, file_sd.path()));
+    let prometheus = Prometheus::start(
+        &rewrite_config(&config, &port_map, file_sd.path()),
+        Place::Loopback,
+        &[],
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = send_traffic(

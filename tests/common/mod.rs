@@ -237,14 +237,42 @@ pub fn http_request_from(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    use std::io::{Read, Write};
-    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+    use std::net::{Ipv4Addr, SocketAddr};
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
     socket
         .connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
         .unwrap();
-    let mut stream: TcpStream = socket.into();
+    send_request(socket.into(), method, path, headers, body)
+}
+
+/// A raw HTTP/1.0 request to `address` (any host the calling thread can reach, e.g. from
+/// inside a network namespace); see [`http_request_from`].
+pub fn http_request_at(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let stream = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+    send_request(stream, method, path, headers, body)
+}
+
+/// Writes one request on `stream` and reads the answer to the end (at most 60 s of
+/// silence): the status code and the body.
+fn send_request(
+    mut stream: std::net::TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     let extra: String = headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
@@ -279,7 +307,9 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_get_from(std::net::Ipv4Addr::LOCALHOST, port, path, &[])
 }
 pub mod ledger;
+pub mod netns;
 pub mod pg;
 pub mod ports;
+pub mod prometheus;
 pub mod redis_server;
 pub mod workers;

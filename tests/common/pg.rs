@@ -50,11 +50,22 @@ pub fn server_url() -> Option<String> {
 /// Several statements in one string run as one implicit transaction, so statements
 /// that refuse a transaction block (`CREATE/DROP DATABASE`) must be sent alone.
 pub fn try_psql(url: &str, sql: &str) -> Result<String, String> {
-    let output = Command::new("psql")
+    run_psql(psql_command(url, sql), url, sql)
+}
+
+/// The `psql` command of [`try_psql`].
+fn psql_command(url: &str, sql: &str) -> Command {
+    let mut command = Command::new("psql");
+    command
         .arg(url)
         .args(["-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
         // A server that accepts TCP but never answers must not hang the test run.
-        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGCONNECT_TIMEOUT", "10");
+    command
+}
+
+fn run_psql(mut command: Command, url: &str, sql: &str) -> Result<String, String> {
+    let output = command
         .output()
         .map_err(|e| format!("cannot run psql: {e}"))?;
     if output.status.success() {
@@ -223,6 +234,9 @@ pub struct TempCluster {
     run_as_postgres: bool,
     /// Whether a commit is acknowledged only once its WAL is written (see [`Self::start_durable`]).
     durable: bool,
+    /// The test-network host it runs on, listening on the host's address too; `None`:
+    /// loopback of the test's own namespace.
+    host: Option<super::netns::Host>,
 }
 
 impl TempCluster {
@@ -246,7 +260,21 @@ impl TempCluster {
         Self::start_with(true, parent)
     }
 
+    /// Like [`Self::start`], on `host` of a test network: the server listens on the
+    /// host's address (and its loopback), and trusts every client of the test subnet.
+    pub fn start_on(host: &super::netns::Host) -> Option<TempCluster> {
+        Self::start_with_host(false, &std::env::temp_dir(), Some(host.clone()))
+    }
+
     fn start_with(durable: bool, parent: &Path) -> Option<TempCluster> {
+        Self::start_with_host(durable, parent, None)
+    }
+
+    fn start_with_host(
+        durable: bool,
+        parent: &Path,
+        host: Option<super::netns::Host>,
+    ) -> Option<TempCluster> {
         let Some(bin) = server_bin_dir() else {
             skip(
                 "PostgreSQL server programs (initdb, pg_ctl) are not installed \
@@ -278,6 +306,7 @@ impl TempCluster {
             dir,
             run_as_postgres,
             durable,
+            host,
         };
         cluster.init();
         cluster
@@ -295,6 +324,18 @@ impl TempCluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port())
     }
 
+    /// The URL other hosts of its test network use (the loopback URL without one).
+    pub fn network_url(&self, database: &str) -> String {
+        match &self.host {
+            Some(host) => format!(
+                "postgres://postgres@{}:{}/{database}",
+                host.address,
+                self.port()
+            ),
+            None => self.url(database),
+        }
+    }
+
     /// The cluster's data directory (removed when the cluster is dropped).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -302,12 +343,18 @@ impl TempCluster {
 
     /// Runs `sql` on `database`; panics with psql's error text on failure.
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        psql(&self.url(database), sql)
+        self.try_psql(database, sql)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Like [`TempCluster::psql`], but a failure (server down) is returned.
     pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
-        try_psql(&self.url(database), sql)
+        let url = self.url(database);
+        let command = psql_command(&url, sql);
+        match &self.host {
+            Some(host) => run_psql(host.wrap(&command), &url, sql),
+            None => run_psql(command, &url, sql),
+        }
     }
 
     /// A clean shutdown (clients disconnected, checkpoint written); returns once the
@@ -352,7 +399,10 @@ impl TempCluster {
         };
         // The postgres user may not be allowed into the test's working directory.
         command.current_dir(self.dir.path());
-        command
+        match &self.host {
+            Some(host) => host.wrap(&command),
+            None => command,
+        }
     }
 
     fn init(&self) {
@@ -375,9 +425,18 @@ impl TempCluster {
         // Appended settings win over initdb's, and live in the data dir so that
         // start_again() gets the same ones.
         let socket_dir = self.dir.path().display();
+        let listen = match &self.host {
+            Some(host) => format!("127.0.0.1, {}", host.address),
+            None => "127.0.0.1".to_string(),
+        };
+        if let Some(host) = &self.host {
+            let octets = host.address.octets();
+            let subnet = format!("{}.{}.{}.0/24", octets[0], octets[1], octets[2]);
+            self.append("pg_hba.conf", &format!("host all all {subnet} trust\n"));
+        }
         self.append_conf(&format!(
             "\n# babylon test cluster\n\
-             listen_addresses = '127.0.0.1'\n\
+             listen_addresses = '{listen}'\n\
              unix_socket_directories = '{socket_dir}'\n\
              fsync = off\n\
              synchronous_commit = {}\n\
@@ -389,9 +448,14 @@ impl TempCluster {
     }
 
     fn append_conf(&self, text: &str) {
+        self.append("postgresql.conf", text);
+    }
+
+    /// Appends `text` to the data directory's `file`.
+    fn append(&self, file: &str, text: &str) {
         use std::io::Write;
         // Appending (as root, too) keeps the file's owner and mode unchanged.
-        let path = self.data_dir().join("postgresql.conf");
+        let path = self.data_dir().join(file);
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

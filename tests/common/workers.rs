@@ -77,7 +77,7 @@ pub fn command_in(dir: &std::path::Path, ports: &PortBlock) -> Command {
 /// A worker on an application port the kernel picks, exporting on the first free port
 /// of `ports` (which the caller keeps reserved for as long as the worker runs).
 pub fn command(ports: &PortBlock) -> Command {
-    let mut command = without_export();
+    let mut command = base();
     command.env("BABYLON_METRICS__EXPORT__PORT_RANGE", ports.range_setting());
     command
 }
@@ -85,7 +85,7 @@ pub fn command(ports: &PortBlock) -> Command {
 /// A worker without an export listener, with its own SQLite database inside `dir`; its
 /// main port serves metrics (the debug profile).
 pub fn command_without_export_in(dir: &std::path::Path) -> Command {
-    let mut command = without_export();
+    let mut command = base();
     command
         .env("BABYLON_METRICS__EXPORT__ENABLED", "false")
         .env(
@@ -95,9 +95,9 @@ pub fn command_without_export_in(dir: &std::path::Path) -> Command {
     command
 }
 
-/// A worker's command without the export settings: on the shared database, an
-/// application port the kernel picks, the repository's Rocket.toml, the debug profile.
-fn without_export() -> Command {
+/// A worker's command without export settings: on the shared database, an application
+/// port the kernel picks, the repository's Rocket.toml, the debug profile.
+pub fn base() -> Command {
     let mut command = binary();
     command
         .env("BABYLON_DATABASES__MAIN__URL", shared_database())
@@ -121,7 +121,11 @@ pub fn start(ports: &PortBlock) -> Worker {
 /// Starts a worker and waits for its "listening on" line, which names the application
 /// port; the export banner, printed before it, names the export port.
 pub fn start_command(mut command: Command) -> Worker {
-    let mut child = command.spawn().unwrap();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
