@@ -1,7 +1,7 @@
 # Everything the babylon NixOS module computes, as pure functions of plain values:
-# ports per instance, unit names, the settings each instance reads, Prometheus scrape
-# targets, nginx upstream servers, firewall ports, credentials, the units' sandboxing,
-# assertion messages.
+# ports per instance, unit names, the settings each instance reads (Redis included),
+# Prometheus scrape targets (this host's and other hosts'), nginx upstream servers,
+# firewall ports, credentials, the units' start script and sandboxing, assertion messages.
 #
 # builtins only (no nixpkgs lib), so that `nix-instantiate --eval` can test it on any
 # machine with Nix (nix/tests/lib-test.nix, tests/nix.rs); Grafana's provisioning comes
@@ -19,6 +19,14 @@ let
   optionalAttrs = cond: attrs: if cond then attrs else { };
 
   hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
+
+  hasSuffix =
+    suffix: s:
+    let
+      length = builtins.stringLength s;
+      suffixLength = builtins.stringLength suffix;
+    in
+    length >= suffixLength && builtins.substring (length - suffixLength) suffixLength s == suffix;
 
   # `override` wins; attribute sets merge recursively, anything else (lists included) is
   # replaced.
@@ -56,6 +64,8 @@ let
       ];
       # Path of the token file on the host (a string, never copied to the store).
       tokenFile = null;
+      # Where the export ports listen (metrics.export.address); "" = every interface.
+      address = "127.0.0.1";
     };
     database = {
       type = "sqlite";
@@ -63,9 +73,31 @@ let
       postgresqlPort = 5432;
       postgresqlSocketDir = "/run/postgresql";
     };
+    redis = {
+      # A local Redis, services.redis.servers.babylon.
+      enable = false;
+      # Another Redis: its URL in the settings, or a file holding it (a credential).
+      url = null;
+      urlFile = null;
+      # services.redis.servers.babylon as it takes effect (nixpkgs' defaults for a named
+      # server, the module's port 0), read only with `enable`.
+      server = {
+        unixSocket = "/run/redis-${redisServerName}/redis.sock";
+        port = 0;
+        bind = "127.0.0.1";
+        group = "redis-${redisServerName}";
+        requiresPassword = false;
+      };
+    };
     prometheus = {
       enable = false;
       scrapeInterval = "15s";
+      # babylon export targets on other hosts, "host:port".
+      remoteTargets = [ ];
+      # Directories of file_sd target files (*.json) naming targets on other hosts.
+      fileSdDirectories = [ ];
+      # services.prometheus.remoteWrite, passed on.
+      remoteWrite = [ ];
     };
     grafana = {
       enable = false;
@@ -99,6 +131,7 @@ let
   credentialNames = {
     metricsToken = "metrics-token";
     databaseUrl = "database-url";
+    redisUrl = "redis-url";
     # On prometheus.service and grafana.service; prefixed, since those units are shared.
     prometheusToken = "babylon-metrics-token";
     grafanaAdminPassword = "babylon-admin-password";
@@ -112,6 +145,11 @@ let
 
   # The user babylon runs as: static for PostgreSQL peer authentication, else dynamic.
   user = "babylon";
+
+  # The local Redis: services.redis.servers.<redisServerName>, whose unit nixpkgs names
+  # redis-<name>.
+  redisServerName = "babylon";
+  redisService = "redis-${redisServerName}.service";
 
   # ---- ports ----
 
@@ -183,9 +221,10 @@ let
       ]
     ) (effectiveAllow cfg);
 
-  # Whether a server bound to `address` is reachable from this host only. "" (every
-  # interface, for Rocket and babylon's export listener), "0.0.0.0", "::" and any other
-  # address are reachable from outside. IPv6 may come in brackets.
+  # Whether a server bound to `address` is reachable from this host only: 127.0.0.0/8
+  # (also IPv4-mapped) and ::1. "" (every interface, for Rocket and babylon's export
+  # listener), "0.0.0.0", "::" and any other address are reachable from outside. IPv6 may
+  # come in brackets.
   isLoopbackAddress =
     address: isLoopbackCidr (builtins.head (builtins.match "\\[?([^]]*)]?" address));
 
@@ -231,34 +270,92 @@ let
     else
       null;
 
+  # Which of redis.enable, redis.url and redis.urlFile are set (at most one may be).
+  redisSources =
+    cfg:
+    let
+      inherit ((normalize cfg).redis) enable url urlFile;
+    in
+    optional enable "redis.enable"
+    ++ optional (url != null) "redis.url"
+    ++ optional (urlFile != null) "redis.urlFile";
+
+  # Whether the instances use a Redis (their cache, and their rate limit when one is set).
+  redisUsed = cfg: redisSources cfg != [ ];
+
+  # How babylon reaches services.redis.servers.babylon (`server`, as in `defaults`): its
+  # Unix socket, else its TCP port on the first address it binds; null when it has
+  # neither.
+  localRedisUrl =
+    server:
+    let
+      # `bind` lists addresses, each optionally prefixed with "-" (optional address).
+      words = builtins.filter builtins.isString (builtins.split " " (toString server.bind));
+      unprefixed =
+        word: if hasPrefix "-" word then builtins.substring 1 (builtins.stringLength word) word else word;
+      binds = builtins.filter (word: word != "") (map unprefixed words);
+      host =
+        if server.bind == null || binds == [ ] then "127.0.0.1" else connectHost (builtins.head binds);
+    in
+    if server.unixSocket != null then
+      "unix://${toString server.unixSocket}"
+    else if server.port != 0 then
+      "redis://${host}:${toString server.port}"
+    else
+      null;
+
+  # redis.url for the settings, or null (no Redis, or its URL comes from a credential).
+  redisUrl =
+    cfg:
+    let
+      inherit ((normalize cfg).redis) enable url server;
+    in
+    if url != null then
+      url
+    else if enable then
+      localRedisUrl server
+    else
+      null;
+
   # What the module sets for every instance, before the user's settings.
   sharedModuleSettings =
     cfg:
     let
       c = normalize cfg;
       url = databaseUrl c;
+      redis = redisUrl c;
     in
-    {
-      address = c.address;
-      # Client-address headers are judged by blocking.trusted_proxies, never by Rocket.
-      ip_header = false;
-      metrics = {
-        # Prometheus scrapes the export port; the application port never serves metrics.
-        serve_on_main_port = false;
-        export = {
-          enabled = true;
-          allow = c.metrics.allow;
+    builtins.foldl' recursiveMerge { } [
+      {
+        address = c.address;
+        # Client-address headers are judged by blocking.trusted_proxies, never by Rocket.
+        ip_header = false;
+        metrics = {
+          # Prometheus scrapes the export port; the application port never serves metrics.
+          serve_on_main_port = false;
+          export = {
+            enabled = true;
+            inherit (c.metrics) address allow;
+          };
         };
-      };
-    }
-    // optionalAttrs (url != null) { databases.main.url = url; }
-    // optionalAttrs c.nginx.enable {
-      # nginx on this host forwards the client address in X-Forwarded-For.
-      blocking.trusted_proxies = [
-        "127.0.0.1/32"
-        "::1/128"
-      ];
-    };
+      }
+      (optionalAttrs (url != null) { databases.main.url = url; })
+      (optionalAttrs c.nginx.enable {
+        # nginx on this host forwards the client address in X-Forwarded-For.
+        blocking.trusted_proxies = [
+          "127.0.0.1/32"
+          "::1/128"
+        ];
+      })
+      (optionalAttrs (redis != null) { redis.url = redis; })
+      # One cache for every instance (and host) sharing the Redis.
+      (optionalAttrs (redisUsed c) { cache.backend = "redis"; })
+      # The rate limit, when the user sets one, counted in the Redis too: one budget per
+      # client across every instance, not one per instance.
+      (optionalAttrs (redisUsed c && c.settings ? blocking.rate_limit) {
+        blocking.rate_limit.backend = "redis";
+      })
+    ];
 
   # What the module sets for instance `index`, before the user's settings.
   moduleSettings =
@@ -293,8 +390,17 @@ let
 
   metricsPath = cfg: (sharedSettings cfg).metrics.path or "/metrics";
 
+  # Whether metrics readers must send a token: metrics.tokenFile, or a token_file setting.
+  metricsTokenSet =
+    cfg:
+    let
+      c = normalize cfg;
+    in
+    c.metrics.tokenFile != null || (c.settings.metrics.export or { }) ? token_file;
+
   # Where the application ports and the export ports listen, as they take effect: a user's
-  # `settings.address` wins over the option; babylon's export listener defaults to "".
+  # `settings.address` (`settings.metrics.export.address`) wins over the option `address`
+  # (`metrics.address`); without either, babylon's export listener would take "".
   appAddress = cfg: (sharedSettings cfg).address;
   exportAddress = cfg: (sharedSettings cfg).metrics.export.address or "";
 
@@ -314,9 +420,69 @@ let
       c = normalize cfg;
       token = "${credentialNames.metricsToken}:${toString c.metrics.tokenFile}";
       url = "${credentialNames.databaseUrl}:${toString c.database.urlFile}";
+      redis = "${credentialNames.redisUrl}:${toString c.redis.urlFile}";
     in
     optional (c.metrics.tokenFile != null) token
-    ++ optional (c.database.type == "external" && c.database.urlFile != null) url;
+    ++ optional (c.database.type == "external" && c.database.urlFile != null) url
+    ++ optional (c.redis.urlFile != null) redis;
+
+  # Settings that hold secrets (URLs with a password), as environment variables the start
+  # script reads from the unit's credentials: { variable = credential name; }.
+  credentialVariables =
+    cfg:
+    let
+      c = normalize cfg;
+    in
+    optionalAttrs (c.database.type == "external" && c.database.urlFile != null) {
+      BABYLON_DATABASES__MAIN__URL = credentialNames.databaseUrl;
+    }
+    // optionalAttrs (c.redis.urlFile != null) {
+      BABYLON_REDIS__URL = credentialNames.redisUrl;
+    };
+
+  # The script the units run when a setting comes from a credential: it exports each one
+  # (systemd's $CREDENTIALS_DIRECTORY) and execs `exe`; null when there is none.
+  startScript =
+    cfg: exe:
+    let
+      variables = credentialVariables cfg;
+      export = name: ''
+        ${name}="$(< "$CREDENTIALS_DIRECTORY/${variables.${name}}")"
+        export ${name}
+      '';
+    in
+    if variables == { } then
+      null
+    else
+      builtins.concatStringsSep "" (map export (builtins.attrNames variables))
+      + ''
+        exec ${exe} "$@"
+      '';
+
+  # Whether the units wait for network-online.target: a database or Redis on another host,
+  # or an application or export port bound to one specific address of this host (which
+  # must be up before babylon can bind it).
+  waitsForNetwork =
+    cfg:
+    let
+      c = normalize cfg;
+      specific =
+        address:
+        !(
+          isLoopbackAddress address
+          || builtins.elem address [
+            ""
+            "0.0.0.0"
+            "::"
+            "[::]"
+          ]
+        );
+    in
+    c.database.type == "external"
+    || c.redis.url != null
+    || c.redis.urlFile != null
+    || specific (appAddress c)
+    || specific (exportAddress c);
 
   # Whether the units need the static user (PostgreSQL peer authentication).
   staticUser = cfg: (normalize cfg).database.type == "postgresql";
@@ -371,21 +537,43 @@ let
 
   scrapeTargets = cfg: map (port: "127.0.0.1:${toString port}") (exportPorts cfg);
 
+  # The file_sd files Prometheus reads in a directory (babylon writes babylon-<host>-<port>.json
+  # there, and a temporary .babylon-<host>-<port>.json.tmp first, which *.json leaves out).
+  fileSdFiles =
+    directory:
+    let
+      dir = toString directory;
+      trimmed =
+        if hasSuffix "/" dir && dir != "/" then
+          builtins.substring 0 (builtins.stringLength dir - 1) dir
+        else
+          dir;
+    in
+    "${trimmed}/*.json";
+
   # The `babylon` scrape job: one static target per instance export port, labelled with
-  # its unit. `tokenFile` is the path Prometheus reads the bearer token from, or null.
+  # its unit; then the other hosts' targets (prometheus.remoteTargets, whose `instance`
+  # label is their "host:port"), and the file_sd files of prometheus.fileSdDirectories,
+  # all in the same job with the same token. `tokenFile` is the path Prometheus reads the
+  # bearer token from, or null.
   scrapeConfigWith =
     cfg: tokenFile:
     let
       c = normalize cfg;
+      inherit (c.prometheus) remoteTargets fileSdDirectories;
+      local = map (instance: {
+        targets = [ "127.0.0.1:${toString instance.exportPort}" ];
+        labels.unit = instance.unit;
+      }) (instanceList c);
     in
     {
       job_name = "babylon";
       metrics_path = metricsPath c;
       scrape_interval = c.prometheus.scrapeInterval;
-      static_configs = map (instance: {
-        targets = [ "127.0.0.1:${toString instance.exportPort}" ];
-        labels.unit = instance.unit;
-      }) (instanceList c);
+      static_configs = local ++ optional (remoteTargets != [ ]) { targets = remoteTargets; };
+    }
+    // optionalAttrs (fileSdDirectories != [ ]) {
+      file_sd_configs = [ { files = map fileSdFiles fileSdDirectories; } ];
     }
     // optionalAttrs (tokenFile != null) {
       authorization = {
@@ -400,6 +588,9 @@ let
       tokenSet = (normalize cfg).metrics.tokenFile != null;
     in
     scrapeConfigWith cfg (if tokenSet then prometheusTokenFile else null);
+
+  # services.prometheus.remoteWrite: the option's list, as it is.
+  prometheusRemoteWrite = cfg: (normalize cfg).prometheus.remoteWrite;
 
   prometheusLoadCredentials =
     cfg:
@@ -561,7 +752,43 @@ let
           when = c.grafana.enable && c.grafana.adminPasswordFile == null;
           message = "services.babylon.grafana.enable needs services.babylon.grafana.adminPasswordFile (Grafana's admin password, kept out of the Nix store)";
         }
+        {
+          when = builtins.length redis > 1;
+          message = "services.babylon.${builtins.concatStringsSep " and services.babylon." redis} are set together: set only one of them: redis.enable for a Redis on this host (services.redis.servers.${redisServerName}), or redis.url or redis.urlFile for another one";
+        }
+        {
+          when = c.redis.url != null && builtins.match "(redis|unix)://.+" c.redis.url == null;
+          message = "services.babylon.redis.url = \"${toString c.redis.url}\" is neither redis://host[:port][/db] nor unix:///path/to/redis.sock (babylon has no TLS client for rediss://)";
+        }
+        {
+          when = redis == [ "redis.enable" ] && localRedisUrl c.redis.server == null;
+          message = "services.babylon.redis.enable: services.redis.servers.${redisServerName} has neither a unixSocket nor a TCP port, so babylon cannot reach it";
+        }
+        {
+          when =
+            redis == [ "redis.enable" ]
+            && c.redis.server.unixSocket != null
+            && c.redis.server.requiresPassword;
+          message = "services.babylon.redis.enable: babylon reaches services.redis.servers.${redisServerName} over its Unix socket without a password, but that server sets requirePass or requirePassFile; drop it (the socket is open only to the group ${toString c.redis.server.group}), or run that Redis yourself and give babylon its URL with the password in services.babylon.redis.urlFile";
+        }
+        {
+          when = exportExposed && !(exportedBeyondLoopback c && metricsTokenSet c);
+          message = "services.babylon.metrics.address = \"${exportAddress c}\" (metrics.export.address) makes the metrics export ports listen beyond this host: ${
+            builtins.concatStringsSep " and " (
+              optional (!exportedBeyondLoopback c) "set services.babylon.metrics.allow to the addresses of the Prometheus servers that scrape them (it lets in loopback only)"
+              ++ optional (!metricsTokenSet c) "set services.babylon.metrics.tokenFile (the bearer token they must send)"
+            )
+          }, or keep metrics.address on loopback (127.0.0.1 or ::1)";
+        }
+        {
+          when = builtins.any (
+            target: builtins.match "[^/[:space:]]+:[0-9]+" target == null
+          ) c.prometheus.remoteTargets;
+          message = "services.babylon.prometheus.remoteTargets: every target is \"host:port\" (a host name or address and an export port, no scheme or path); got ${builtins.toJSON c.prometheus.remoteTargets}";
+        }
       ];
+      redis = redisSources c;
+      exportExposed = !isLoopbackAddress (exportAddress c);
     in
     map (check: check.message) (builtins.filter (check: check.when) checks);
 
@@ -580,9 +807,29 @@ let
         (secretInStore "database.urlFile" c.database.urlFile)
         (secretInStore "grafana.adminPasswordFile" c.grafana.adminPasswordFile)
         (secretInStore "grafana.secretKeyFile" c.grafana.secretKeyFile)
+        (secretInStore "redis.urlFile" c.redis.urlFile)
         {
           when = c.prometheus.enable && !(loopbackAllowed c);
           message = "services.babylon.prometheus.enable: the local Prometheus scrapes from 127.0.0.1, which metrics.export.allow does not let in; its targets will answer 403";
+        }
+        {
+          when =
+            c.redis.url != null && builtins.match "[a-z]+://[^/@]*:[^/@]*@.*" c.redis.url != null;
+          message = "services.babylon.redis.url holds a password, which ends up in the Nix store, readable by every local user; give the URL in services.babylon.redis.urlFile instead";
+        }
+        {
+          when = exportedBeyondLoopback c && isLoopbackAddress (exportAddress c);
+          message = "services.babylon.metrics.allow lets in other hosts, but the export ports listen on ${exportAddress c} only (services.babylon.metrics.address): set metrics.address for other hosts to reach them";
+        }
+        {
+          when =
+            !c.prometheus.enable
+            && (
+              c.prometheus.remoteTargets != [ ]
+              || c.prometheus.fileSdDirectories != [ ]
+              || c.prometheus.remoteWrite != [ ]
+            );
+          message = "services.babylon.prometheus.remoteTargets, fileSdDirectories and remoteWrite configure the local Prometheus: they do nothing without services.babylon.prometheus.enable";
         }
       ];
     in
@@ -609,6 +856,8 @@ in
     grafanaStateDirectory
     grafanaGeneratedSecretKey
     user
+    redisServerName
+    redisService
     indices
     appPort
     exportPort
@@ -623,24 +872,34 @@ in
     isLoopbackAddress
     connectHost
     databaseUrl
+    redisSources
+    redisUsed
+    localRedisUrl
+    redisUrl
     sharedModuleSettings
     moduleSettings
     instanceSettings
     configFor
     sharedSettings
     metricsPath
+    metricsTokenSet
     appAddress
     exportAddress
     environment
     loadCredentials
+    credentialVariables
+    startScript
+    waitsForNetwork
     staticUser
     hardening
     openFilesLimit
     prometheusListenAddress
     prometheusTokenFile
     scrapeTargets
+    fileSdFiles
     scrapeConfigWith
     scrapeConfig
+    prometheusRemoteWrite
     prometheusLoadCredentials
     grafanaProvisioning
     grafanaPrometheusUrl

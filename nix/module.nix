@@ -1,9 +1,10 @@
 # services.babylon: N babylon instances as systemd units babylon-1 … babylon-N, each on
 # its own application port and its own fixed metrics export port, with optional
-# PostgreSQL, Prometheus (one target per instance), Grafana (datasource and dashboards)
-# and nginx in front. What is computed (ports, settings, targets, upstreams, firewall
-# ports, the units' sandboxing, assertion messages) lives in ./lib.nix as pure functions,
-# tested without NixOS by nix/tests/lib-test.nix; this file only maps options to them.
+# PostgreSQL, Redis (shared cache and rate limit), Prometheus (one target per instance,
+# and other hosts' targets), Grafana (datasource and dashboards) and nginx in front. What
+# is computed (ports, settings, targets, upstreams, firewall ports, the units' start script
+# and sandboxing, assertion messages) lives in ./lib.nix as pure functions, tested
+# without NixOS by nix/tests/lib-test.nix; this file only maps options to them.
 # nix/tests/module-test.nix evaluates it with a stub of nixpkgs' lib to check which of
 # its definitions a user's own value overrides.
 {
@@ -16,6 +17,8 @@ let
   cfg = config.services.babylon;
   # Read for Grafana's datasource, wherever the user binds Prometheus.
   prometheus = config.services.prometheus;
+  # The local Redis (redis.enable), as the user may have adjusted it.
+  redisServer = config.services.redis.servers.${babylonLib.redisServerName};
   babylonLib = import ./lib.nix;
   settingsFormat = pkgs.formats.toml { };
 
@@ -45,7 +48,7 @@ let
       portRange = {
         inherit (cfg.metrics.portRange) from to;
       };
-      inherit (cfg.metrics) allow;
+      inherit (cfg.metrics) allow address;
       tokenFile = nullOrString cfg.metrics.tokenFile;
     };
     database = {
@@ -53,8 +56,33 @@ let
       urlFile = nullOrString cfg.database.urlFile;
       postgresqlPort = config.services.postgresql.settings.port;
     };
+    redis = {
+      inherit (cfg.redis) enable url;
+      urlFile = nullOrString cfg.redis.urlFile;
+      # Read only with redis.enable: services.redis.servers.babylon exists only then.
+      server =
+        if cfg.redis.enable then
+          {
+            inherit (redisServer)
+              unixSocket
+              port
+              bind
+              group
+              ;
+            requiresPassword =
+              redisServer.requirePass != null || redisServer.requirePassFile != null;
+          }
+        else
+          { };
+    };
     prometheus = {
-      inherit (cfg.prometheus) enable scrapeInterval;
+      inherit (cfg.prometheus)
+        enable
+        scrapeInterval
+        remoteTargets
+        fileSdDirectories
+        remoteWrite
+        ;
     };
     grafana = {
       inherit (cfg.grafana) enable;
@@ -68,7 +96,8 @@ let
 
   share = "${cfg.package}/share/babylon";
   staticUser = babylonLib.staticUser plain;
-  external = cfg.database.type == "external";
+  # Another host's database or Redis, or one specific address to bind, needs the network.
+  waitsForNetwork = babylonLib.waitsForNetwork plain;
   tokenSet = cfg.metrics.tokenFile != null;
   generateGrafanaKey = cfg.grafana.secretKeyFile == null;
   # Grafana's provisioning files: { datasources; dashboards; }.
@@ -83,31 +112,41 @@ let
     in
     settingsFormat.generate name (babylonLib.configFor plain index);
 
-  # database.type = "external": the URL is a credential, exported just before exec.
-  startWithDatabaseUrl = pkgs.writeShellScript "babylon-start" ''
-    BABYLON_DATABASES__MAIN__URL="$(< "$CREDENTIALS_DIRECTORY/${babylonLib.credentialNames.databaseUrl}")"
-    export BABYLON_DATABASES__MAIN__URL
-    exec ${lib.getExe cfg.package} "$@"
-  '';
+  # database.urlFile and redis.urlFile: URLs that may hold a password are credentials,
+  # exported just before exec (null: nothing to export).
+  startScript = babylonLib.startScript plain (lib.getExe cfg.package);
+  start =
+    if startScript == null then
+      lib.getExe cfg.package
+    else
+      "${pkgs.writeShellScript "babylon-start" startScript}";
 
   unit = instance: {
     description = "babylon instance ${toString instance.index} (port ${toString instance.appPort}, metrics on ${toString instance.exportPort})";
     wantedBy = [ "multi-user.target" ];
     partOf = [ "babylon.target" ];
-    # An external database may need the network up; a local one needs PostgreSQL ready.
-    wants = lib.optional external "network-online.target";
+    # An external database or Redis, or a specific address to bind, needs the network up;
+    # a local PostgreSQL must be ready. The local Redis is wanted, not required: babylon
+    # serves without it (reads go to the database), so its restart must not stop babylon.
+    wants =
+      lib.optional waitsForNetwork "network-online.target"
+      ++ lib.optional cfg.redis.enable babylonLib.redisService;
     after = [
       "network.target"
     ]
-    ++ lib.optional external "network-online.target"
-    ++ lib.optional staticUser "postgresql.target";
+    ++ lib.optional waitsForNetwork "network-online.target"
+    ++ lib.optional staticUser "postgresql.target"
+    ++ lib.optional cfg.redis.enable babylonLib.redisService;
     requires = lib.optional staticUser "postgresql.target";
     environment = babylonLib.environment plain instance.index (configFile instance.index);
     # Hardening: babylon needs the network, its state directory and nothing else.
     serviceConfig = babylonLib.hardening // {
-      ExecStart = if external then "${startWithDatabaseUrl}" else lib.getExe cfg.package;
+      ExecStart = start;
       User = babylonLib.user;
       Group = babylonLib.user;
+      # The local Redis' socket is open to its group (unixSocketPerm 660, in a 0750
+      # directory); a dynamic user gets supplementary groups as well as a static one.
+      SupplementaryGroups = lib.optional cfg.redis.enable redisServer.group;
       # A static user only for PostgreSQL peer authentication (DynamicUser cannot).
       DynamicUser = !staticUser;
       # Shared by every instance: one SQLite file (WAL) in /var/lib/babylon.
@@ -175,9 +214,10 @@ in
         Open in the firewall the ports other hosts can reach: the application ports
         unless `address` (or `settings.address`) is a loopback address such as
         `127.0.0.1` or `::1`, and the metrics export ports when the metrics allow-list
-        lets in more than this host, unless `settings.metrics.export.address` is a
-        loopback address. `""`, `0.0.0.0` and `::` mean every interface. nginx's ports
-        are not opened here.
+        lets in more than this host and `metrics.address` (or
+        `settings.metrics.export.address`) is not a loopback address: a Prometheus on
+        another host needs them open. `""`, `0.0.0.0` and `::` mean every interface.
+        nginx's ports and Redis' are not opened here.
       '';
     };
 
@@ -219,7 +259,8 @@ in
         ];
         description = ''
           CIDR blocks that may read metrics (`metrics.export.allow`); everyone else gets
-          403. The local Prometheus scrapes from 127.0.0.1.
+          403. The local Prometheus scrapes from 127.0.0.1; add the address of a
+          Prometheus on another host (with `metrics.address` and `metrics.tokenFile`).
         '';
       };
 
@@ -232,6 +273,20 @@ in
           (`metrics.export.token_file`). It is handed to the units with systemd's
           `LoadCredential=` (and to Prometheus, when `prometheus.enable` is set), so it
           stays outside the Nix store: give a path as a string, not a Nix path literal.
+        '';
+      };
+
+      address = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        example = "10.0.0.7";
+        description = ''
+          Address the metrics export ports listen on (`metrics.export.address`): an IP
+          address of this host, or `""` for every interface. On loopback (the default)
+          only this host's Prometheus can scrape them. Any other address (for a
+          Prometheus on another host) needs `metrics.allow` to let in more than loopback
+          and `metrics.tokenFile`, or evaluation fails; with `openFirewall` the export
+          ports are then opened.
         '';
       };
     };
@@ -250,11 +305,11 @@ in
       description = ''
         babylon settings (see the README's settings tables), written into the
         `[release]` table of the `Rocket.toml` each unit reads (`ROCKET_CONFIG`,
-        `ROCKET_PROFILE=release`). The module's own values (address, ports, allow-list,
-        token file, database URL, `metrics.serve_on_main_port = false`,
-        `ip_header = false`) lie underneath: a key set here wins. The ports always come
-        from `port` and `metrics.portRange` (the units set `ROCKET_PORT` and
-        `BABYLON_METRICS__EXPORT__PORT`).
+        `ROCKET_PROFILE=release`). The module's own values (addresses, ports, allow-list,
+        token file, database URL, Redis URL and backends,
+        `metrics.serve_on_main_port = false`, `ip_header = false`) lie underneath: a key
+        set here wins. The ports always come from `port` and `metrics.portRange` (the
+        units set `ROCKET_PORT` and `BABYLON_METRICS__EXPORT__PORT`).
       '';
     };
 
@@ -289,14 +344,53 @@ in
       };
     };
 
+    redis = {
+      enable = mkEnableOption ''
+        a Redis on this host for babylon
+        (`services.redis.servers.${babylonLib.redisServerName}`, unit
+        `${babylonLib.redisService}`), reached over its Unix socket only (no TCP port
+        unless you set `services.redis.servers.${babylonLib.redisServerName}.port`). Every
+        instance gets `redis.url` (that socket), `cache.backend = "redis"` and, when
+        `settings` sets `blocking.rate_limit`, `blocking.rate_limit.backend = "redis"`; a
+        value of these in `settings` wins. The units join the server's group to open the
+        socket'';
+
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "redis://10.0.0.4:6379/0";
+        description = ''
+          Another Redis (shared by several hosts, say): `redis://host[:port][/db]` or
+          `unix:///path/to/redis.sock`, set as every instance's `redis.url`, with
+          `cache.backend` and the rate limit's backend as with `redis.enable`; no local
+          Redis is provisioned. It lands in the Nix store: a URL with a password belongs
+          in `redis.urlFile`. Not together with `redis.enable`.
+        '';
+      };
+
+      urlFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/babylon-redis-url";
+        description = ''
+          Like `redis.url`, from a file holding the URL (it may contain a password).
+          Handed to the units with `LoadCredential=` and exported as `BABYLON_REDIS__URL`
+          just before babylon starts, so it never enters the Nix store: give a path as a
+          string.
+        '';
+      };
+    };
+
     prometheus = {
       enable = mkEnableOption ''
         a local Prometheus (`services.prometheus`) with a scrape job `babylon` (one
-        static target per instance export port) and babylon's recording and alerting
-        rules. It listens on `${babylonLib.prometheusListenAddress}` only
-        (`services.prometheus.listenAddress` defaults to that here, not to nixpkgs'
-        `0.0.0.0`): its API hands every scraped series to anyone who reaches it,
-        without the metrics token or allow-list. To reach it from other hosts, set
+        static target per instance export port, and other hosts' instances from
+        `prometheus.remoteTargets` and `prometheus.fileSdDirectories`) and babylon's
+        recording and alerting rules. It listens on
+        `${babylonLib.prometheusListenAddress}` only (`services.prometheus.listenAddress`
+        defaults to that here, not to nixpkgs' `0.0.0.0`): its API hands every scraped
+        series to anyone who reaches it, without the metrics token or allow-list. To
+        reach it from other hosts, set
         `services.prometheus.listenAddress` yourself and protect
         `services.prometheus.port` (9090 by default): open it only to trusted hosts,
         or put authentication in front (`services.prometheus.webConfigFile` or a
@@ -307,6 +401,54 @@ in
         type = types.str;
         default = "15s";
         description = "Scrape interval of the `babylon` job.";
+      };
+
+      remoteTargets = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "app2.internal:8001"
+          "app2.internal:8002"
+          "10.0.0.8:8001"
+        ];
+        description = ''
+          babylon export ports on other hosts, as `"host:port"`, scraped by the same
+          `babylon` job (with the same token, from `metrics.tokenFile`); their `instance`
+          label is that `host:port`. Those hosts must listen beyond loopback
+          (`metrics.address`), let this host in (`metrics.allow`), use the same token and
+          open their export ports (`openFirewall`).
+        '';
+      };
+
+      fileSdDirectories = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/var/lib/babylon-targets" ];
+        description = ''
+          Directories of Prometheus file_sd target files (`*.json`, as babylon writes with
+          `metrics.export.file_sd`) naming babylon instances on other hosts, read by the
+          same `babylon` job (`file_sd_configs`, with the same token). Prometheus must be
+          able to read them; how the files get there (a shared file system, a deployment
+          tool) is up to you. Not this host's instances: they are scraped already.
+        '';
+      };
+
+      remoteWrite = mkOption {
+        type = types.listOf (types.attrsOf types.anything);
+        default = [ ];
+        example = literalExpression ''
+          [ { url = "http://thanos-receive.internal:19291/api/v1/receive"; } ]
+        '';
+        description = ''
+          Remote write endpoints of the local Prometheus (a Thanos receiver, Mimir, …),
+          passed on to `services.prometheus.remoteWrite` (Prometheus' `remote_write`
+          entries, with the keys nixpkgs declares there: `url`, `basic_auth`,
+          `bearer_token_file`, `tls_config`, `queue_config`, `write_relabel_configs`, …).
+          Give secrets as files (`basic_auth.password_file`, `bearer_token_file`) outside
+          the Nix store that the `prometheus` user can read, and set
+          `services.prometheus.checkConfig = "syntax-only"`: the build's promtool cannot
+          read them.
+        '';
       };
     };
 
@@ -398,11 +540,22 @@ in
       };
     })
 
+    (mkIf cfg.redis.enable {
+      services.redis.servers.${babylonLib.redisServerName} = {
+        enable = true;
+        # The Unix socket only, unless the user opens a TCP port.
+        port = mkDefault 0;
+        # A cache and rate-limit counters: nothing worth writing to disk.
+        save = mkDefault [ ];
+      };
+    })
+
     (mkIf cfg.prometheus.enable {
       services.prometheus = {
         enable = true;
         listenAddress = mkDefault babylonLib.prometheusListenAddress;
         scrapeConfigs = [ (babylonLib.scrapeConfig plain) ];
+        remoteWrite = babylonLib.prometheusRemoteWrite plain;
         ruleFiles = [
           "${share}/prometheus/recording_rules.yml"
           "${share}/prometheus/alerts.yml"

@@ -192,6 +192,12 @@ fn lib_assertions_pass() {
             "sandboxIsStrict",
             "grafanaKeyGeneratorIsSandboxedOffline",
             "listeningAddresses",
+            "exportAddressIsLoopback",
+            "exportBeyondLoopbackNeedsAllowListAndToken",
+            "localRedisOverItsSocket",
+            "redisUrlFileIsACredentialNotASetting",
+            "redisConfigurationErrors",
+            "fleetJobScrapesOtherHostsWithTheSameToken",
         ],
     );
 }
@@ -220,6 +226,13 @@ fn module_assertions_pass() {
             "unitsShareTheSandbox",
             "babylonUnitsRaiseTheOpenFilesLimit",
             "firewallOpensWhatListensBeyondLoopback",
+            "redisServerListensOnTheSocketOnly",
+            "everyInstanceReadsTheLocalRedis",
+            "babylonUnitsReachTheLocalRedis",
+            "redisEnableAndUrlTripTheAssertion",
+            "sharedRedisUrlFromAFileStaysOutOfTheStore",
+            "nonLoopbackMetricsAddressNeedsTokenAndAllowList",
+            "prometheusScrapesTheFleetAndWritesRemotely",
         ],
     );
 }
@@ -266,6 +279,41 @@ fn module_tests_fail_on_a_weakened_module() {
             "networking.firewall.allowedTCPPorts = babylonLib.appPorts plain;",
             "firewallOpensWhatListensBeyondLoopback",
         ),
+        (
+            "port = mkDefault 0;",
+            "port = 0;",
+            "redisServerListensOnTheSocketOnly",
+        ),
+        (
+            "inherit (cfg.redis) enable url;",
+            "inherit (cfg.redis) url;",
+            "everyInstanceReadsTheLocalRedis",
+        ),
+        (
+            "SupplementaryGroups = lib.optional cfg.redis.enable redisServer.group;",
+            "",
+            "babylonUnitsReachTheLocalRedis",
+        ),
+        (
+            "ExecStart = start;",
+            "ExecStart = lib.getExe cfg.package;",
+            "sharedRedisUrlFromAFileStaysOutOfTheStore",
+        ),
+        (
+            "assertions = babylonLib.assertions plain;",
+            "assertions = [ ];",
+            "nonLoopbackMetricsAddressNeedsTokenAndAllowList",
+        ),
+        (
+            "inherit (cfg.metrics) allow address;",
+            "inherit (cfg.metrics) allow;",
+            "nonLoopbackMetricsAddressNeedsTokenAndAllowList",
+        ),
+        (
+            "remoteWrite = babylonLib.prometheusRemoteWrite plain;",
+            "",
+            "prometheusScrapesTheFleetAndWritesRemotely",
+        ),
     ];
     for (original, weakened, test) in weakenings {
         assert_eq!(
@@ -300,7 +348,8 @@ fn module_tests_fail_on_a_weakened_module() {
     }
 }
 
-/// A Prometheus configuration around the lib's scrape job, with the repository's rules.
+/// A Prometheus configuration around the lib's scrape job and remote write, with the
+/// repository's rules.
 fn prometheus_config(nix: &Nix, cfg: &str, token_file: Option<&Path>) -> Value {
     let token = token_file.map_or("null".to_string(), |path| {
         nix_string(&path.display().to_string())
@@ -313,6 +362,7 @@ fn prometheus_config(nix: &Nix, cfg: &str, token_file: Option<&Path>) -> Value {
           global = {{ scrape_interval = "15s"; evaluation_interval = "15s"; }};
           rule_files = [ {rules} ];
           scrape_configs = [ (lib.scrapeConfigWith ({cfg}) {token}) ];
+          remote_write = lib.prometheusRemoteWrite ({cfg});
         }}"#
     ))
 }
@@ -376,6 +426,96 @@ fn scrape_job_for_two_instances_passes_promtool() {
     let module_job = nix.eval_lib(
         r#"lib.scrapeConfig { instances = 2; metrics.tokenFile = "/run/secrets/token"; }"#,
     );
+    assert_eq!(
+        module_job["authorization"]["credentials_file"],
+        "/run/credentials/prometheus.service/babylon-metrics-token"
+    );
+    let config = json!({ "scrape_configs": [module_job] });
+    promtool_check_config(&promtool, &config, &["--syntax-only"]);
+}
+
+#[test]
+fn fleet_scrape_job_passes_promtool() {
+    let Some(nix) = Nix::find() else { return };
+    let Some(promtool) = common::tool("promtool") else {
+        return;
+    };
+    // Other hosts' instances: static targets, and a file_sd directory holding a target
+    // file as babylon writes it (promtool reads and checks it).
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret-token\n").unwrap();
+    let targets = dir.path().join("targets");
+    std::fs::create_dir(&targets).unwrap();
+    std::fs::write(
+        targets.join("babylon-8001.json"),
+        r#"[{"labels":{"babylon_export_port":"8001","env":"staging"},"targets":["10.0.0.8:8001"]}]"#,
+    )
+    .unwrap();
+    let fleet = |extra: &str| {
+        format!(
+            r#"{{
+              instances = 2;
+              prometheus = {{
+                enable = true;
+                remoteTargets = [ "app2:8001" "app2:8002" "[fd00::8]:8001" ];
+                fileSdDirectories = [ {} ];
+                remoteWrite = [ {{ url = "http://thanos:19291/api/v1/receive"; }} ];
+              }};
+              {extra}
+            }}"#,
+            nix_string(&targets.display().to_string())
+        )
+    };
+    let config = prometheus_config(&nix, &fleet(""), Some(&token));
+    let jobs = config["scrape_configs"].as_array().unwrap();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one job, this host's and the others' targets"
+    );
+    let job = &jobs[0];
+    assert_eq!(job["job_name"], "babylon");
+    let groups = job["static_configs"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{job}");
+    assert_eq!(
+        groups[2],
+        json!({ "targets": ["app2:8001", "app2:8002", "[fd00::8]:8001"] })
+    );
+    assert_eq!(
+        job["file_sd_configs"],
+        json!([{ "files": [format!("{}/*.json", targets.display())] }])
+    );
+    assert_eq!(
+        job["authorization"],
+        json!({ "type": "Bearer", "credentials_file": token.display().to_string() })
+    );
+    assert_eq!(
+        config["remote_write"],
+        json!([{ "url": "http://thanos:19291/api/v1/receive" }])
+    );
+    promtool_check_config(&promtool, &config, &[]);
+
+    // A target file promtool refuses: the check reads the file_sd directory.
+    std::fs::write(targets.join("broken.json"), "not json").unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let file = dir2.path().join("prometheus.yml");
+    std::fs::write(&file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let output = Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "promtool accepted a broken file_sd file"
+    );
+
+    // The module's job names prometheus.service's token credential: syntax only.
+    let module_job = nix.eval_lib(&format!(
+        "lib.scrapeConfig ({})",
+        fleet(r#"metrics.tokenFile = "/run/secrets/token";"#)
+    ));
     assert_eq!(
         module_job["authorization"]["credentials_file"],
         "/run/credentials/prometheus.service/babylon-metrics-token"
@@ -566,6 +706,52 @@ fn generated_settings_pass_check_config() {
     std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
     export["token_file"] = json!(token_file.display().to_string());
     token.assert_valid(&[]);
+
+    // Export ports on a private address, for a Prometheus on another host: allowed in
+    // and holding the token, as the lib's assertion demands.
+    let mut exported = render(
+        &nix,
+        r#"{
+          metrics = {
+            address = "10.0.0.7";
+            allow = [ "127.0.0.0/8" "::1/128" "10.0.0.5/32" ];
+            tokenFile = "/run/secrets/metrics-token";
+          };
+        }"#,
+        1,
+    );
+    let export = &mut exported.config["release"]["metrics"]["export"];
+    assert_eq!(export["address"], "10.0.0.7");
+    let token_file = exported.dir.path().join("metrics-token");
+    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
+    export["token_file"] = json!(token_file.display().to_string());
+    exported.assert_valid(&[]);
+
+    // A local Redis: every instance on its socket, the cache and the rate limit in it.
+    let redis = render(
+        &nix,
+        r#"{
+          instances = 2;
+          redis.enable = true;
+          settings.blocking.rate_limit = { per_second = 50; burst = 100; };
+        }"#,
+        2,
+    );
+    let release = &redis.config["release"];
+    assert_eq!(
+        release["redis"]["url"],
+        "unix:///run/redis-babylon/redis.sock"
+    );
+    assert_eq!(release["cache"]["backend"], "redis");
+    assert_eq!(release["blocking"]["rate_limit"]["backend"], "redis");
+    redis.assert_valid(&[]);
+
+    // A shared Redis whose URL (with a password) is a credential: not in the file; the
+    // start script exports it.
+    let shared = render(&nix, r#"{ redis.urlFile = "/run/secrets/redis-url"; }"#, 1);
+    assert!(shared.config["release"].get("redis").is_none());
+    assert_eq!(shared.config["release"]["cache"]["backend"], "redis");
+    shared.assert_valid(&[("BABYLON_REDIS__URL", "redis://:secret@10.0.0.4:6379/0")]);
 
     // Every option and user settings on top (nginx makes babylon trust the local proxy).
     let everything = render(

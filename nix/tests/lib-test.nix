@@ -22,6 +22,7 @@ let
       export = {
         enabled = true;
         port = 8001;
+        address = "127.0.0.1";
         allow = [
           "127.0.0.0/8"
           "::1/128"
@@ -29,6 +30,11 @@ let
       };
     };
     databases.main.url = "sqlite://babylon.sqlite";
+  };
+
+  # A metrics token file, for configurations that export beyond this host.
+  token = {
+    tokenFile = "/run/secrets/metrics-token";
   };
 
   userSettings = {
@@ -199,6 +205,24 @@ let
         grafanaWithoutPassword = hasMessage "needs services.babylon.grafana.adminPasswordFile" (
           babylon.errors { grafana.enable = true; }
         );
+        remoteTargetWithoutPort = hasMessage "prometheus.remoteTargets: every target is .host:port." (
+          babylon.errors {
+            prometheus.remoteTargets = [
+              "app2:8001"
+              "app3"
+            ];
+          }
+        );
+        remoteTargetWithScheme = hasMessage "prometheus.remoteTargets" (
+          babylon.errors { prometheus.remoteTargets = [ "http://app2:8001" ]; }
+        );
+        remoteTargetsFine = babylon.errors {
+          prometheus.remoteTargets = [
+            "app2:8001"
+            "10.0.0.8:8002"
+            "[fd00::8]:8001"
+          ];
+        };
         defaultsAreFine = babylon.errors { } == [ ];
       };
       expected = {
@@ -209,7 +233,186 @@ let
         externalWithoutUrl = true;
         urlFileWithoutExternal = true;
         grafanaWithoutPassword = true;
+        remoteTargetWithoutPort = true;
+        remoteTargetWithScheme = true;
+        remoteTargetsFine = [ ];
         defaultsAreFine = true;
+      };
+    };
+
+    # ---- the export address ----
+    exportAddressIsLoopback = {
+      actual =
+        map
+          (address: {
+            inherit address;
+            loopback = babylon.isLoopbackAddress address;
+          })
+          [
+            "127.0.0.1"
+            "127.1.2.3"
+            "::1"
+            ""
+            "0.0.0.0"
+            "::"
+            "10.0.0.2"
+            "fd00::1"
+          ];
+      expected = [
+        {
+          address = "127.0.0.1";
+          loopback = true;
+        }
+        {
+          address = "127.1.2.3";
+          loopback = true;
+        }
+        {
+          address = "::1";
+          loopback = true;
+        }
+        {
+          address = "";
+          loopback = false;
+        }
+        {
+          address = "0.0.0.0";
+          loopback = false;
+        }
+        {
+          address = "::";
+          loopback = false;
+        }
+        {
+          address = "10.0.0.2";
+          loopback = false;
+        }
+        {
+          address = "fd00::1";
+          loopback = false;
+        }
+      ];
+    };
+
+    exportBeyondLoopbackNeedsAllowListAndToken =
+      let
+        exposed = "listen beyond this host";
+        needsAllow = "set services.babylon.metrics.allow";
+        needsToken = "set services.babylon.metrics.tokenFile";
+        wide = [
+          "127.0.0.0/8"
+          "10.0.0.5/32"
+        ];
+        check = metrics: babylon.errors { inherit metrics; };
+      in
+      {
+        actual = {
+          loopbackDefault = babylon.errors { };
+          otherLoopback = check { address = "127.1.2.3"; };
+          ipv6Loopback = check { address = "::1"; };
+          bare = {
+            error = hasMessage exposed (check { address = "10.0.0.7"; });
+            allow = hasMessage needsAllow (check { address = "10.0.0.7"; });
+            token = hasMessage needsToken (check { address = "10.0.0.7"; });
+          };
+          everyInterface = hasMessage exposed (check { address = ""; });
+          everyInterfaceIpv6 = hasMessage exposed (check { address = "::"; });
+          allowOnly = {
+            allow = hasMessage needsAllow (
+              check {
+                address = "0.0.0.0";
+                allow = wide;
+              }
+            );
+            token = hasMessage needsToken (
+              check {
+                address = "0.0.0.0";
+                allow = wide;
+              }
+            );
+          };
+          tokenOnly = {
+            allow = hasMessage needsAllow (check ({ address = "fd00::1"; } // token));
+            token = hasMessage needsToken (check ({ address = "fd00::1"; } // token));
+          };
+          # A loopback-only list in another form is still loopback only.
+          loopbackListWithToken = hasMessage needsAllow (
+            check (
+              {
+                address = "0.0.0.0";
+                allow = [ "127.0.0.1/32" ];
+              }
+              // token
+            )
+          );
+          allowAndToken = check (
+            {
+              address = "10.0.0.7";
+              allow = wide;
+            }
+            // token
+          );
+          # The user's settings count too: their address, allow-list and token file.
+          settingsExposed = hasMessage exposed (
+            babylon.errors { settings.metrics.export.address = ""; }
+          );
+          settingsComplete = babylon.errors {
+            settings.metrics.export = {
+              address = "";
+              allow = wide;
+              token_file = "/run/secrets/token";
+            };
+          };
+          settingsBackToLoopback = babylon.errors {
+            metrics.address = "0.0.0.0";
+            settings.metrics.export.address = "127.0.0.1";
+          };
+        };
+        expected = {
+          loopbackDefault = [ ];
+          otherLoopback = [ ];
+          ipv6Loopback = [ ];
+          bare = {
+            error = true;
+            allow = true;
+            token = true;
+          };
+          everyInterface = true;
+          everyInterfaceIpv6 = true;
+          allowOnly = {
+            allow = false;
+            token = true;
+          };
+          tokenOnly = {
+            allow = true;
+            token = false;
+          };
+          loopbackListWithToken = true;
+          allowAndToken = [ ];
+          settingsExposed = true;
+          settingsComplete = [ ];
+          settingsBackToLoopback = [ ];
+        };
+      };
+
+    exportAddressBecomesTheSetting = {
+      actual = {
+        default = (babylon.instanceSettings { } 1).metrics.export.address;
+        option =
+          (babylon.instanceSettings { metrics.address = "10.0.0.7"; } 1).metrics.export.address;
+        everyInterface =
+          (babylon.instanceSettings { metrics.address = ""; } 1).metrics.export.address;
+        userWins =
+          (babylon.instanceSettings {
+            metrics.address = "10.0.0.7";
+            settings.metrics.export.address = "::1";
+          } 1).metrics.export.address;
+      };
+      expected = {
+        default = "127.0.0.1";
+        option = "10.0.0.7";
+        everyInterface = "";
+        userWins = "::1";
       };
     };
 
@@ -252,6 +455,7 @@ let
           export = {
             enabled = true;
             port = 8002;
+            address = "127.0.0.1";
             allow = [ "10.0.0.0/8" ];
           };
         };
@@ -362,6 +566,349 @@ let
       };
     };
 
+    # ---- Redis ----
+    localRedisOverItsSocket = {
+      actual =
+        let
+          settings = babylon.instanceSettings {
+            instances = 2;
+            redis.enable = true;
+          } 2;
+        in
+        {
+          inherit (settings) redis cache;
+          # No rate limit is set, so none is made up.
+          blocking = settings ? blocking;
+          sources = babylon.redisSources { redis.enable = true; };
+          credentials = babylon.loadCredentials { redis.enable = true; };
+          start = babylon.startScript { redis.enable = true; } "/bin/babylon";
+          errors = babylon.errors { redis.enable = true; };
+        };
+      expected = {
+        redis.url = "unix:///run/redis-babylon/redis.sock";
+        cache.backend = "redis";
+        blocking = false;
+        sources = [ "redis.enable" ];
+        credentials = [ ];
+        start = null;
+        errors = [ ];
+      };
+    };
+
+    redisCountsTheRateLimitWhenOneIsSet = {
+      actual = {
+        local =
+          (babylon.instanceSettings {
+            redis.enable = true;
+            nginx.enable = true;
+            settings.blocking.rate_limit = {
+              per_second = 50;
+              burst = 100;
+            };
+          } 1).blocking;
+        withoutRedis =
+          (babylon.instanceSettings {
+            settings.blocking.rate_limit = {
+              per_second = 50;
+              burst = 100;
+            };
+          } 1).blocking.rate_limit;
+      };
+      expected = {
+        local = {
+          trusted_proxies = [
+            "127.0.0.1/32"
+            "::1/128"
+          ];
+          rate_limit = {
+            per_second = 50;
+            burst = 100;
+            backend = "redis";
+          };
+        };
+        withoutRedis = {
+          per_second = 50;
+          burst = 100;
+        };
+      };
+    };
+
+    userRedisSettingsWin = {
+      actual =
+        let
+          settings = babylon.instanceSettings {
+            redis.enable = true;
+            settings = {
+              redis = {
+                url = "unix:///run/other/redis.sock";
+                key_prefix = "shop";
+              };
+              cache.backend = "memory";
+              blocking.rate_limit = {
+                per_second = 5;
+                burst = 10;
+                backend = "memory";
+                when_redis_fails = "fail_closed";
+              };
+            };
+          } 1;
+        in
+        {
+          inherit (settings) redis cache;
+          inherit (settings.blocking) rate_limit;
+        };
+      expected = {
+        redis = {
+          url = "unix:///run/other/redis.sock";
+          key_prefix = "shop";
+        };
+        cache.backend = "memory";
+        rate_limit = {
+          per_second = 5;
+          burst = 10;
+          backend = "memory";
+          when_redis_fails = "fail_closed";
+        };
+      };
+    };
+
+    localRedisUrlFollowsTheServer = {
+      actual = map babylon.localRedisUrl [
+        {
+          unixSocket = "/run/redis-babylon/redis.sock";
+          port = 6379;
+          bind = "10.0.0.4";
+        }
+        {
+          unixSocket = null;
+          port = 6379;
+          bind = "127.0.0.1";
+        }
+        {
+          unixSocket = null;
+          port = 6380;
+          bind = null;
+        }
+        {
+          unixSocket = null;
+          port = 6379;
+          bind = "-::1 127.0.0.1";
+        }
+        {
+          unixSocket = null;
+          port = 0;
+          bind = "127.0.0.1";
+        }
+      ];
+      expected = [
+        "unix:///run/redis-babylon/redis.sock"
+        "redis://127.0.0.1:6379"
+        "redis://127.0.0.1:6380"
+        "redis://[::1]:6379"
+        null
+      ];
+    };
+
+    sharedRedisByUrl = {
+      actual =
+        let
+          cfg = {
+            redis.url = "redis://10.0.0.4:6379/2";
+            settings.blocking.rate_limit = {
+              per_second = 50;
+              burst = 100;
+            };
+          };
+          settings = babylon.instanceSettings cfg 1;
+        in
+        {
+          inherit (settings) redis cache;
+          rateLimitBackend = settings.blocking.rate_limit.backend;
+          errors = babylon.errors cfg;
+          warnings = babylon.warnings cfg;
+          socketUrl =
+            (babylon.instanceSettings { redis.url = "unix:///run/redis/redis.sock"; } 1).redis.url;
+        };
+      expected = {
+        redis.url = "redis://10.0.0.4:6379/2";
+        cache.backend = "redis";
+        rateLimitBackend = "redis";
+        errors = [ ];
+        warnings = [ ];
+        socketUrl = "unix:///run/redis/redis.sock";
+      };
+    };
+
+    redisUrlFileIsACredentialNotASetting = {
+      actual =
+        let
+          cfg = {
+            redis.urlFile = "/run/secrets/babylon-redis-url";
+          };
+          settings = babylon.instanceSettings cfg 1;
+        in
+        {
+          hasRedisUrl = settings ? redis;
+          inherit (settings) cache;
+          credentials = babylon.loadCredentials cfg;
+          variables = babylon.credentialVariables cfg;
+          start = babylon.startScript cfg "/nix/store/x-babylon/bin/babylon";
+          errors = babylon.errors cfg;
+        };
+      expected = {
+        hasRedisUrl = false;
+        cache.backend = "redis";
+        credentials = [ "redis-url:/run/secrets/babylon-redis-url" ];
+        variables.BABYLON_REDIS__URL = "redis-url";
+        start = ''
+          BABYLON_REDIS__URL="$(< "$CREDENTIALS_DIRECTORY/redis-url")"
+          export BABYLON_REDIS__URL
+          exec /nix/store/x-babylon/bin/babylon "$@"
+        '';
+        errors = [ ];
+      };
+    };
+
+    startScriptExportsEveryCredentialUrl = {
+      actual = {
+        database = babylon.startScript {
+          database = {
+            type = "external";
+            urlFile = "/run/secrets/db";
+          };
+        } "/bin/babylon";
+        both = babylon.startScript {
+          database = {
+            type = "external";
+            urlFile = "/run/secrets/db";
+          };
+          redis.urlFile = "/run/secrets/redis";
+        } "/bin/babylon";
+        none = babylon.startScript { metrics.tokenFile = "/run/secrets/token"; } "/bin/babylon";
+      };
+      expected = {
+        database = ''
+          BABYLON_DATABASES__MAIN__URL="$(< "$CREDENTIALS_DIRECTORY/database-url")"
+          export BABYLON_DATABASES__MAIN__URL
+          exec /bin/babylon "$@"
+        '';
+        both = ''
+          BABYLON_DATABASES__MAIN__URL="$(< "$CREDENTIALS_DIRECTORY/database-url")"
+          export BABYLON_DATABASES__MAIN__URL
+          BABYLON_REDIS__URL="$(< "$CREDENTIALS_DIRECTORY/redis-url")"
+          export BABYLON_REDIS__URL
+          exec /bin/babylon "$@"
+        '';
+        none = null;
+      };
+    };
+
+    redisConfigurationErrors = {
+      actual = {
+        enableAndUrl = babylon.errors {
+          redis = {
+            enable = true;
+            url = "redis://10.0.0.4:6379";
+          };
+        };
+        enableAndUrlFile = hasMessage "redis.enable and services.babylon.redis.urlFile are set together" (
+          babylon.errors {
+            redis = {
+              enable = true;
+              urlFile = "/run/secrets/redis";
+            };
+          }
+        );
+        urlAndUrlFile = hasMessage "redis.url and services.babylon.redis.urlFile are set together" (
+          babylon.errors {
+            redis = {
+              url = "redis://10.0.0.4:6379";
+              urlFile = "/run/secrets/redis";
+            };
+          }
+        );
+        tls = hasMessage "no TLS client for rediss" (
+          babylon.errors { redis.url = "rediss://redis.internal:6380"; }
+        );
+        noScheme = hasMessage "is neither redis://" (
+          babylon.errors { redis.url = "10.0.0.4:6379"; }
+        );
+        unreachable = hasMessage "has neither a unixSocket nor a TCP port" (
+          babylon.errors {
+            redis = {
+              enable = true;
+              server = {
+                unixSocket = null;
+                port = 0;
+              };
+            };
+          }
+        );
+        tcpOnly = babylon.errors {
+          redis = {
+            enable = true;
+            server = {
+              unixSocket = null;
+              port = 6379;
+            };
+          };
+        };
+        password = hasMessage "sets requirePass or requirePassFile" (
+          babylon.errors {
+            redis = {
+              enable = true;
+              server.requiresPassword = true;
+            };
+          }
+        );
+      };
+      expected = {
+        enableAndUrl = [
+          "services.babylon.redis.enable and services.babylon.redis.url are set together: set only one of them: redis.enable for a Redis on this host (services.redis.servers.babylon), or redis.url or redis.urlFile for another one"
+        ];
+        enableAndUrlFile = true;
+        urlAndUrlFile = true;
+        tls = true;
+        noScheme = true;
+        unreachable = true;
+        tcpOnly = [ ];
+        password = true;
+      };
+    };
+
+    # ---- systemd ordering ----
+    unitsWaitForTheNetworkWhenTheyNeedIt = {
+      actual = map babylon.waitsForNetwork [
+        { }
+        { address = "0.0.0.0"; }
+        { metrics.address = ""; }
+        { metrics.address = "::"; }
+        { redis.enable = true; }
+        { redis.url = "redis://10.0.0.4:6379"; }
+        { redis.urlFile = "/run/secrets/redis-url"; }
+        {
+          database = {
+            type = "external";
+            urlFile = "/run/secrets/db";
+          };
+        }
+        { metrics.address = "10.0.0.7"; }
+        { address = "fd00::7"; }
+      ];
+      expected = [
+        false
+        false
+        false
+        false
+        false
+        true
+        true
+        true
+        true
+        true
+      ];
+    };
+
     # ---- Prometheus ----
     scrapeTargetsOnePerInstance = {
       actual = babylon.scrapeTargets two;
@@ -398,6 +945,70 @@ let
       expected = {
         type = "Bearer";
         credentials_file = "/run/credentials/prometheus.service/babylon-metrics-token";
+      };
+    };
+
+    fleetJobScrapesOtherHostsWithTheSameToken = {
+      actual = babylon.scrapeConfig {
+        instances = 2;
+        metrics.tokenFile = "/run/secrets/metrics-token";
+        prometheus = {
+          enable = true;
+          remoteTargets = [
+            "app2:8001"
+            "app2:8002"
+          ];
+          fileSdDirectories = [
+            "/var/lib/babylon-targets/"
+            "/srv/targets"
+          ];
+        };
+      };
+      expected = {
+        job_name = "babylon";
+        metrics_path = "/metrics";
+        scrape_interval = "15s";
+        static_configs = [
+          {
+            targets = [ "127.0.0.1:8001" ];
+            labels.unit = "babylon-1";
+          }
+          {
+            targets = [ "127.0.0.1:8002" ];
+            labels.unit = "babylon-2";
+          }
+          {
+            targets = [
+              "app2:8001"
+              "app2:8002"
+            ];
+          }
+        ];
+        file_sd_configs = [
+          {
+            files = [
+              "/var/lib/babylon-targets/*.json"
+              "/srv/targets/*.json"
+            ];
+          }
+        ];
+        authorization = {
+          type = "Bearer";
+          credentials_file = "/run/credentials/prometheus.service/babylon-metrics-token";
+        };
+      };
+    };
+
+    remoteWriteIsPassedOn = {
+      actual = {
+        none = babylon.prometheusRemoteWrite { };
+        thanos = babylon.prometheusRemoteWrite {
+          prometheus.remoteWrite = [ { url = "http://thanos:19291/api/v1/receive"; } ];
+        };
+      };
+      expected = {
+        none = [ ];
+        thanos = [ { url = "http://thanos:19291/api/v1/receive"; } ];
       };
     };
 
@@ -505,15 +1116,28 @@ let
             address = "0.0.0.0";
             settings.address = "127.0.0.1";
           };
+          # The allow-list alone: the export ports still listen on loopback.
+          exportOnLoopbackByDefault = open { metrics.allow = wideAllow; };
           # The README's example: behind nginx, scraped by 10.0.0.5.
-          exportedMetricsOnly = open { metrics.allow = wideAllow; };
+          exportedMetricsOnly = open {
+            metrics = {
+              allow = wideAllow;
+              address = "10.0.0.7";
+            };
+          };
           exportedMetrics = open {
             address = "0.0.0.0";
-            metrics.allow = wideAllow;
+            metrics = {
+              allow = wideAllow;
+              address = "";
+            };
           };
           exportBoundToLoopback = open {
             address = "0.0.0.0";
-            metrics.allow = wideAllow;
+            metrics = {
+              allow = wideAllow;
+              address = "0.0.0.0";
+            };
             settings.metrics.export.address = "127.0.0.1";
           };
           exportBoundToOneAddress = open {
@@ -546,6 +1170,7 @@ let
             8081
           ];
           userSettingToLoopback = [ ];
+          exportOnLoopbackByDefault = [ ];
           exportedMetricsOnly = [
             8001
             8002
@@ -627,13 +1252,15 @@ let
         app = babylon.appAddress { };
         appFromSettings = babylon.appAddress { settings.address = "::"; };
         export = babylon.exportAddress { };
+        exportFromOption = babylon.exportAddress { metrics.address = "10.0.0.7"; };
         exportFromSettings = babylon.exportAddress { settings.metrics.export.address = "::1"; };
         prometheusOnLoopback = babylon.isLoopbackAddress babylon.prometheusListenAddress;
       };
       expected = {
         app = "127.0.0.1";
         appFromSettings = "::";
-        export = "";
+        export = "127.0.0.1";
+        exportFromOption = "10.0.0.7";
         exportFromSettings = "::1";
         prometheusOnLoopback = true;
       };
@@ -732,13 +1359,39 @@ let
         );
         prometheusAllowedEverywhere = babylon.warnings {
           prometheus.enable = true;
-          metrics.allow = [ "0.0.0.0/0" ];
+          metrics = {
+            allow = [ "0.0.0.0/0" ];
+            address = "";
+          }
+          // token;
         };
+        allowedButOnLoopback = hasMessage "the export ports listen on 127.0.0.1 only" (
+          babylon.warnings { metrics.allow = [ "10.0.0.0/8" ]; }
+        );
+        storeRedisUrl = hasMessage "redis.urlFile .* is in the Nix store" (
+          babylon.warnings { redis.urlFile = "${builtins.storeDir}/abc-redis-url"; }
+        );
+        passwordInRedisUrl = hasMessage "redis.url holds a password" (
+          babylon.warnings { redis.url = "redis://:secret@10.0.0.4:6379"; }
+        );
+        userAndPasswordInRedisUrl = hasMessage "redis.url holds a password" (
+          babylon.warnings { redis.url = "redis://babylon:secret@10.0.0.4:6379/1"; }
+        );
+        redisUrlWithoutPassword = babylon.warnings { redis.url = "redis://10.0.0.4:6379/1"; };
+        fleetWithoutPrometheus = hasMessage "do nothing without services.babylon.prometheus.enable" (
+          babylon.warnings { prometheus.remoteTargets = [ "app2:8001" ]; }
+        );
       };
       expected = {
         storeToken = true;
         prometheusLockedOut = true;
         prometheusAllowedEverywhere = [ ];
+        allowedButOnLoopback = true;
+        storeRedisUrl = true;
+        passwordInRedisUrl = true;
+        userAndPasswordInRedisUrl = true;
+        redisUrlWithoutPassword = [ ];
+        fleetWithoutPrometheus = true;
       };
     };
 

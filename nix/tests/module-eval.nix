@@ -6,7 +6,10 @@
 # user's own plain definition wins over the module's or conflicts with it.
 #
 # Not a module system: option types are not checked, and the module reads back only the
-# other NixOS options listed in `nixosDefaults`.
+# other NixOS options listed in `nixosDefaults`. The files the module generates (each
+# instance's settings, the start script) are never written (`nix-instantiate --eval`
+# writes nothing to the store): their name is a store path followed by `#` and what the
+# file would hold, which `generated` below reads back.
 {
   # services.babylon as the user sets it, over the defaults the module declares.
   babylon,
@@ -74,6 +77,8 @@ let
         enum = _: named "enum";
         listOf = _: named "listOf";
         nullOr = _: named "nullOr";
+        attrsOf = _: named "attrsOf";
+        anything = named "anything";
         submodule = submodule: named "submodule" // { inherit (submodule) options; };
       };
   };
@@ -89,16 +94,17 @@ let
       type = lib.types.str // {
         name = "toml";
       };
-      generate = name: _: storePath name;
+      # As JSON, not TOML: a test reads it back with builtins.fromJSON.
+      generate = name: value: "${storePath name}#${builtins.toJSON value}";
     };
-    writeShellScript = name: _: storePath name;
+    writeShellScript = name: text: "${storePath name}#${text}";
   };
 
   evaluated = import module {
     inherit lib pkgs;
     config.services = {
       babylon = babylonConfig;
-      inherit (config.services) postgresql prometheus;
+      inherit (config.services) postgresql prometheus redis;
     };
   };
 
@@ -121,6 +127,34 @@ let
     services.prometheus = {
       listenAddress = "0.0.0.0";
       port = 9090;
+      remoteWrite = [ ];
+    };
+    # A server's defaults depend on its name; the module only defines `babylon`.
+    services.redis.servers.babylon = {
+      enable = false;
+      port = 0;
+      bind = "127.0.0.1";
+      unixSocket = "/run/redis-babylon/redis.sock";
+      unixSocketPerm = 660;
+      user = "redis-babylon";
+      group = "redis-babylon";
+      save = [
+        [
+          900
+          1
+        ]
+        [
+          300
+          10
+        ]
+        [
+          60
+          10000
+        ]
+      ];
+      appendOnly = false;
+      requirePass = null;
+      requirePassFile = null;
     };
   };
 
@@ -214,5 +248,11 @@ in
   inherit config;
   # What the module declares under `options`, and the services.babylon it was given.
   inherit (evaluated) options;
+  # What a file the module generates holds (see pkgs above).
+  generated =
+    file:
+    builtins.concatStringsSep "#" (
+      builtins.tail (builtins.filter builtins.isString (builtins.split "#" file))
+    );
   babylon = babylonConfig;
 }

@@ -1,6 +1,7 @@
 # Assertions over nix/module.nix itself, evaluated with builtins only (./module-eval.nix):
 # which of its definitions give way to a user's own, and what it wires from nix/lib.nix
-# into the units, Prometheus, Grafana and the firewall.
+# into the units (their settings files and start script included), Redis, Prometheus,
+# Grafana, the firewall and the assertions.
 #
 #   nix-instantiate --eval --strict --json -E 'import ./nix/tests/module-test.nix { }'
 #
@@ -13,6 +14,7 @@
 let
   babylon = import ../lib.nix;
   inherit (import ./check.nix) fails run;
+  inherit (import ./module-eval.nix { babylon = { }; }) generated;
 
   # The NixOS configuration made by services.babylon = `options` and by the user's own
   # definitions `user` of other options.
@@ -41,6 +43,48 @@ let
       secretKeyFile = "/run/secrets/grafana-secret-key";
     };
   };
+
+  withRedis = enabled // {
+    instances = 2;
+    redis.enable = true;
+  };
+  rateLimit = {
+    blocking.rate_limit = {
+      per_second = 50;
+      burst = 100;
+    };
+  };
+  # A fleet's Prometheus host: its own two instances, two on app2, file_sd targets.
+  fleet = withPrometheus // {
+    instances = 2;
+    metrics.tokenFile = "/run/secrets/metrics-token";
+    prometheus = {
+      enable = true;
+      remoteTargets = [
+        "app2:8001"
+        "app2:8002"
+      ];
+      fileSdDirectories = [ "/var/lib/babylon-targets" ];
+      remoteWrite = [ { url = "http://thanos:19291/api/v1/receive"; } ];
+    };
+  };
+
+  matches = fragment: message: builtins.match ".*${fragment}.*" message != null;
+  # The messages of the failed assertions.
+  failedAssertions =
+    config:
+    map (assertion: assertion.message) (
+      builtins.filter (assertion: !assertion.assertion) config.assertions
+    );
+  asserts = fragment: config: builtins.any (matches fragment) (failedAssertions config);
+
+  # The settings (the `release` table) instance `index` reads (as JSON, in the stub).
+  settingsOf =
+    config: index:
+    (builtins.fromJSON (
+      generated config.systemd.services."babylon-${toString index}".environment.ROCKET_CONFIG
+    )).release;
+  lines = text: builtins.filter builtins.isString (builtins.split "\n" text);
 
   prometheusAddress = config: config.services.prometheus.listenAddress;
   datasources = config: config.services.grafana.provision.datasources.settings.datasources;
@@ -218,6 +262,280 @@ let
       };
     };
 
+    # ---- Redis ----
+    redisServerListensOnTheSocketOnly = {
+      actual =
+        let
+          server = (configOf withRedis).services.redis.servers.babylon;
+          userServer =
+            (configWith withRedis {
+              services.redis.servers.babylon = {
+                port = 6379;
+                save = [
+                  [
+                    60
+                    1000
+                  ]
+                ];
+              };
+            }).services.redis.servers.babylon;
+        in
+        {
+          inherit (server) enable port save;
+          userPort = userServer.port;
+          userSave = userServer.save;
+          withoutRedis = (configOf enabled).services.redis.servers.babylon.enable;
+        };
+      expected = {
+        enable = true;
+        port = 0;
+        save = [ ];
+        userPort = 6379;
+        userSave = [
+          [
+            60
+            1000
+          ]
+        ];
+        withoutRedis = false;
+      };
+    };
+
+    everyInstanceReadsTheLocalRedis = {
+      actual =
+        let
+          config = configOf (withRedis // { settings = rateLimit; });
+          moved = configWith withRedis {
+            services.redis.servers.babylon.unixSocket = "/run/redis-babylon/cache.sock";
+          };
+          pick = settings: {
+            redis = settings.redis or null;
+            cache = settings.cache or null;
+            rateLimitBackend = settings.blocking.rate_limit.backend or null;
+            exportAddress = settings.metrics.export.address or null;
+          };
+        in
+        {
+          instances = map pick [
+            (settingsOf config 1)
+            (settingsOf config 2)
+          ];
+          movedSocket = (settingsOf moved 2).redis.url or null;
+          withoutRateLimit = (settingsOf (configOf withRedis) 1) ? blocking;
+          withoutRedis = (settingsOf (configOf enabled) 1) ? redis;
+        };
+      expected = {
+        instances =
+          builtins.genList
+            (_: {
+              redis.url = "unix:///run/redis-babylon/redis.sock";
+              cache.backend = "redis";
+              rateLimitBackend = "redis";
+              exportAddress = "127.0.0.1";
+            })
+            2;
+        movedSocket = "unix:///run/redis-babylon/cache.sock";
+        withoutRateLimit = false;
+        withoutRedis = false;
+      };
+    };
+
+    babylonUnitsReachTheLocalRedis = {
+      actual =
+        let
+          units = (configOf withRedis).systemd.services;
+          otherGroup =
+            (configWith withRedis {
+              services.redis.servers.babylon.group = "babylon-cache";
+            }).systemd.services;
+          unit = units.babylon-2;
+        in
+        {
+          groups = unit.serviceConfig.SupplementaryGroups or null;
+          dynamicUser = unit.serviceConfig.DynamicUser or null;
+          after = builtins.elem "redis-babylon.service" (unit.after or [ ]);
+          wants = builtins.elem "redis-babylon.service" (unit.wants or [ ]);
+          requires = builtins.elem "redis-babylon.service" (unit.requires or [ ]);
+          otherGroup = otherGroup.babylon-1.serviceConfig.SupplementaryGroups or null;
+          withoutRedis =
+            (configOf enabled).systemd.services.babylon-1.serviceConfig.SupplementaryGroups or null;
+        };
+      expected = {
+        groups = [ "redis-babylon" ];
+        dynamicUser = true;
+        after = true;
+        wants = true;
+        requires = false;
+        otherGroup = [ "babylon-cache" ];
+        withoutRedis = [ ];
+      };
+    };
+
+    redisEnableAndUrlTripTheAssertion = {
+      actual = {
+        both = asserts "redis.enable and services.babylon.redis.url are set together" (
+          configOf (
+            withRedis
+            // {
+              redis = {
+                enable = true;
+                url = "redis://10.0.0.4:6379";
+              };
+            }
+          )
+        );
+        enableOnly = failedAssertions (configOf withRedis);
+        urlOnly = failedAssertions (configOf (enabled // { redis.url = "redis://10.0.0.4:6379"; }));
+        # A password on the server the module reaches over its socket without one.
+        password = asserts "sets requirePass or requirePassFile" (
+          configWith withRedis {
+            services.redis.servers.babylon.requirePassFile = "/run/secrets/redis";
+          }
+        );
+      };
+      expected = {
+        both = true;
+        enableOnly = [ ];
+        urlOnly = [ ];
+        password = true;
+      };
+    };
+
+    sharedRedisUrlFromAFileStaysOutOfTheStore = {
+      actual =
+        let
+          config = configOf (
+            enabled
+            // {
+              redis.urlFile = "/run/secrets/babylon-redis-url";
+              settings = rateLimit;
+            }
+          );
+          unit = config.systemd.services.babylon-1;
+          settings = settingsOf config 1;
+          script = lines (generated unit.serviceConfig.ExecStart);
+        in
+        {
+          localServer = config.services.redis.servers.babylon.enable;
+          credentials = unit.serviceConfig.LoadCredential or null;
+          exportsTheUrl = builtins.elem ''BABYLON_REDIS__URL="$(< "$CREDENTIALS_DIRECTORY/redis-url")"'' script;
+          urlInSettings = settings ? redis;
+          cache = settings.cache or null;
+          rateLimitBackend = settings.blocking.rate_limit.backend or null;
+          network = builtins.elem "network-online.target" (unit.wants or [ ]);
+          groups = unit.serviceConfig.SupplementaryGroups or null;
+          plainStart = (configOf enabled).systemd.services.babylon-1.serviceConfig.ExecStart;
+        };
+      expected = {
+        localServer = false;
+        credentials = [ "redis-url:/run/secrets/babylon-redis-url" ];
+        exportsTheUrl = true;
+        urlInSettings = false;
+        cache.backend = "redis";
+        rateLimitBackend = "redis";
+        network = true;
+        groups = [ ];
+        plainStart = "${builtins.storeDir}/00000000000000000000000000000000-babylon/bin/babylon";
+      };
+    };
+
+    # ---- the export address ----
+    nonLoopbackMetricsAddressNeedsTokenAndAllowList =
+      let
+        exposed = "makes the metrics export ports listen beyond this host";
+        open = metrics: configOf (enabled // { inherit metrics; });
+        complete = open {
+          address = "10.0.0.7";
+          allow = [
+            "127.0.0.0/8"
+            "10.0.0.5/32"
+          ];
+          tokenFile = "/run/secrets/metrics-token";
+        };
+      in
+      {
+        actual = {
+          bare = asserts exposed (open { address = "10.0.0.7"; });
+          everyInterface = asserts exposed (open { address = ""; });
+          allowOnly = asserts exposed (
+            open {
+              address = "0.0.0.0";
+              allow = [ "10.0.0.0/8" ];
+            }
+          );
+          tokenOnly = asserts exposed (
+            open {
+              address = "::";
+              tokenFile = "/run/secrets/metrics-token";
+            }
+          );
+          complete = failedAssertions complete;
+          setting = (settingsOf complete 1).metrics.export.address or null;
+          loopback = failedAssertions (configOf enabled);
+        };
+        expected = {
+          bare = true;
+          everyInterface = true;
+          allowOnly = true;
+          tokenOnly = true;
+          complete = [ ];
+          setting = "10.0.0.7";
+          loopback = [ ];
+        };
+      };
+
+    # ---- Prometheus for a fleet ----
+    prometheusScrapesTheFleetAndWritesRemotely = {
+      actual =
+        let
+          prometheus = (configOf fleet).services.prometheus;
+          job = builtins.head prometheus.scrapeConfigs;
+          own = {
+            url = "http://mimir:9009/api/v1/push";
+          };
+        in
+        {
+          jobs = builtins.length prometheus.scrapeConfigs;
+          job_name = job.job_name or null;
+          static_configs = job.static_configs or null;
+          file_sd_configs = job.file_sd_configs or null;
+          token = job.authorization.credentials_file or null;
+          remoteWrite = prometheus.remoteWrite or null;
+          userRemoteWrite =
+            (configWith fleet { services.prometheus.remoteWrite = [ own ]; })
+            .services.prometheus.remoteWrite;
+          noRemoteWrite = (configOf withPrometheus).services.prometheus.remoteWrite;
+        };
+      expected = {
+        jobs = 1;
+        job_name = "babylon";
+        static_configs = [
+          {
+            targets = [ "127.0.0.1:8001" ];
+            labels.unit = "babylon-1";
+          }
+          {
+            targets = [ "127.0.0.1:8002" ];
+            labels.unit = "babylon-2";
+          }
+          {
+            targets = [
+              "app2:8001"
+              "app2:8002"
+            ];
+          }
+        ];
+        file_sd_configs = [ { files = [ "/var/lib/babylon-targets/*.json" ]; } ];
+        token = babylon.prometheusTokenFile;
+        remoteWrite = [ { url = "http://thanos:19291/api/v1/receive"; } ];
+        userRemoteWrite = [
+          { url = "http://thanos:19291/api/v1/receive"; }
+          { url = "http://mimir:9009/api/v1/push"; }
+        ];
+        noRemoteWrite = [ ];
+      };
+    };
+
     # ---- firewall ----
     firewallOpensWhatListensBeyondLoopback = {
       actual =
@@ -238,11 +556,32 @@ let
             enable = true;
             address = "0.0.0.0";
           };
+          # Exported to a Prometheus on another host: the export port, not the
+          # application port on loopback.
+          exported = ports {
+            enable = true;
+            openFirewall = true;
+            metrics = {
+              address = "";
+              allow = [
+                "127.0.0.0/8"
+                "10.0.0.5/32"
+              ];
+              tokenFile = "/run/secrets/metrics-token";
+            };
+          };
+          allowedButOnLoopback = ports {
+            enable = true;
+            openFirewall = true;
+            metrics.allow = [ "10.0.0.5/32" ];
+          };
         };
       expected = {
         loopback = [ ];
         everyInterface = [ 8080 ];
         closed = [ ];
+        exported = [ 8001 ];
+        allowedButOnLoopback = [ ];
       };
     };
   };
