@@ -757,8 +757,8 @@ let
           message = "services.babylon.${builtins.concatStringsSep " and services.babylon." redis} are set together: set only one of them: redis.enable for a Redis on this host (services.redis.servers.${redisServerName}), or redis.url or redis.urlFile for another one";
         }
         {
-          when = c.redis.url != null && builtins.match "(redis|unix)://.+" c.redis.url == null;
-          message = "services.babylon.redis.url = \"${toString c.redis.url}\" is neither redis://host[:port][/db] nor unix:///path/to/redis.sock (babylon has no TLS client for rediss://)";
+          when = c.redis.url != null && builtins.match "(redis|rediss|unix|redis\\+unix)://[^#]+" c.redis.url == null;
+          message = "services.babylon.redis.url = \"${toString c.redis.url}\" is not redis://host[:port][/db], rediss://host[:port][/db] (TLS) or unix:///path/to/redis.sock, without a #fragment (babylon refuses #insecure: trust a private CA with settings.redis.tls_ca_file)";
         }
         {
           when = redis == [ "redis.enable" ] && localRedisUrl c.redis.server == null;

@@ -360,7 +360,7 @@ in
         default = null;
         example = "redis://10.0.0.4:6379/0";
         description = ''
-          Another Redis (shared by several hosts, say): `redis://host[:port][/db]` or
+          Another Redis (shared by several hosts, say): `redis://host[:port][/db]`, `rediss://…` (TLS) or
           `unix:///path/to/redis.sock`, set as every instance's `redis.url`, with
           `cache.backend` and the rate limit's backend as with `redis.enable`; no local
           Redis is provisioned. It lands in the Nix store: a URL with a password belongs

@@ -1,10 +1,11 @@
-//! The shared Redis: one multiplexed connection per process (redis' `ConnectionManager`,
-//! which reconnects by itself), every command counted, timed and classified like the
-//! database's statements.
+//! The shared Redis: `redis.pool_size` multiplexed connections per process (redis'
+//! `ConnectionManager`, which reconnects by itself; one by default), every command
+//! counted, timed and classified like the database's statements.
 //!
 //! A Redis failure never fails a request by itself: callers fall back (a cache reads the
 //! database) and the failure is counted in `rocket_redis_errors_total{type}`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -99,9 +100,12 @@ impl RedisFailure {
 pub(crate) struct SharedRedis {
     client: redis::Client,
     config: ConnectionManagerConfig,
-    /// Made on first use, inside the runtime (the manager spawns its connection task
-    /// there); it connects lazily and reconnects by itself.
-    connection: Arc<OnceLock<ConnectionManager>>,
+    /// `redis.pool_size` connections, each made on first use, inside the runtime (the
+    /// manager spawns its connection task there); each connects lazily and reconnects by
+    /// itself.
+    connections: Arc<[OnceLock<ConnectionManager>]>,
+    /// Which connection the next command takes, round-robin.
+    next: Arc<AtomicUsize>,
     key_prefix: String,
     response_timeout: Duration,
     families: RedisFamilies,
@@ -116,7 +120,16 @@ impl SharedRedis {
         let Some(url) = &settings.url else {
             return Ok(None);
         };
-        let client = redis::Client::open(url.expose())?;
+        let client = match &settings.tls_ca {
+            Some(pem) => redis::Client::build_with_tls(
+                url.expose(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => redis::Client::open(url.expose())?,
+        };
         let response_timeout = Duration::from_millis(settings.response_timeout_ms.get());
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(
@@ -129,7 +142,10 @@ impl SharedRedis {
         Ok(Some(SharedRedis {
             client,
             config,
-            connection: Arc::new(OnceLock::new()),
+            connections: (0..settings.pool_size.get())
+                .map(|_| OnceLock::new())
+                .collect(),
+            next: Arc::new(AtomicUsize::new(0)),
             key_prefix: settings.key_prefix.clone(),
             response_timeout,
             families,
@@ -152,15 +168,19 @@ impl SharedRedis {
             .await
     }
 
-    /// The connection manager, made on the first command.
+    /// The next connection of the pool, made on its first command.
     fn connection(&self) -> Result<ConnectionManager, RedisFailure> {
-        if let Some(connection) = self.connection.get() {
+        let slot = match self.connections.len() {
+            1 => &self.connections[0],
+            pool => &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % pool],
+        };
+        if let Some(connection) = slot.get() {
             return Ok(connection.clone());
         }
         let made =
             ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
                 .map_err(|error| RedisFailure::of(&error))?;
-        Ok(self.connection.get_or_init(|| made).clone())
+        Ok(slot.get_or_init(|| made).clone())
     }
 
     /// Runs a Lua script (`EVALSHA`, loading it first when this Redis does not know it

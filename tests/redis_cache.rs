@@ -163,14 +163,72 @@ fn the_redis_backend_needs_a_redis_url() {
         .expect_err("refused")
         .to_string();
     assert!(error.contains("redis.url"), "{error}");
-    let figment = common::settings(json!({ "redis": { "url": "rediss://:s3cr3t@host" } }));
-    let error = babylon::settings::Settings::from_figment(&figment)
-        .expect_err("refused")
-        .to_string();
+    let refused = |redis: Value| {
+        let figment = common::settings(json!({ "redis": redis }));
+        babylon::settings::Settings::from_figment(&figment)
+            .expect_err("refused")
+            .to_string()
+    };
+    let error = refused(json!({ "url": "rediss://:s3cr3t@host/#insecure" }));
     assert!(
-        error.contains("redis.url") && !error.contains("s3cr3t"),
+        error.contains("redis.url") && error.contains("tls_ca_file") && !error.contains("s3cr3t"),
         "{error}"
     );
+    let error = refused(json!({ "url": "redis://host", "tls_ca_file": "/etc/hostname" }));
+    assert!(
+        error.contains("redis.tls_ca_file") && error.contains("rediss://"),
+        "{error}"
+    );
+    let error = refused(json!({ "url": "rediss://host", "tls_ca_file": "/nonexistent.pem" }));
+    assert!(error.contains("cannot read /nonexistent.pem"), "{error}");
+    let error = refused(json!({ "url": "rediss://host", "tls_ca_file": "Cargo.toml" }));
+    assert!(error.contains("holds no PEM certificate"), "{error}");
+    let error = refused(json!({ "url": "redis://host", "pool_size": 65 }));
+    assert!(error.contains("redis.pool_size"), "{error}");
+    let error = refused(json!({ "url": "redis://host", "pool_size": 0 }));
+    assert!(error.contains("redis.pool_size"), "{error}");
+}
+
+#[test]
+fn the_cache_reaches_redis_over_tls_and_an_untrusted_certificate_fails_no_read() {
+    if common::tool("redis-server").is_none() || common::tool("openssl").is_none() {
+        return;
+    }
+    let port = common::ports::PortBlock::reserve(1);
+    let redis = PrivateRedis::start_tls(port.first());
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("tls.sqlite").display());
+    let prefix = unique_prefix("tls");
+    let over_tls = |ca_file: Option<&std::path::Path>, pool_size: u8| {
+        client(json!({
+            "databases": { "main": { "url": database } },
+            "metrics": { "export": { "enabled": false } },
+            "cache": { "backend": "redis", "ttl_seconds": 60 },
+            "redis": { "url": redis.url(), "key_prefix": prefix, "tls_ca_file": ca_file, "pool_size": pool_size },
+        }))
+    };
+    const HITS: &str = r#"rocket_cache_get_hits_total{backend="redis"}"#;
+    const FAILS: &str = r#"rocket_cache_get_fail_total{backend="redis"}"#;
+
+    // Trusting the server's CA, over a pool of three connections.
+    let trusting = over_tls(Some(redis.ca_file()), 3);
+    let id = create(&trusting, "Dune");
+    for _ in 0..6 {
+        assert_eq!(name_of(&trusting, &id), "Dune");
+    }
+    let text = scrape(&trusting);
+    assert!(sample_or_zero(&text, HITS) >= 5.0, "{text}");
+    assert_eq!(sample_or_zero(&text, FAILS), 0.0, "{text}");
+
+    // Trusting only Mozilla's roots, which did not sign the test certificate: every
+    // lookup fails the handshake and is read from the database instead.
+    let doubting = over_tls(None, 1);
+    for _ in 0..3 {
+        assert_eq!(name_of(&doubting, &id), "Dune");
+    }
+    let text = scrape(&doubting);
+    assert_eq!(sample_or_zero(&text, HITS), 0.0, "{text}");
+    assert!(sample_or_zero(&text, FAILS) >= 3.0, "{text}");
 }
 
 /// The value of `series` in the worker's exposition on its main port.

@@ -827,10 +827,11 @@ let
             };
           }
         );
-        tls = hasMessage "no TLS client for rediss" (
-          babylon.errors { redis.url = "rediss://redis.internal:6380"; }
+        tls = babylon.errors { redis.url = "rediss://redis.internal:6380"; } == [ ];
+        insecure = hasMessage "without a #fragment" (
+          babylon.errors { redis.url = "rediss://redis.internal:6380/#insecure"; }
         );
-        noScheme = hasMessage "is neither redis://" (
+        noScheme = hasMessage "is not redis://" (
           babylon.errors { redis.url = "10.0.0.4:6379"; }
         );
         unreachable = hasMessage "has neither a unixSocket nor a TCP port" (
@@ -869,6 +870,7 @@ let
         enableAndUrlFile = true;
         urlAndUrlFile = true;
         tls = true;
+        insecure = true;
         noScheme = true;
         unreachable = true;
         tcpOnly = [ ];

@@ -96,8 +96,8 @@ pub enum Backend {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct RedisSettings {
-    /// `redis://host:6379[/db]` or `unix:///path/to/redis.sock`; needed by any `redis`
-    /// backend.
+    /// `redis://host:6379[/db]`, `rediss://host:6380[/db]` (TLS) or
+    /// `unix:///path/to/redis.sock`; needed by any `redis` backend.
     pub url: Option<RedisUrl>,
     /// The prefix of every key babylon writes, so that several deployments can share one
     /// Redis.
@@ -107,6 +107,15 @@ pub struct RedisSettings {
     /// How long one command may take, in milliseconds; a slower one counts as a failure
     /// and the request goes on without Redis.
     pub response_timeout_ms: NonZeroU64,
+    /// Connections each worker keeps to Redis, 1 to 64; each one multiplexes every
+    /// concurrent command, so one is enough until its round trips queue.
+    pub pool_size: std::num::NonZeroU8,
+    /// A PEM file of the certificate authorities that a `rediss://` server's certificate
+    /// must chain to; unset: Mozilla's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The certificates of `tls_ca_file`, read during validation.
+    #[serde(skip)]
+    pub(crate) tls_ca: Option<Vec<u8>>,
 }
 
 impl Default for RedisSettings {
@@ -116,9 +125,65 @@ impl Default for RedisSettings {
             key_prefix: "babylon".to_string(),
             connect_timeout_ms: NonZeroU64::new(1000).expect("nonzero"),
             response_timeout_ms: NonZeroU64::new(250).expect("nonzero"),
+            pool_size: std::num::NonZeroU8::MIN,
+            tls_ca_file: None,
+            tls_ca: None,
         }
     }
 }
+
+impl RedisSettings {
+    /// The most connections `pool_size` may ask for.
+    pub const MAX_POOL_SIZE: u8 = 64;
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must be one word, e.g. \"babylon\"",
+            ));
+        }
+        if self.pool_size.get() > Self::MAX_POOL_SIZE {
+            return Err(ConfigError::invalid(
+                "redis.pool_size",
+                format!(
+                    "{} connections per worker is more than the {} allowed; one connection multiplexes every command, so a few are plenty",
+                    self.pool_size,
+                    Self::MAX_POOL_SIZE
+                ),
+            ));
+        }
+        if let Some(path) = &self.tls_ca_file {
+            const KEY: &str = "redis.tls_ca_file";
+            if !self.url.as_ref().is_some_and(RedisUrl::is_tls) {
+                return Err(ConfigError::invalid(
+                    KEY,
+                    "is only for a TLS connection: redis.url must start with rediss://",
+                ));
+            }
+            let pem = std::fs::read(path).map_err(|error| {
+                ConfigError::invalid(KEY, format!("cannot read {}: {error}", path.display()))
+            })?;
+            if !pem
+                .windows(CERTIFICATE_PEM.len())
+                .any(|window| window == CERTIFICATE_PEM)
+            {
+                return Err(ConfigError::invalid(
+                    KEY,
+                    format!(
+                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    ),
+                ));
+            }
+            self.tls_ca = Some(pem);
+        }
+        Ok(())
+    }
+}
+
+/// What every PEM certificate starts with.
+const CERTIFICATE_PEM: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -608,7 +673,7 @@ impl Settings {
             mut metrics,
             blocking,
             cache,
-            redis,
+            mut redis,
         } = figment.extract().map_err(ConfigError::from_figment)?;
         metrics.validate()?;
         let backends = [
@@ -631,12 +696,7 @@ impl Settings {
                 ));
             }
         }
-        if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::invalid(
-                "redis.key_prefix",
-                "must be one word, e.g. \"babylon\"",
-            ));
-        }
+        redis.validate()?;
         let database = database_config(figment)?;
         let database_url = DatabaseUrl::parse(&database.url, state_directory().as_deref())
             .map_err(|problem| ConfigError::invalid("databases.main.url", problem))?;

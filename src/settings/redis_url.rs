@@ -5,8 +5,8 @@ use std::fmt;
 
 use super::database_url::redact;
 
-/// A validated Redis URL: `redis://[user:password@]host[:port][/db]`, or
-/// `unix:///path/to/redis.sock` (`redis+unix://` too). `Display` and `Debug` hide the
+/// A validated Redis URL: `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS),
+/// or `unix:///path/to/redis.sock` (`redis+unix://` too). `Display` and `Debug` hide the
 /// password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
@@ -17,20 +17,20 @@ impl RedisUrl {
     pub fn parse(text: &str) -> Result<RedisUrl, String> {
         let scheme = text.split_once("://").map(|(scheme, _)| scheme);
         match scheme {
-            Some("redis" | "unix" | "redis+unix") => {}
-            Some("rediss") => {
-                return Err(format!(
-                    "`{}`: TLS to Redis (rediss://) is not built into babylon; reach Redis over \
-                     a Unix socket (unix:///run/redis/redis.sock) or a private network",
-                    redact(text)
-                ))
-            }
+            Some("redis" | "rediss" | "unix" | "redis+unix") => {}
             _ => {
                 return Err(format!(
-                    "`{}` is not a Redis URL (use redis://host:6379 or unix:///path/to/redis.sock)",
+                    "`{}` is not a Redis URL (use redis://host:6379, rediss://host:6380 or unix:///path/to/redis.sock)",
                     redact(text)
                 ))
             }
+        }
+        // The client reads `#insecure` as "do not verify the server's certificate".
+        if text.contains('#') {
+            return Err(format!(
+                "`{}`: a fragment (`#…`) is not accepted; to trust a private CA, set redis.tls_ca_file",
+                redact(text)
+            ));
         }
         // The error's kind only: its detail may quote the URL.
         redis::Client::open(text).map_err(|error| {
@@ -46,6 +46,11 @@ impl RedisUrl {
     /// The URL itself, password included: for the Redis client only, never for messages.
     pub(crate) fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
     }
 }
 
@@ -71,6 +76,7 @@ mod tests {
             "redis://127.0.0.1:6379",
             "redis://:s3cr3t@127.0.0.1:6379/2",
             "redis://user:s3cr3t@redis.internal",
+            "rediss://:s3cr3t@redis.internal:6380/1",
             "unix:///run/redis/redis.sock",
         ] {
             let url = RedisUrl::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -83,7 +89,7 @@ mod tests {
     #[test]
     fn other_schemes_are_refused_without_the_password() {
         for text in [
-            "rediss://:s3cr3t@host:6380",
+            "rediss://:s3cr3t@host:6380/#insecure",
             "http://:s3cr3t@host",
             "127.0.0.1:6379",
         ] {
