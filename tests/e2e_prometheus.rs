@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::ports::PortBlock;
-use common::prometheus::{wait_for, Place, Prometheus};
+use common::prometheus::{Place, Prometheus};
 use common::redis_server::{redis_available, unique_prefix, Keys, REDIS};
+use common::wait_for;
 use common::workers::{command, start_command, Worker};
 use common::{http_get, http_get_from, tool};
 use serde_json::Value;

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use common::netns::{Host, Network};
 use common::pg::TempCluster;
-use common::prometheus::{value, wait_for, Place, Prometheus};
+use common::prometheus::{value, Place, Prometheus};
+use common::wait_for;
 use common::workers::{base, start_command, Worker};
-use serde_json::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const TOKEN: &str = "fleet-test-token-7c1f";
@@ -353,10 +353,7 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
         r#"{"name": "Dune", "kind": "book"}"#,
     );
     assert_eq!(status, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::created_id(&body);
     let item = format!("/api/items/{id}");
     for _ in 0..2 {
         let (status, body) = writer.get(b, &item, &[]);

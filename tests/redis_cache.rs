@@ -242,7 +242,6 @@ fn sample_of(port: u16, series: &str) -> f64 {
 fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
 
     if common::tool("redis-server").is_none() {
         return;
@@ -270,10 +269,7 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
         r#"{"name": "Dune", "kind": "book"}"#,
     );
     assert_eq!(status, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::created_id(&body);
 
     // Four clients read the item without pause while Redis dies and comes back.
     let stop = Arc::new(AtomicBool::new(false));
@@ -298,20 +294,13 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
             })
         })
         .collect();
-    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !done() {
-            assert!(Instant::now() < deadline, "{what} within 15 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for("cache hits while Redis runs", &|| {
+    common::wait_until("cache hits while Redis runs", || {
         sample_of(port, HITS) >= 20.0
     });
 
     redis.kill();
     let fails_before = sample_of(port, FAILS);
-    wait_for("failed lookups counted while Redis is down", &|| {
+    common::wait_until("failed lookups counted while Redis is down", || {
         sample_of(port, FAILS) >= fails_before + 20.0
     });
     let (status, body) = common::http_request_from(
@@ -326,9 +315,9 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
 
     redis.restart();
     let hits_down = sample_of(port, HITS);
-    wait_for(
+    common::wait_until(
         "cache hits again after Redis came back, without a restart",
-        &|| sample_of(port, HITS) >= hits_down + 20.0,
+        || sample_of(port, HITS) >= hits_down + 20.0,
     );
     stop.store(true, Ordering::Relaxed);
     for reader in readers {

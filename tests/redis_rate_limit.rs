@@ -186,20 +186,13 @@ fn redis_killed_and_restarted_under_load_is_decided_as_configured_and_recovers()
             })
         })
         .collect();
-    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !done() {
-            assert!(Instant::now() < deadline, "{what} within 15 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for("checks in Redis while it runs", &|| {
+    common::wait_until("checks in Redis while it runs", || {
         sample_of(&open, SCRIPT_CALLS) >= 20.0 && sample_of(&closed, SCRIPT_CALLS) >= 20.0
     });
     assert_eq!(sample_of(&open, LIMITER_ERRORS), 0.0);
 
     redis.kill();
-    wait_for("limiter errors counted while Redis is down", &|| {
+    common::wait_until("limiter errors counted while Redis is down", || {
         sample_of(&open, LIMITER_ERRORS) >= 20.0 && sample_of(&closed, LIMITER_ERRORS) >= 20.0
     });
     redis.restart();

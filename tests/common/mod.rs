@@ -143,6 +143,36 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// Polls `done` every 50 ms until it holds or `limit` passes; whether it held.
+pub fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
+/// Waits, at most 15 s, until `done` holds; fails naming `what` otherwise.
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        wait_for(std::time::Duration::from_secs(15), done),
+        "{what} within 15 s"
+    );
+}
+
+/// The `id` of the JSON item in a 201 answer's `body`.
+pub fn created_id(body: &str) -> String {
+    let item: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON item ({e}): {body}"));
+    item["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .to_string()
+}
+
 /// The built service binary.
 pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_babylon"))

@@ -3,12 +3,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::netns::Host;
 use super::ports::PortBlock;
+use super::wait_for;
 
 /// Where a Prometheus listens.
 pub enum Place<'a> {
@@ -162,16 +163,4 @@ pub fn percent_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Polls `done` until it holds or `limit` passes; whether it held.
-pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    true
 }
