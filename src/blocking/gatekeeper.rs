@@ -15,7 +15,7 @@ use rocket::http::uri::Origin;
 use rocket::http::Method;
 use rocket::{Orbit, Request, Rocket, Route};
 
-use super::{ClientAddr, Policy};
+use super::{ClientAddr, Policy, Screening};
 use crate::request::JsonError;
 use crate::request::RequestRecord;
 use crate::routing::RoutedPath;
@@ -54,25 +54,22 @@ impl Gatekeeper {
     }
 
     /// Whether `request` may pass, and if not, why.
-    pub(crate) async fn verdict(
-        &self,
-        request: &Request<'_>,
-    ) -> Result<(), crate::request::BlockReason> {
+    pub(crate) fn verdict(&self, request: &Request<'_>) -> Screening<'_> {
         let Some(policy) = &self.policy else {
-            return Ok(());
+            return Screening::decided(Ok(()));
         };
         if self
             .scrapes
             .as_ref()
             .is_some_and(|path| path.matches(request))
         {
-            return Ok(());
+            return Screening::decided(Ok(()));
         }
         match self.clients.of(request) {
-            Some(client) => policy.check(client).await,
+            Some(client) => policy.check(client),
             // Without a peer address (only Rocket's local test client) there is nothing to
             // key a deny list or rate limit on.
-            None => Ok(()),
+            None => Screening::decided(Ok(())),
         }
     }
 

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use super::rate_limit::RateLimit;
+use super::Screening;
 use crate::redis_client::SharedRedis;
 use crate::request::BlockReason;
 use crate::settings::{BlockingSettings, CidrList};
@@ -26,14 +27,14 @@ impl Policy {
 
     /// Whether a request from `client` may pass. A denied client does not use up its
     /// rate-limit budget.
-    pub(crate) async fn check(&self, client: IpAddr) -> Result<(), BlockReason> {
+    pub(crate) fn check(&self, client: IpAddr) -> Screening<'_> {
         if self.deny.contains(client) {
-            return Err(BlockReason::DenyList);
+            return Screening::decided(Err(BlockReason::DenyList));
         }
-        if let Some(limit) = &self.rate_limit {
-            limit.check(client).await?;
+        match &self.rate_limit {
+            Some(limit) => limit.check(client),
+            None => Screening::decided(Ok(())),
         }
-        Ok(())
     }
 
     pub(crate) fn forget_idle_clients(&self) {

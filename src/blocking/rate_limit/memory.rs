@@ -13,7 +13,7 @@
 //!   a second while full) to make room again.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -34,6 +34,13 @@ struct BoundedStore {
     max_clients: usize,
     /// Entries in `map` (the overflow bucket included); made exact again by every sweep.
     entries: AtomicUsize,
+    /// Held shared while a new client is counted and inserted, and exclusively while a
+    /// sweep removes idle clients and recounts: a recount that raced an insert would
+    /// forget it, and the map would then pass the bound by that many entries. Clients
+    /// already tracked (nearly every request) do not take it; the one such client that a
+    /// sweep removes between its lookup and its update comes back uncounted, and the next
+    /// sweep counts it.
+    counting: RwLock<()>,
     /// Requests keyed to the overflow bucket (shared with the limiter, which governor
     /// does not let read its store).
     overflowed: Arc<AtomicU64>,
@@ -49,6 +56,7 @@ impl StateStore for BoundedStore {
         if self.map.contains_key(key) {
             return self.map.measure_and_replace(key, f);
         }
+        let _counting = self.counting.read().unwrap_or_else(PoisonError::into_inner);
         // A new client. Counted before it is inserted, so that racing inserts cannot
         // together pass the bound.
         if self.entries.fetch_add(1, Ordering::Relaxed) < self.max_clients {
@@ -66,6 +74,10 @@ impl StateStore for BoundedStore {
 
 impl ShrinkableKeyedStateStore<ClientKey> for BoundedStore {
     fn retain_recent(&self, drop_below: Nanos) {
+        let _counting = self
+            .counting
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         self.map.retain_recent(drop_below);
         self.entries.store(self.map.len(), Ordering::Relaxed);
     }
@@ -114,6 +126,7 @@ impl InProcessLimiter {
             map: DefaultKeyedStateStore::default(),
             max_clients,
             entries: AtomicUsize::new(0),
+            counting: RwLock::new(()),
             overflowed: overflowed.clone(),
         };
         let clock = DefaultClock::default();
@@ -232,6 +245,46 @@ mod tests {
         assert!(limiter.check(early).is_err(), "its burst of 3 is spent");
         // New clients share the overflow bucket, which the flood has emptied.
         assert!(limiter.check(in_subnet(flood + 1, 1)).is_err());
+    }
+
+    #[test]
+    fn sweeps_racing_new_clients_never_let_the_map_pass_the_bound() {
+        let max_clients = 200;
+        let limiter = std::sync::Arc::new(limiter(3, max_clients));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (limiter, done) = (limiter.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut sweeps = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    limiter.forget_idle_clients();
+                    sweeps += 1;
+                }
+                sweeps
+            })
+        };
+        let flooders: Vec<_> = (0..4u64)
+            .map(|thread| {
+                let limiter = limiter.clone();
+                std::thread::spawn(move || {
+                    let mut most = 0;
+                    for subnet in 0..20_000u64 {
+                        let _ = limiter.check(in_subnet(thread << 32 | subnet, 1));
+                        most = most.max(limiter.clients());
+                    }
+                    most
+                })
+            })
+            .collect();
+        let most = flooders.into_iter().map(|t| t.join().unwrap()).max();
+        done.store(true, Ordering::Relaxed);
+        let sweeps = sweeper.join().unwrap();
+        assert!(sweeps > 0);
+        assert_eq!(
+            most,
+            Some(max_clients + 1),
+            "the bound and the overflow bucket, never more ({sweeps} sweeps raced the flood)"
+        );
     }
 
     #[test]

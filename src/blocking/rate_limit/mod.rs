@@ -20,6 +20,7 @@ mod shared;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::Screening;
 use crate::redis_client::SharedRedis;
 use crate::request::BlockReason;
 use crate::settings::{canonical_ip, Backend, Ipv6Prefix, RateLimitSettings, WhenRedisFails};
@@ -91,11 +92,19 @@ impl RateLimit {
     /// Whether `client` may send a request now; refused as `rate_limited` (with the time
     /// until it may) or, with `fail_closed` while Redis does not answer,
     /// `rate_limiter_unavailable`.
-    pub(crate) async fn check(&self, client: IpAddr) -> Result<(), BlockReason> {
+    pub(crate) fn check(&self, client: IpAddr) -> Screening<'_> {
         let key = ClientKey::of(client, self.local.ipv6_prefix());
-        let Some(shared) = &self.shared else {
-            return self.local.check(key).map_err(rate_limited);
-        };
+        match &self.shared {
+            None => Screening::decided(self.local.check(key).map_err(rate_limited)),
+            Some(shared) => Screening::Pending(Box::pin(self.check_shared(shared, key))),
+        }
+    }
+
+    async fn check_shared(
+        &self,
+        shared: &SharedLimiter,
+        key: ClientKey,
+    ) -> Result<(), BlockReason> {
         match shared.check(key).await {
             Ok(verdict) => {
                 if !self.redis_answering.swap(true, Ordering::Relaxed) {
