@@ -7,8 +7,9 @@
 #                         (one EVALSHA of the GCRA script per request on Redis)
 #
 # wrk drives each side in turn, interleaved for `--rounds` rounds, and the script prints
-# the median over rounds of wrk's p50 and p99 and of requests per second; the Redis
-# backend's added latency is its p50 (p99) minus memory's. Needs wrk, curl and a Redis on
+# the median over rounds of wrk's p50 and p99 and of requests per second, and what Redis
+# adds: the median (and the range) over rounds of the Redis side's p50 (p99) minus the
+# memory side's of the same round. Needs wrk, curl and a Redis on
 # 127.0.0.1:6379 (Debian: apt-get install -y wrk redis-server).
 #
 #   bash bench/backends.sh [--subject cache|rate_limit] [--rounds R] [--seconds S] [--connections C]
@@ -84,10 +85,16 @@ for backend in off memory redis; do
     printf '%-8s %12.1f %12.1f %14.0f\n' "$backend" "$(median <"$tmp/$backend.p50")" \
         "$(median <"$tmp/$backend.p99")" "$(median <"$tmp/$backend.rps")"
 done
-memory_p50=$(median <"$tmp/memory.p50") redis_p50=$(median <"$tmp/redis.p50")
-memory_p99=$(median <"$tmp/memory.p99") redis_p99=$(median <"$tmp/redis.p99")
+# What Redis adds, round by round (the sides of one round ran back to back, so a drift of
+# the machine's speed between rounds cancels out): the median and the range of the
+# per-round differences.
+added() { # p50|p99
+    paste "$tmp/redis.$1" "$tmp/memory.$1" | awk '{print $1 - $2}' | sort -g \
+        | awk '{ a[NR]=$1 } END { m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2;
+                                  printf "%+.1f us (rounds: %+.1f to %+.1f)", m, a[1], a[NR] }'
+}
 echo
-echo "$subject on redis over memory: p50 +$(awk -v a="$redis_p50" -v b="$memory_p50" 'BEGIN {printf "%.1f", a-b}') us, p99 +$(awk -v a="$redis_p99" -v b="$memory_p99" 'BEGIN {printf "%.1f", a-b}') us ($rounds rounds of ${seconds} s, $connections connections)"
+echo "$subject on redis over memory, per round: p50 $(added p50), p99 $(added p99); $rounds rounds of ${seconds} s, $connections connections"
 metrics=$(curl -fs "http://127.0.0.1:${port[redis]}/metrics")
 case "$subject" in
     cache) echo "redis side: $(echo "$metrics" | awk '/^rocket_cache_get_hits_total\{backend="redis"\}/ {print $2}') cache hits (every measured read should be one)" ;;
