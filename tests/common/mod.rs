@@ -132,6 +132,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             "nix-instantiate" => "nix-bin",
             "mkfs.ext4" | "e2fsck" => "e2fsprogs",
             "losetup" => "mount",
+            "nsenter" => "util-linux",
             other => other,
         };
         let hint = format!("`{name}` is not installed (Debian: apt-get install -y {package}); `bash .ci/run` installs it");

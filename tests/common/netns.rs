@@ -6,10 +6,10 @@
 //!   so are the addresses inside them: the test subnet exists only inside the namespaces,
 //!   whose bridge lives in a namespace of its own with no way out, so no packet leaves the
 //!   machine and parallel runs cannot collide, even on fixed ports.
-//! - Programs run in a namespace through `ip netns exec`, which execs them (the child is
+//! - Programs run in a namespace through `nsenter --net`, which execs them (the child is
 //!   the program itself, so killing it kills the program); the test's own requests run on
 //!   a thread that has entered the namespace (`setns` moves only the calling thread).
-//! - Needs root and `ip` (Debian: iproute2). Without them the test is skipped, except
+//! - Needs root, `ip` (Debian: iproute2) and `nsenter` (util-linux). Without them the test is skipped, except
 //!   under CI=true, where that fails.
 
 use std::ffi::OsStr;
@@ -54,6 +54,7 @@ impl Network {
     /// is skipped) without root or `ip`.
     pub fn create(names: &[&str]) -> Option<Network> {
         super::tool("ip")?;
+        super::tool("nsenter")?;
         if !rustix::process::geteuid().is_root() {
             let hint = "network namespaces need root";
             assert!(
@@ -137,11 +138,15 @@ impl Drop for Network {
 }
 
 impl Host {
-    /// `program` run in this host's namespace.
+    /// `program` run in this host's network namespace. Through `nsenter --net`, which
+    /// enters that namespace alone, not `ip netns exec`, which also makes a mount
+    /// namespace: a copy of the machine's mounts that, while the program runs, keeps
+    /// another test's just-unmounted file system busy.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new("ip");
+        let mut command = Command::new("nsenter");
         command
-            .args(["netns", "exec", &self.namespace])
+            .arg(format!("--net=/run/netns/{}", self.namespace))
+            .arg("--")
             .arg(program);
         command
     }
