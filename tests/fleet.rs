@@ -12,8 +12,8 @@
 //! real data; the receiver holds babylon's series; and a host whose workers are killed
 //! shows as down, with `BabylonHostDown` firing for that host alone.
 //!
-//! Needs root, `ip` (iproute2), `prometheus`, `redis-server` and the PostgreSQL server
-//! programs; without them the test prints SKIPPED, except under CI=true where it fails.
+//! Needs root, `ip` (iproute2), `nsenter` (util-linux), `prometheus`, `redis-server` and
+//! the PostgreSQL server programs; without them the test prints SKIPPED, except under CI=true where it fails.
 
 mod common;
 
