@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use babylon::settings::Settings;
-use rocket::http::{ContentType, Status};
+use rocket::http::Status;
 use serde_json::{json, Map, Value};
 
 fn root() -> &'static Path {
@@ -198,16 +198,7 @@ fn every_exported_family_is_documented() {
         },
     }));
     // Traffic that touches every subsystem: writes, cached reads, a miss, a refusal.
-    let created = client
-        .post("/api/items")
-        .header(ContentType::JSON)
-        .body(r#"{"name": "Dune", "kind": "book"}"#)
-        .dispatch();
-    assert_eq!(created.status(), Status::Created);
-    let id = created.into_json::<Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::create_item(&client, "Dune");
     for _ in 0..2 {
         assert_eq!(
             client.get(format!("/api/items/{id}")).dispatch().status(),

@@ -344,8 +344,7 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
 
     // A write through one host is read fresh through the other: one database, one cache.
     let (a, b) = (app(app1, &workers[0].1), app(app2, &workers[2].1));
-    let writer = network.host("monitor");
-    let (status, body) = writer.http(
+    let (status, body) = monitor.http(
         a,
         "POST",
         "/api/items",
@@ -356,13 +355,13 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
     let id = common::created_id(&body);
     let item = format!("/api/items/{id}");
     for _ in 0..2 {
-        let (status, body) = writer.get(b, &item, &[]);
+        let (status, body) = monitor.get(b, &item, &[]);
         assert!(
             status == 200 && body.contains("\"Dune\""),
             "{status} {body}"
         );
     }
-    let (status, body) = writer.http(
+    let (status, body) = monitor.http(
         a,
         "PUT",
         &item,
@@ -370,7 +369,7 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
         r#"{"name": "Dune Messiah", "kind": "book"}"#,
     );
     assert_eq!(status, 200, "{body}");
-    let (status, body) = writer.get(b, &item, &[]);
+    let (status, body) = monitor.get(b, &item, &[]);
     assert!(
         status == 200 && body.contains("Dune Messiah"),
         "the other host reads the write at once: {status} {body}"

@@ -625,16 +625,7 @@ fn exported_names() -> BTreeSet<String> {
         "redis": { "url": format!("redis://127.0.0.1:{port}") },
         "blocking": { "rate_limit": { "per_second": 1000, "burst": 1000 } },
     }));
-    let created = client
-        .post("/api/items")
-        .header(ContentType::JSON)
-        .body(r#"{"name":"a","kind":"book"}"#)
-        .dispatch();
-    assert_eq!(created.status(), Status::Created);
-    let id = created.into_json::<Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::create_item(&client, "a");
     // Redis does not answer: the read goes to the database, the failed HGET is counted.
     assert_eq!(
         client.get(format!("/api/items/{id}")).dispatch().status(),

@@ -10,7 +10,7 @@
 mod common;
 
 use common::redis_server::{redis_available, unique_prefix, Keys, PrivateRedis, REDIS};
-use common::{client, sample_or_zero, scrape, TestClient};
+use common::{client, create_item, sample_or_zero, scrape, TestClient};
 use rocket::http::{ContentType, Status};
 use serde_json::{json, Value};
 
@@ -22,17 +22,6 @@ fn worker(database: &str, backend: &str, redis_url: &str, prefix: &str) -> TestC
         "cache": { "backend": backend, "ttl_seconds": 60 },
         "redis": { "url": redis_url, "key_prefix": prefix },
     }))
-}
-
-fn create(worker: &TestClient, name: &str) -> String {
-    let response = worker
-        .post("/api/items")
-        .header(ContentType::JSON)
-        .body(json!({ "name": name, "kind": "book" }).to_string())
-        .dispatch();
-    assert_eq!(response.status(), Status::Created);
-    let item: Value = response.into_json().unwrap();
-    item["id"].as_str().unwrap().to_string()
 }
 
 fn rename(worker: &TestClient, id: &str, name: &str) {
@@ -71,7 +60,7 @@ fn a_write_through_one_worker_is_read_fresh_through_another() {
     let a = worker(&database, "redis", REDIS, &prefix);
     let b = worker(&database, "redis", REDIS, &prefix);
 
-    let id = create(&a, "Dune");
+    let id = create_item(&a, "Dune");
     assert_eq!(name_of(&b, &id), "Dune", "B loads the item and caches it");
     assert_eq!(name_of(&a, &id), "Dune", "A reads what B cached");
     assert_eq!(total(&b), 1);
@@ -81,7 +70,7 @@ fn a_write_through_one_worker_is_read_fresh_through_another() {
         "Dune Messiah",
         "B reads A's write at once"
     );
-    create(&a, "Children of Dune");
+    create_item(&a, "Children of Dune");
     assert_eq!(total(&b), 2, "B's cached page went with A's write");
 
     let text_a = scrape(&a);
@@ -127,7 +116,7 @@ fn an_unreachable_redis_fails_no_read_the_database_can_answer() {
     let unreachable = format!("redis://127.0.0.1:{port}");
     let a = worker(&database, "redis", &unreachable, &unique_prefix("down"));
 
-    let id = create(&a, "Dune");
+    let id = create_item(&a, "Dune");
     for _ in 0..3 {
         assert_eq!(name_of(&a, &id), "Dune");
     }
@@ -212,7 +201,7 @@ fn the_cache_reaches_redis_over_tls_and_an_untrusted_certificate_fails_no_read()
 
     // Trusting the server's CA, over a pool of three connections.
     let trusting = over_tls(Some(redis.ca_file()), 3);
-    let id = create(&trusting, "Dune");
+    let id = create_item(&trusting, "Dune");
     for _ in 0..6 {
         assert_eq!(name_of(&trusting, &id), "Dune");
     }
@@ -229,13 +218,6 @@ fn the_cache_reaches_redis_over_tls_and_an_untrusted_certificate_fails_no_read()
     let text = scrape(&doubting);
     assert_eq!(sample_or_zero(&text, HITS), 0.0, "{text}");
     assert!(sample_or_zero(&text, FAILS) >= 3.0, "{text}");
-}
-
-/// The value of `series` in the worker's exposition on its main port.
-fn sample_of(port: u16, series: &str) -> f64 {
-    let (status, text) = common::http_get(port, "/metrics");
-    assert_eq!(status, 200, "{text}");
-    sample_or_zero(&text, series)
 }
 
 #[test]
@@ -295,13 +277,13 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
         })
         .collect();
     common::wait_until("cache hits while Redis runs", || {
-        sample_of(port, HITS) >= 20.0
+        common::sample_at(port, HITS) >= 20.0
     });
 
     redis.kill();
-    let fails_before = sample_of(port, FAILS);
+    let fails_before = common::sample_at(port, FAILS);
     common::wait_until("failed lookups counted while Redis is down", || {
-        sample_of(port, FAILS) >= fails_before + 20.0
+        common::sample_at(port, FAILS) >= fails_before + 20.0
     });
     let (status, body) = common::http_request_from(
         std::net::Ipv4Addr::LOCALHOST,
@@ -314,10 +296,10 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
     assert_eq!(status, 200, "a write while Redis is down: {body}");
 
     redis.restart();
-    let hits_down = sample_of(port, HITS);
+    let hits_down = common::sample_at(port, HITS);
     common::wait_until(
         "cache hits again after Redis came back, without a restart",
-        || sample_of(port, HITS) >= hits_down + 20.0,
+        || common::sample_at(port, HITS) >= hits_down + 20.0,
     );
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
@@ -344,10 +326,10 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
         body.contains("Dune Messiah"),
         "fresh after the outage: {body}"
     );
-    let errors = sample_of(
+    let errors = common::sample_at(
         port,
         r#"rocket_redis_errors_total{alias="main",type="connection"}"#,
-    ) + sample_of(
+    ) + common::sample_at(
         port,
         r#"rocket_redis_errors_total{alias="main",type="timeout"}"#,
     );
@@ -355,6 +337,6 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
     eprintln!(
         "redis outage: {} reads, all 200; {} lookups failed over to the database",
         answers.len(),
-        sample_of(port, FAILS)
+        common::sample_at(port, FAILS)
     );
 }

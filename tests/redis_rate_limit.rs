@@ -16,12 +16,18 @@ use std::time::{Duration, Instant};
 use common::ports::PortBlock;
 use common::redis_server::{redis_available, unique_prefix, Keys, PrivateRedis, REDIS};
 use common::workers::{command_without_export_in, start_command, Worker};
-use common::{http_get, http_get_from, sample_or_zero};
+use common::{http_get, http_get_from, sample_at};
 
 const RATE_LIMITED: &str = r#"api_requests_blocked_total{reason="rate_limited"}"#;
 const UNAVAILABLE: &str = r#"api_requests_blocked_total{reason="rate_limiter_unavailable"}"#;
 const LIMITER_ERRORS: &str = "api_rate_limit_errors_total";
 const SCRIPT_CALLS: &str = r#"rocket_redis_commands_total{alias="main",command="EVALSHA"}"#;
+const BURST: usize = 30;
+
+/// The value of `series` in a worker's exposition on its main port.
+fn sample_of(worker: &Worker, series: &str) -> f64 {
+    sample_at(worker.app_port, series)
+}
 
 /// A worker limiting each client to `burst` requests and then `per_second`, on `backend`,
 /// believing the `X-Forwarded-For` of loopback peers as it would nginx's.
@@ -35,15 +41,6 @@ fn limited_worker(dir: &std::path::Path, backend: &str, redis_url: &str, prefix:
         .env("BABYLON_REDIS__URL", redis_url)
         .env("BABYLON_REDIS__KEY_PREFIX", prefix);
     command
-}
-
-const BURST: usize = 30;
-
-/// The value of `series` in a worker's exposition on its main port.
-fn sample_of(worker: &Worker, series: &str) -> f64 {
-    let (status, text) = http_get(worker.app_port, "/metrics");
-    assert_eq!(status, 200, "{text}");
-    sample_or_zero(&text, series)
 }
 
 /// Sends `requests` requests of one client, round-robin over `workers` as a proxy in

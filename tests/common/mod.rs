@@ -116,6 +116,14 @@ pub fn sample_or_zero(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or(0.0)
 }
 
+/// The value of `series` (0 when absent) in the exposition a worker serves on the
+/// metrics path of its main port, `127.0.0.1:port`.
+pub fn sample_at(port: u16, series: &str) -> f64 {
+    let (status, text) = http_get(port, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    sample_or_zero(&text, series)
+}
+
 /// An external program a test needs. Missing: the test is skipped with a loud message,
 /// except under CI=true where a missing tool is a failure.
 pub fn tool(name: &str) -> Option<PathBuf> {
@@ -162,6 +170,17 @@ pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
         wait_for(std::time::Duration::from_secs(15), done),
         "{what} within 15 s"
     );
+}
+
+/// Creates the book `name` through Rocket's local client, asserting 201; its `id`.
+pub fn create_item(client: &Client, name: &str) -> String {
+    let response = client
+        .post("/api/items")
+        .header(rocket::http::ContentType::JSON)
+        .body(json!({ "name": name, "kind": "book" }).to_string())
+        .dispatch();
+    assert_eq!(response.status(), rocket::http::Status::Created);
+    created_id(&response.into_string().unwrap_or_default())
 }
 
 /// The `id` of the JSON item in a 201 answer's `body`.

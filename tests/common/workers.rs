@@ -69,9 +69,13 @@ pub fn shared_database() -> &'static str {
 /// [`command`] with the worker's own SQLite database inside `dir`.
 pub fn command_in(dir: &std::path::Path, ports: &PortBlock) -> Command {
     let mut command = command(ports);
-    let url = format!("sqlite://{}", dir.join("babylon.sqlite").display());
-    command.env("BABYLON_DATABASES__MAIN__URL", url);
+    command.env("BABYLON_DATABASES__MAIN__URL", database_in(dir));
     command
+}
+
+/// A SQLite database of a worker's own inside `dir`.
+fn database_in(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("babylon.sqlite").display())
 }
 
 /// A worker on an application port the kernel picks, exporting on the first free port
@@ -88,10 +92,7 @@ pub fn command_without_export_in(dir: &std::path::Path) -> Command {
     let mut command = base();
     command
         .env("BABYLON_METRICS__EXPORT__ENABLED", "false")
-        .env(
-            "BABYLON_DATABASES__MAIN__URL",
-            format!("sqlite://{}", dir.join("babylon.sqlite").display()),
-        );
+        .env("BABYLON_DATABASES__MAIN__URL", database_in(dir));
     command
 }
 
