@@ -248,15 +248,24 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
         "expected {expected_targets} targets up, got {targets:#?}\n{}",
         prometheus.log()
     );
+    // The targets page reports a scrape's health before its `up` sample can be queried:
+    // wait for the samples too.
+    let up_series = |worker: &Worker| {
+        prometheus
+            .query(&format!(
+                r#"up{{instance="127.0.0.1:{}"}} == 1"#,
+                worker.export_port()
+            ))
+            .len()
+    };
+    wait_for(Duration::from_secs(30), || {
+        workers.iter().all(|worker| up_series(worker) == 2)
+    });
     for worker in &workers {
-        let up = prometheus.query(&format!(
-            r#"up{{instance="127.0.0.1:{}"}}"#,
-            worker.export_port()
-        ));
         assert_eq!(
-            up.len(),
+            up_series(worker),
             2,
-            "worker on {} is scraped by both jobs",
+            "worker on {} is scraped, and up, in both jobs",
             worker.export_port()
         );
     }
