@@ -22,7 +22,7 @@ use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
 use crate::pipeline::RequestPipeline;
 use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
-use crate::settings::{self, ConfigError, Settings};
+use crate::settings::{self, ConfigError, MetricsSettings, Settings};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,30 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
 }
 
+/// The main port's metrics route must be the only route of its path: the gatekeeper
+/// leaves GET and HEAD of that path to it, so a route of the application there would be
+/// served past the deny list and the rate limit (and Rocket would refuse an identical
+/// one at launch, naming no setting).
+fn refuse_a_shadowed_metrics_path(metrics: &MetricsSettings) -> Result<(), ConfigError> {
+    if !(metrics.enabled && metrics.serve_on_main_port) {
+        return Ok(());
+    }
+    let path = routing::RoutedPath::new(metrics.path.as_str());
+    let mut routes = api::routes().into_iter().chain(Gatekeeper::routes());
+    match routes.find(|route| path.is_matched_by(route.uri.path())) {
+        None => Ok(()),
+        Some(route) => Err(ConfigError::invalid(
+            "metrics.path",
+            format!(
+                "`{}` is served by the application route {} {}; choose a path no route matches, e.g. \"/metrics\"",
+                metrics.path.as_str(),
+                route.method,
+                route.uri
+            ),
+        )),
+    }
+}
+
 /// The service with its settings read and validated, ready to build a Rocket.
 pub struct App {
     figment: Figment,
@@ -60,6 +84,7 @@ impl App {
     /// for one that ignores the working directory's Rocket.toml).
     pub fn from_figment(figment: Figment) -> Result<App, ConfigError> {
         let settings = Settings::from_figment(&figment)?;
+        refuse_a_shadowed_metrics_path(&settings.metrics)?;
         Ok(App { figment, settings })
     }
 
@@ -156,7 +181,6 @@ impl App {
                         api,
                         path: path.to_string(),
                         access,
-                        clients,
                     };
                     rocket = rocket.attach(ExportFairing::new(listener, target_file, scrapes));
                 }

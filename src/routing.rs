@@ -28,6 +28,26 @@ impl RoutedPath {
         let segments = request.uri().path().segments();
         segments.len() == self.0.len() && self.0.iter().zip(segments).all(|(a, b)| a == b)
     }
+
+    /// Whether a route whose path is the pattern `route_path` (`/api/items/<id>`,
+    /// `/files/<path..>`) would match this path too, whatever its rank.
+    pub(crate) fn is_matched_by(&self, route_path: &str) -> bool {
+        let mut ours = self.0.iter();
+        let route_path = route_path.split('?').next().unwrap_or_default();
+        for pattern in route_path.split('/').filter(|segment| !segment.is_empty()) {
+            if pattern.starts_with('<') && pattern.ends_with("..>") {
+                return true;
+            }
+            let Some(segment) = ours.next() else {
+                return false;
+            };
+            let dynamic = pattern.starts_with('<') && pattern.ends_with('>');
+            if !dynamic && pattern != segment {
+                return false;
+            }
+        }
+        ours.next().is_none()
+    }
 }
 
 /// Whether the path the router sees, `/` and the decoded segments joined by `/`, starts
@@ -62,8 +82,27 @@ fn segments_start_with<'a>(segments: impl IntoIterator<Item = &'a str>, prefix: 
 
 #[cfg(test)]
 mod tests {
-    use super::segments_start_with;
+    use super::{segments_start_with, RoutedPath};
     use proptest::prelude::*;
+
+    #[test]
+    fn route_patterns_that_match_a_path() {
+        let path = RoutedPath::new("/api/items/all");
+        for pattern in [
+            "/api/items/all",
+            "/api/items/<id>",
+            "/api/<kind>/all",
+            "/api/<rest..>",
+            "/<everything..>",
+            "/api/items/all/<rest..>",
+        ] {
+            assert!(path.is_matched_by(pattern), "{pattern}");
+        }
+        for pattern in ["/api/items", "/api/items/<id>/x", "/api/other/<id>", "/"] {
+            assert!(!path.is_matched_by(pattern), "{pattern}");
+        }
+        assert!(RoutedPath::new("/api/items").is_matched_by("/api/items?<page>&<per_page>"));
+    }
 
     proptest! {
         /// The same answer as building the path and asking `str::starts_with`.

@@ -265,3 +265,89 @@ fn a_flood_of_distinct_clients_stays_within_max_clients() {
         "its second request"
     );
 }
+
+/// Every path of the application's routes, as a client writes it.
+const APPLICATION_PATHS: [&str; 8] = [
+    "/api/live",
+    "/api/health",
+    "/api/metrics",
+    "/api/items",
+    "/api/items/bulk",
+    "/api/items/0190a3c4-0000-7000-8000-000000000000",
+    "/api/items/anything",
+    "/__babylon/blocked",
+];
+
+#[test]
+fn a_metrics_path_that_an_application_route_matches_is_refused_naming_the_setting() {
+    for path in APPLICATION_PATHS {
+        let settings = common::settings(json!({ "metrics": { "path": path } }));
+        let error = match babylon::App::from_figment(settings) {
+            Ok(_) => panic!("metrics.path = {path} was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains("`metrics.path`") && error.contains(path) && !error.contains('\n'),
+            "{error}"
+        );
+        // Served on the export port only, the path collides with nothing.
+        let settings =
+            common::settings(json!({ "metrics": { "path": path, "serve_on_main_port": false } }));
+        assert!(babylon::App::from_figment(settings).is_ok(), "{path}");
+    }
+}
+
+/// The deny list applies to every request the metrics handler does not answer itself:
+/// every method on every path, the metrics path included; only a GET or HEAD of the
+/// metrics path reaches the metrics handler, which refuses the client by its own rule.
+#[test]
+fn every_request_but_a_scrape_is_screened_whatever_the_metrics_path() {
+    use rocket::http::Method;
+    let methods = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Patch,
+        Method::Options,
+    ];
+    for metrics_path in ["/metrics", "/api/stats", "/api/items/bulk/x", "/items"] {
+        let client = client(json!({
+            "blocking": { "deny": ["203.0.113.0/24"] },
+            "metrics": { "path": metrics_path } }));
+        for path in APPLICATION_PATHS.iter().chain([&metrics_path]) {
+            for method in methods {
+                let response = from(client.req(method, *path), "203.0.113.9")
+                    .header(ContentType::JSON)
+                    .body(r#"{"name":"widget","kind":"tool"}"#)
+                    .dispatch();
+                let status = response.status();
+                let reason = if method == Method::Head {
+                    None
+                } else {
+                    let body: Value = response.into_json().unwrap_or_default();
+                    body["error"]["reason"].as_str().map(String::from)
+                };
+                let scrape = *path == metrics_path && matches!(method, Method::Get | Method::Head);
+                let expected = if scrape {
+                    "metrics_forbidden"
+                } else {
+                    "deny_list"
+                };
+                assert_eq!(
+                    status,
+                    Status::Forbidden,
+                    "{method} {path} (metrics at {metrics_path})"
+                );
+                if let Some(reason) = reason {
+                    assert_eq!(
+                        reason, expected,
+                        "{method} {path} (metrics at {metrics_path})"
+                    );
+                }
+            }
+        }
+        assert_eq!(item_count(&client), 0, "metrics at {metrics_path}");
+    }
+}

@@ -139,6 +139,61 @@ fn export_port_applies_the_same_rules_from_a_real_disallowed_address() {
     );
 }
 
+/// Headers a client could use to claim another address, each with the claim.
+const ADDRESS_CLAIMS: [&str; 7] = [
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "Forwarded",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "X-Client-IP",
+    "X-Cluster-Client-IP",
+];
+
+/// The export port sits behind no proxy: its client is the socket's peer, whatever
+/// `blocking.trusted_proxies` says and whatever a header claims, in both directions (a
+/// claim neither lets an outsider in nor shuts an insider out).
+#[test]
+fn export_port_decides_its_client_from_the_socket_alone() {
+    let ports = PortBlock::reserve(1);
+    let client = client(json!({
+        "blocking": { "trusted_proxies": ["127.0.0.0/8"] },
+        "metrics": { "export": {
+            "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
+            "allow": ["10.0.0.5/32", "127.0.0.3/32"] } } }));
+    let summary: serde_json::Value = client.get("/api/metrics").dispatch().into_json().unwrap();
+    let port = summary["export_port"].as_u64().unwrap() as u16;
+    let prometheus = "10.0.0.5";
+    let mut refused = 0;
+    for header in ADDRESS_CLAIMS {
+        let claims = [
+            prometheus.to_string(),
+            format!("198.51.100.1, {prometheus}"),
+            format!("for={prometheus}"),
+            format!("for=\"{prometheus}:9090\""),
+        ];
+        for claim in &claims {
+            let headers = [(header, claim.as_str())];
+            let (status, body) = http_get_from(Ipv4Addr::LOCALHOST, port, "/metrics", &headers);
+            assert_eq!(status, 403, "{header}: {claim} from 127.0.0.1: {body}");
+            refused += 1;
+            // 127.0.0.3 is allowed by its own address; claiming an outside one changes nothing.
+            let headers = [(header, "192.0.2.1")];
+            let (status, body) =
+                http_get_from(Ipv4Addr::new(127, 0, 0, 3), port, "/metrics", &headers);
+            assert_eq!(status, 200, "{header} from 127.0.0.3: {body}");
+        }
+    }
+    let (_, text) = http_get_from(Ipv4Addr::new(127, 0, 0, 3), port, "/metrics", &[]);
+    assert_eq!(
+        sample(
+            &text,
+            r#"api_requests_blocked_total{reason="metrics_forbidden"}"#
+        ),
+        Some(f64::from(refused))
+    );
+}
+
 /// One way to write the metrics path in a request line.
 #[derive(Debug, Clone)]
 struct Spelling {

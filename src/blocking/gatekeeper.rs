@@ -58,11 +58,7 @@ impl Gatekeeper {
         let Some(policy) = &self.policy else {
             return Screening::decided(Ok(()));
         };
-        if self
-            .scrapes
-            .as_ref()
-            .is_some_and(|path| path.matches(request))
-        {
+        if self.is_scrape(request) {
             return Screening::decided(Ok(()));
         }
         match self.clients.of(request) {
@@ -71,6 +67,17 @@ impl Gatekeeper {
             // key a deny list or rate limit on.
             None => Screening::decided(Ok(())),
         }
+    }
+
+    /// Whether the metrics route answers `request`: a GET or HEAD of the metrics path,
+    /// which no other route serves (start-up refuses a `metrics.path` that an
+    /// application route matches). Any other method there is an ordinary request.
+    fn is_scrape(&self, request: &Request<'_>) -> bool {
+        matches!(request.method(), Method::Get | Method::Head)
+            && self
+                .scrapes
+                .as_ref()
+                .is_some_and(|path| path.matches(request))
     }
 
     /// The route that answers refused requests; mount it at `/`.

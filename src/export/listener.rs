@@ -25,11 +25,10 @@ use socket2::{Domain, Socket, Type};
 
 use super::file_sd::TargetFile;
 use super::MetricsAccess;
-use crate::blocking::ClientAddr;
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 use crate::observe::ApiFamilies;
 use crate::request::JsonError;
-use crate::settings::{ExportAddress, ExportSettings, PortRange, WhenPortsTaken};
+use crate::settings::{canonical_ip, ExportAddress, ExportSettings, PortRange, WhenPortsTaken};
 
 /// A slow client gets this long to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,10 +141,10 @@ pub(crate) struct Scrapes {
     pub(crate) api: ApiFamilies,
     /// The one path served.
     pub(crate) path: String,
-    /// Who may read.
+    /// Who may read. The client is the socket's peer: the export port sits behind no
+    /// proxy, so no header may name another client (`blocking.trusted_proxies` is for
+    /// the main port).
     pub(crate) access: MetricsAccess,
-    /// Finds the client behind a trusted proxy, as the blocking policy does.
-    pub(crate) clients: ClientAddr,
 }
 
 /// Serves a bound [`ExportListener`] from lift-off until Rocket shuts down.
@@ -251,22 +250,11 @@ impl Scrapes {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        let headers = request.headers();
-        let text = |name: &str| {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-        };
-        let forwarded_for = text("x-forwarded-for");
-        let real_ip = text("x-real-ip");
-        let client = self.clients.resolve(
-            peer.ip(),
-            forwarded_for.into_iter(),
-            real_ip.first().copied(),
-        );
-        let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let client = canonical_ip(peer.ip());
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if let Err(reason) = self.access.check(Some(client), authorization) {
             self.api.blocked(reason);
             return json_error(JsonError::new(

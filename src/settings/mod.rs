@@ -522,7 +522,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key,
             problem: problem.into(),
