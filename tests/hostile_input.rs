@@ -865,10 +865,8 @@ fn arbitrary_bodies_get_a_4xx_json_answer_and_create_only_what_they_report() {
     assert_eq!(item_count(&client), before);
 }
 
-/// BUG (src/api/items.rs `create`/`create_many`, no check on the name's characters): a
-/// name holding U+0000 is stored by SQLite (201) but makes PostgreSQL fail the statement
-/// (`invalid byte sequence for encoding "UTF8": 0x00`), answered 500 `database_error`.
-/// Input that the database cannot store should be a 422 naming `name`, the same on both.
+/// A name holding U+0000 would be stored by SQLite but makes PostgreSQL fail the statement
+/// (`invalid byte sequence for encoding "UTF8": 0x00`): it is a 422 naming `name` on both.
 #[test]
 fn nul_in_an_item_name_is_refused_the_same_way_on_every_backend() {
     let bodies = [
@@ -911,6 +909,223 @@ fn nul_in_an_item_name_is_refused_the_same_way_on_every_backend() {
         sqlite, postgres,
         "SQLite and PostgreSQL disagree on a name with U+0000"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// 3b. Every route and parameter, on SQLite and PostgreSQL
+// ---------------------------------------------------------------------------------------
+
+/// What a client can put in one path segment or query value: any bytes, percent-encoded
+/// where a URI needs it (NUL, `/`, `?`, `%`, non-ASCII), and near-misses of real values.
+fn uri_part() -> impl Strategy<Value = String> {
+    let encoded = prop::collection::vec(any::<u8>(), 0..40).prop_map(|bytes| {
+        bytes
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    });
+    prop_oneof![
+        encoded,
+        "[a-zA-Z0-9._~-]{0,12}",
+        Just("abc%00def".to_string()),
+        Just("%00".to_string()),
+        Just("..".to_string()),
+        (any::<i64>()).prop_map(|n| n.to_string()),
+        (any::<u64>()).prop_map(|n| n.to_string()),
+        Just("99999999999999999999999".to_string()),
+        Just("0190a3c4-0000-7000-8000-00000000000".to_string()),
+        Just("0190a3c4-0000-7000-8000-0000000000000".to_string()),
+        Just("%C3%A9".repeat(300)),
+    ]
+}
+
+/// One request: a method, a path built from a route template (or none), a query, a body.
+#[derive(Debug, Clone)]
+struct ClientRequest {
+    method: rocket::http::Method,
+    path: String,
+    query: Option<String>,
+    body: Option<(bool, Vec<u8>)>,
+}
+
+/// Requests for every route, with every parameter taking hostile values; `ids` are the
+/// items that exist, so that paths also name real ones (in any spelling of their UUID).
+fn client_request(ids: Vec<String>) -> impl Strategy<Value = ClientRequest> {
+    use rocket::http::Method;
+    let method = prop::sample::select(vec![
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Patch,
+        Method::Options,
+    ]);
+    let id = prop_oneof![
+        3 => uri_part(),
+        2 => prop::sample::select(ids.clone()),
+        1 => prop::sample::select(ids).prop_map(|id| id.to_uppercase()),
+        1 => any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
+        1 => any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).simple().to_string()),
+    ];
+    let path = prop_oneof![
+        4 => id.clone().prop_map(|id| format!("/api/items/{id}")),
+        2 => Just("/api/items".to_string()),
+        2 => Just("/api/items/bulk".to_string()),
+        1 => Just("/api/health".to_string()),
+        1 => Just("/api/live".to_string()),
+        1 => Just("/api/metrics".to_string()),
+        1 => Just("/metrics".to_string()),
+        1 => Just("/__babylon/blocked".to_string()),
+        1 => (id.clone(), uri_part()).prop_map(|(a, b)| format!("/api/items/{a}/{b}")),
+        1 => uri_part().prop_map(|part| format!("/api/{part}")),
+        1 => uri_part().prop_map(|part| format!("/{part}")),
+    ];
+    let key = prop_oneof![
+        Just("page".to_string()),
+        Just("per_page".to_string()),
+        uri_part()
+    ];
+    let query = prop::option::weighted(
+        0.5,
+        prop::collection::vec((key, uri_part()), 0..4).prop_map(|pairs| {
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        }),
+    );
+    let body = prop::option::weighted(
+        0.6,
+        (
+            any::<bool>(),
+            prop_oneof![
+                body_for("/api/items").prop_map(|body| body.bytes()),
+                body_for("/api/items/bulk").prop_map(|body| body.bytes()),
+            ],
+        ),
+    );
+    (method, path, query, body).prop_map(|(method, path, query, body)| ClientRequest {
+        method,
+        path,
+        query,
+        body,
+    })
+}
+
+/// The sum of every sample of `family` in an exposition.
+fn family_total(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(family) && line[family.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// No request a client can send is answered 5xx, counts a database error or counts an
+/// exception: `cases` generated requests against `client`.
+fn check_client_requests(client: &Client, vendor: &str, cases: u32) {
+    let ids: Vec<String> = (0..8)
+        .map(|i| common::create_item(client, &format!("{vendor}-seed-{i}")))
+        .collect();
+    let families = [
+        "rocket_db_errors_total",
+        "rocket_http_exceptions_by_type_total",
+    ];
+    let mut runner = TestRunner::new(config(cases));
+    let result = runner.run(&client_request(ids), |request| {
+        let before = common::scrape(client);
+        let target = match &request.query {
+            Some(query) => format!("{}?{query}", request.path),
+            None => request.path.clone(),
+        };
+        let mut local = client.req(request.method, target.clone());
+        if let Some((json, bytes)) = &request.body {
+            if *json {
+                local = local.header(rocket::http::ContentType::JSON);
+            }
+            local = local.body(bytes);
+        }
+        let response = local.dispatch();
+        let status = response.status().code;
+        let text = response.into_string().unwrap_or_default();
+        prop_assert!(
+            status < 500,
+            "{vendor}: {} {target} answered {status}: {text}",
+            request.method
+        );
+        let after = common::scrape(client);
+        for family in families {
+            prop_assert_eq!(
+                family_total(&after, family),
+                family_total(&before, family),
+                "{}: {} {} ({}) counted {}",
+                vendor,
+                request.method,
+                target,
+                status,
+                family
+            );
+        }
+        Ok(())
+    });
+    if let Err(error) = result {
+        panic!("{vendor}: {error}");
+    }
+}
+
+#[test]
+fn no_request_makes_a_5xx_or_a_database_error_on_sqlite() {
+    check_client_requests(&common::client(json!({})), "sqlite", 400);
+}
+
+#[test]
+fn no_request_makes_a_5xx_or_a_database_error_on_postgresql() {
+    let Some(admin) = common::pg::server_url() else {
+        return;
+    };
+    let database = common::pg::TestDatabase::create(&admin);
+    let client = common::client(json!({ "databases": { "main": { "url": database.url } } }));
+    check_client_requests(&client, "postgresql", 400);
+}
+
+/// The case an outside test found: a NUL in an item's id, on every method of the route.
+#[test]
+fn a_nul_in_an_item_id_is_a_404_on_both_databases() {
+    let mut clients = vec![("sqlite", common::client(json!({})), None)];
+    if let Some(admin) = common::pg::server_url() {
+        let database = common::pg::TestDatabase::create(&admin);
+        let client = common::client(json!({ "databases": { "main": { "url": database.url } } }));
+        clients.push(("postgresql", client, Some(database)));
+    }
+    for (vendor, client, _database) in &clients {
+        for method in [
+            rocket::http::Method::Get,
+            rocket::http::Method::Put,
+            rocket::http::Method::Delete,
+        ] {
+            let response = client
+                .req(method, "/api/items/abc%00def")
+                .header(rocket::http::ContentType::JSON)
+                .body(r#"{"name":"x","kind":"book"}"#)
+                .dispatch();
+            assert_eq!(response.status().code, 404, "{vendor} {method}");
+            let body: Value = response.into_json().unwrap();
+            assert_eq!(body["error"]["reason"], "not_found", "{vendor} {method}");
+        }
+        let exposition = common::scrape(client);
+        assert_eq!(
+            family_total(&exposition, "rocket_db_errors_total"),
+            0.0,
+            "{vendor}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -197,9 +197,17 @@ fn create_read_update_delete_and_paginate() {
             "{vendor}"
         );
         let unique = format!(
-            r#"rocket_db_errors_total{{alias="main",type="unique_violation",vendor="{vendor}"}}"#
+            r#"rocket_db_refusals_total{{alias="main",type="unique_violation",vendor="{vendor}"}}"#
         );
         assert_eq!(sample(&text, &unique), Some(1.0), "{vendor}");
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.starts_with("rocket_db_errors_total{"))
+                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>(),
+            0.0,
+            "{vendor}: a client's duplicate is no database error"
+        );
         assert!(
             sample_or_zero(&text, &db_series("rocket_db_execute_total", vendor)) >= 10.0,
             "{vendor}"

@@ -652,7 +652,7 @@ fn default_service_scrape() -> String {
         .as_str()
         .unwrap()
         .to_string();
-    // A duplicate name is a unique violation: rocket_db_errors_total gets its first series.
+    // A duplicate name is a unique violation, counted in rocket_db_refusals_total.
     assert_eq!(create().status(), Status::Conflict);
     // A miss, then a hit of the item cache.
     for _ in 0..2 {

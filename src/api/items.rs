@@ -108,6 +108,30 @@ impl ItemsCache {
     }
 }
 
+/// The `<id>` of an item's path: a UUID, the form every item id has. Anything else names
+/// no item and is answered 404 before any statement runs: PostgreSQL refuses some of
+/// what a client can put in a path (a NUL) with an error, which would answer a typo
+/// with 500 and count a database error.
+pub(crate) struct ItemId(String);
+
+impl ItemId {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a> rocket::request::FromParam<'a> for ItemId {
+    /// The segment as sent, for the 404's message.
+    type Error = &'a str;
+
+    fn from_param(param: &'a str) -> Result<Self, Self::Error> {
+        // Stored ids are hyphenated lower case; any spelling of the same UUID finds it.
+        uuid::Uuid::try_parse(param)
+            .map(|id| ItemId(id.hyphenated().to_string()))
+            .map_err(|_| param)
+    }
+}
+
 fn item_model(models: &ModelFamilies) -> ModelCounters {
     models.model(items::MODEL)
 }
@@ -164,17 +188,22 @@ async fn list(
 }
 
 #[rocket::get("/api/items/<id>")]
-async fn get(id: &str, db: &Db, cache: &State<ItemsCache>) -> Result<Json<Item>, JsonError> {
+async fn get(
+    id: Result<ItemId, &str>,
+    db: &Db,
+    cache: &State<ItemsCache>,
+) -> Result<Json<Item>, JsonError> {
+    let id = id.map_err(not_found)?;
     let load = async {
         let mut conn = db.connection().await?;
-        items::get(&mut conn, id).await
+        items::get(&mut conn, id.as_str()).await
     };
     cache
         .by_id
-        .get_or_load(id.to_string(), load)
+        .get_or_load(id.as_str().to_string(), load)
         .await?
         .map(Json)
-        .ok_or_else(|| not_found(id))
+        .ok_or_else(|| not_found(id.as_str()))
 }
 
 #[rocket::post("/api/items", data = "<body>")]
@@ -252,34 +281,36 @@ async fn create_many(
 
 #[rocket::put("/api/items/<id>", data = "<body>")]
 async fn update(
-    id: &str,
+    id: Result<ItemId, &str>,
     body: JsonBody<NewItem>,
     db: &Db,
     cache: &State<ItemsCache>,
     models: &State<ModelFamilies>,
 ) -> Result<Json<Item>, JsonError> {
+    let id = id.map_err(not_found)?;
     let mut problems = FieldErrors::default();
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let updated = items::update(&mut conn, &item_model(models), id, fields).await?;
-    cache.written(id).await;
-    updated.map(Json).ok_or_else(|| not_found(id))
+    let updated = items::update(&mut conn, &item_model(models), id.as_str(), fields).await?;
+    cache.written(id.as_str()).await;
+    updated.map(Json).ok_or_else(|| not_found(id.as_str()))
 }
 
 #[rocket::delete("/api/items/<id>")]
 async fn delete(
-    id: &str,
+    id: Result<ItemId, &str>,
     db: &Db,
     cache: &State<ItemsCache>,
     models: &State<ModelFamilies>,
 ) -> Result<NoContent, JsonError> {
+    let id = id.map_err(not_found)?;
     let mut conn = db.connection().await?;
-    let deleted = items::delete(&mut conn, &item_model(models), id).await?;
-    cache.written(id).await;
+    let deleted = items::delete(&mut conn, &item_model(models), id.as_str()).await?;
+    cache.written(id.as_str()).await;
     if deleted {
         Ok(NoContent)
     } else {
-        Err(not_found(id))
+        Err(not_found(id.as_str()))
     }
 }

@@ -38,6 +38,22 @@ pub enum DbErrorKind {
 }
 
 impl DbErrorKind {
+    /// Every kind, so that each one's series can be exposed from start-up.
+    pub const ALL: [DbErrorKind; 12] = [
+        DbErrorKind::Connection,
+        DbErrorKind::Timeout,
+        DbErrorKind::StorageFull,
+        DbErrorKind::ReadOnly,
+        DbErrorKind::StorageIo,
+        DbErrorKind::Busy,
+        DbErrorKind::UniqueViolation,
+        DbErrorKind::ForeignKeyViolation,
+        DbErrorKind::NotNullViolation,
+        DbErrorKind::CheckViolation,
+        DbErrorKind::RowNotFound,
+        DbErrorKind::Other,
+    ];
+
     /// The `type` label value.
     pub fn label(self) -> &'static str {
         match self {

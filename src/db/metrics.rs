@@ -28,6 +28,7 @@ pub(crate) struct DbFamilies {
     execute: IntCounterVec,
     execute_many: IntCounterVec,
     errors: IntCounterVec,
+    refusals: IntCounterVec,
     query_duration: HistogramVec,
     pub migrations_applied: IntGaugeVec,
     pub migrations_unapplied: IntGaugeVec,
@@ -64,7 +65,13 @@ impl DbFamilies {
             errors: counter_vec(
                 registry,
                 "rocket_db_errors_total",
-                "Database errors, by type.",
+                "Failures of the database (unreachable, timed out, storage, busy, other), by type.",
+                &["alias", "vendor", "type"],
+            )?,
+            refusals: counter_vec(
+                registry,
+                "rocket_db_refusals_total",
+                "Statements the database refused for the data they carried (constraint violations, no row where one was needed), by type: answered 4xx.",
                 &["alias", "vendor", "type"],
             )?,
             query_duration: register(
@@ -93,19 +100,26 @@ impl DbFamilies {
         })
     }
 
-    /// Handles with the `alias` and `vendor` labels resolved once, for one pool.
+    /// Handles with the `alias` and `vendor` labels resolved once, for one pool. Every
+    /// `type` of the error and refusal counters is exposed at 0 from here on, so that a
+    /// rate over them is defined before the first error.
     pub(crate) fn instruments(&self, alias: &str, vendor: Vendor) -> Instruments {
         let labels = [alias, vendor.label()];
-        Instruments {
+        let instruments = Instruments {
             new_connections: self.new_connections.with_label_values(&labels),
             new_connection_errors: self.new_connection_errors.with_label_values(&labels),
             execute: self.execute.with_label_values(&labels),
             execute_many: self.execute_many.with_label_values(&labels),
             query_duration: self.query_duration.with_label_values(&labels),
             errors: self.errors.clone(),
+            refusals: self.refusals.clone(),
             alias: alias.to_string(),
             vendor,
+        };
+        for kind in DbErrorKind::ALL {
+            instruments.counter(kind);
         }
+        instruments
     }
 }
 
@@ -124,6 +138,7 @@ pub struct Instruments {
     execute_many: IntCounter,
     query_duration: Histogram,
     errors: IntCounterVec,
+    refusals: IntCounterVec,
     alias: String,
     vendor: Vendor,
 }
@@ -139,10 +154,20 @@ impl Instruments {
         self.error(kind);
     }
 
+    /// Counts a failed operation: a refusal of its data (a client's conflicting or
+    /// missing data, answered 4xx) in `rocket_db_refusals_total`, anything else in
+    /// `rocket_db_errors_total`, so that no client can raise the database's error rate.
     pub fn error(&self, kind: DbErrorKind) {
-        self.errors
-            .with_label_values(&[&self.alias, self.vendor.label(), kind.label()])
-            .inc();
+        self.counter(kind).inc();
+    }
+
+    fn counter(&self, kind: DbErrorKind) -> IntCounter {
+        let family = if kind.is_refusal() {
+            &self.refusals
+        } else {
+            &self.errors
+        };
+        family.with_label_values(&[&self.alias, self.vendor.label(), kind.label()])
     }
 
     /// Runs one statement, counting and timing it. Its error is the caller's to classify
