@@ -9,7 +9,7 @@ use rocket_db_pools::Database;
 
 use crate::api::items::ItemsCache;
 use crate::api::metrics_summary::{ExportPort, MetricsEnabled};
-use crate::api::{self, Started};
+use crate::api::{self, RedisInUse, Started};
 use crate::blocking::{ClientAddr, Gatekeeper, Policy, RateLimitCollector};
 use crate::cache::CacheFamilies;
 use crate::db::{self, DbFamilies, ModelFamilies};
@@ -110,7 +110,12 @@ impl App {
         let db_families = DbFamilies::register(registry)?;
         let models = ModelFamilies::register(registry)?;
         let cache = CacheFamilies::register(registry)?;
-        let redis = SharedRedis::new(&self.settings.redis, RedisFamilies::register(registry)?)?;
+        let redis_families = RedisFamilies::register(registry)?;
+        // Nothing connects to Redis unless a backend in use lives there.
+        let redis = match self.settings.uses_redis() {
+            true => SharedRedis::new(&self.settings.redis, redis_families)?,
+            false => None,
+        };
 
         let clients = ClientAddr::new(blocking.trusted_proxies.clone());
         let policy = blocking
@@ -126,7 +131,8 @@ impl App {
         let mut rocket = rocket::custom(self.figment.clone())
             .manage(Started(Instant::now()))
             .manage(MetricsEnabled(metrics_settings.enabled))
-            .manage(ItemsCache::new(&cache, &self.settings.cache, redis))
+            .manage(ItemsCache::new(&cache, &self.settings.cache, redis.clone()))
+            .manage(RedisInUse(redis.clone()))
             .manage(db_families)
             .manage(models)
             .manage(api.clone())
@@ -153,8 +159,23 @@ impl App {
         let scrapes = on_main_port.then(|| routing::RoutedPath::new(path));
         rocket = rocket.attach(RequestPipeline::new(
             observer,
-            Gatekeeper::new(clients.clone(), policy, scrapes),
+            Gatekeeper::new(
+                clients.clone(),
+                policy,
+                scrapes,
+                api::PROBE_PATHS.map(routing::RoutedPath::new).to_vec(),
+            ),
         ));
+
+        if let Some(redis) = redis {
+            // Rocket awaits lift-off before it serves, so no request waits for the first
+            // connection; a Redis that does not answer delays start-up by at most
+            // connect_timeout_ms + response_timeout_ms, and is then probed.
+            rocket = rocket.attach(rocket::fairing::AdHoc::on_liftoff(
+                "babylon: connect to the shared Redis",
+                move |_| Box::pin(async move { redis.connect().await }),
+            ));
+        }
 
         let mut export_port = None;
         if metrics_settings.enabled {

@@ -1,8 +1,18 @@
-//! The in-process read cache (moka) and its families, `rocket_cache_get_*_total{backend}`.
+//! The read cache, in this process (moka) or in the shared Redis, and its families,
+//! `rocket_cache_get_*_total{backend}`.
 //!
 //! Reads go through [`ReadCache::get_or_load`]; writes call [`ReadCache::invalidate`] or
-//! [`ReadCache::invalidate_all`]. Each worker process has its own cache, so another
-//! worker's write is seen here after at most `cache.ttl_seconds`.
+//! [`ReadCache::invalidate_all`]. Each worker process has its own in-process cache, so
+//! another worker's write is seen there after at most `cache.ttl_seconds`; the Redis one
+//! is shared, and a write invalidates it for every worker at once.
+//!
+//! **No entry is served older than `cache.ttl_seconds`, whatever Redis accepts.** A cache's
+//! hash in Redis gets its expiry when it is created, by the script that writes entries
+//! ([`PUT`]), and an entry is written only into a hash whose expiry is set: a failed
+//! `PEXPIRE` (an ACL user without it, say) leaves no entry behind. A read serves an entry
+//! only from a hash that expires within `ttl_seconds` and was created with this
+//! `ttl_seconds` (its marker field), so a hash left without an expiry, or by a deployment
+//! with a longer `ttl_seconds`, is a miss, and the next write replaces it.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -13,7 +23,7 @@ use serde::Serialize;
 
 use crate::metrics::counter_vec;
 use crate::prometheus::{IntCounter, IntCounterVec, Registry};
-use crate::redis_client::SharedRedis;
+use crate::redis_client::{RedisFailure, SharedRedis};
 
 /// The `backend` label of the in-process cache's families.
 pub(crate) const BACKEND: &str = "moka";
@@ -69,9 +79,36 @@ struct CacheCounters {
 
 /// A cache key as text: the field of the entry in the shared Redis.
 pub(crate) trait CacheKey {
-    /// The key as one word, unique within its cache.
+    /// The key as one word, unique within its cache; [`TTL_FIELD`] is never cached.
     fn field(&self) -> String;
 }
+
+/// The field of a cache's hash that holds the `ttl_seconds` (in ms) it was created with.
+const TTL_FIELD: &str = ":ttl_ms";
+
+/// Writes one entry. KEYS[1]: the cache's hash; ARGV[1]: the field, ARGV[2]: the value,
+/// ARGV[3]: the time to live in ms. A hash that is not one this script made with this time
+/// to live (another type, no expiry, a longer one, another marker) is replaced; a new hash
+/// gets its marker and expiry before any entry, so an entry never lands in a hash without
+/// an expiry, even when `PEXPIRE` fails.
+const PUT: &str = r"
+local ttl = ARGV[3]
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' then
+  local left = redis.call('PTTL', KEYS[1])
+  if kind ~= 'hash' or left < 0 or left > tonumber(ttl)
+      or redis.call('HGET', KEYS[1], ':ttl_ms') ~= ttl then
+    redis.call('DEL', KEYS[1])
+    kind = 'none'
+  end
+end
+if kind == 'none' then
+  redis.call('HSET', KEYS[1], ':ttl_ms', ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 0
+";
 
 impl CacheKey for String {
     fn field(&self) -> String {
@@ -105,7 +142,36 @@ enum Store<K, V> {
 struct RedisStore {
     redis: SharedRedis,
     hash: String,
-    ttl_seconds: u64,
+    /// The time to live in ms, as the script and the marker field write it.
+    ttl_ms: u64,
+    put: redis::Script,
+}
+
+impl RedisStore {
+    /// The entry of `field`, if its hash may be served from: created with this time to
+    /// live, and expiring within it.
+    async fn get(&self, field: &str) -> Result<Option<Vec<u8>>, RedisFailure> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("HMGET")
+            .arg(&self.hash)
+            .arg(field)
+            .arg(TTL_FIELD)
+            .cmd("PTTL")
+            .arg(&self.hash);
+        let ((value, marker), left_ms): ((Option<Vec<u8>>, Option<String>), i64) =
+            self.redis.run_pipeline("HGET", &pipeline).await?;
+        let made_with_this_ttl = marker.and_then(|ms| ms.parse::<u64>().ok()) == Some(self.ttl_ms);
+        let expiring_within_it =
+            u64::try_from(left_ms).is_ok_and(|left| left > 0 && left <= self.ttl_ms);
+        Ok(value.filter(|_| made_with_this_ttl && expiring_within_it))
+    }
+
+    async fn put(&self, field: &str, value: Vec<u8>) -> Result<(), RedisFailure> {
+        let mut invocation = self.put.key(&self.hash);
+        invocation.arg(field).arg(value).arg(self.ttl_ms);
+        self.redis.run_script("HSET", &invocation).await
+    }
 }
 
 /// A read-through cache; `None` when caching is off (every lookup then loads).
@@ -141,7 +207,8 @@ where
         }
     }
 
-    /// A cache named `name` in the shared Redis: one for every worker.
+    /// A cache named `name` in the shared Redis: one for every worker. `ttl` is at least a
+    /// millisecond (validation keeps `cache.ttl_seconds` between 1 s and a year).
     pub(crate) fn shared(
         families: &CacheFamilies,
         redis: SharedRedis,
@@ -152,7 +219,8 @@ where
             store: Some(Store::Redis(Box::new(RedisStore {
                 hash: redis.key(&format!("cache:{name}")),
                 redis,
-                ttl_seconds: ttl.as_secs().max(1),
+                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+                put: redis::Script::new(PUT),
             }))),
             counters: families.counters(REDIS_BACKEND),
         }
@@ -173,14 +241,10 @@ where
         self.counters.get.inc();
         let cached = match store {
             Store::Memory(cache) => Ok(cache.get(&key).await),
-            Store::Redis(store) => {
-                let command = redis::cmd("HGET").arg(&store.hash).arg(key.field()).clone();
-                store
-                    .redis
-                    .run::<Option<Vec<u8>>>("HGET", &command)
-                    .await
-                    .map(|bytes| bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
-            }
+            Store::Redis(store) => store
+                .get(&key.field())
+                .await
+                .map(|bytes| bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok())),
         };
         match cached {
             Ok(Some(value)) => {
@@ -190,10 +254,12 @@ where
             Ok(None) => self.counters.misses.inc(),
             Err(_) => self.counters.fail.inc(),
         }
-        let redis_failed = cached.is_err();
+        // Writing is pointless while Redis does not answer; when it answered with an error
+        // (a foreign key of another type at the hash), the write replaces what is there.
+        let redis_answers = !matches!(cached, Err(failure) if failure != RedisFailure::Server);
         match load.await {
             Ok(Some(value)) => {
-                if !redis_failed {
+                if redis_answers {
                     self.insert(store, key, &value).await;
                 }
                 Ok(Some(value))
@@ -210,29 +276,14 @@ where
         match store {
             Store::Memory(cache) => cache.insert(key, value.clone()).await,
             Store::Redis(store) => {
-                let RedisStore {
-                    redis,
-                    hash,
-                    ttl_seconds,
-                } = &**store;
+                let field = key.field();
                 let Ok(bytes) = serde_json::to_vec(value) else {
                     return;
                 };
-                // One round trip: the entry, and the hash's expiry if it has none yet.
-                let mut pipeline = redis::pipe();
-                pipeline
-                    .cmd("HSET")
-                    .arg(hash)
-                    .arg(key.field())
-                    .arg(bytes)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(hash)
-                    .arg(*ttl_seconds)
-                    .arg("NX")
-                    .ignore();
-                // A failure is counted by the client; the value is served all the same.
-                let _ = redis.run_pipeline("HSET", &pipeline).await;
+                if field != TTL_FIELD {
+                    // A failure is counted by the client; the value is served all the same.
+                    let _ = store.put(&field, bytes).await;
+                }
             }
         }
     }

@@ -88,7 +88,7 @@ mod tests {
     fn gatekeeper(blocking: bool) -> Gatekeeper {
         let policy =
             blocking.then(|| std::sync::Arc::new(Policy::new(&BlockingSettings::default(), None)));
-        Gatekeeper::new(ClientAddr::default(), policy, None)
+        Gatekeeper::new(ClientAddr::default(), policy, None, Vec::new())
     }
 
     fn kind(pipeline: RequestPipeline) -> Kind {

@@ -1,16 +1,26 @@
-//! The shared Redis: `redis.pool_size` multiplexed connections per process (redis'
-//! `ConnectionManager`, which reconnects by itself; one by default), every command
-//! counted, timed and classified like the database's statements.
+//! The shared Redis: `redis.pool_size` multiplexed connections per process (one by
+//! default), every command counted, timed and classified like the database's statements.
 //!
 //! A Redis failure never fails a request by itself: callers fall back (a cache reads the
 //! database) and the failure is counted in `rocket_redis_errors_total{type}`.
+//!
+//! **Down means down at once.** A command that times out, or finds its connection broken,
+//! marks Redis down and drops every connection, whatever state they are in: a connection
+//! to a host that went silent (no FIN, no RST) would otherwise be reused until the
+//! kernel's TCP retries give up, a quarter of an hour later. While Redis is down no
+//! command is sent (each fails at once as `unavailable`), so a request waits for an
+//! unanswering Redis at most once, `redis.response_timeout_ms`. A probe connects again
+//! every [`PROBE_EVERY`] (resolving the host name afresh) and puts Redis back in use when
+//! a new connection answers `HELLO`: Redis is used again within `PROBE_EVERY` +
+//! `connect_timeout_ms` + `response_timeout_ms` of answering at its address.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
 
 use crate::metrics::{counter_vec, register};
 use crate::prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Registry};
@@ -18,6 +28,14 @@ use crate::settings::RedisSettings;
 
 /// The `alias` label: the one Redis of `redis.url`.
 const ALIAS: &str = "main";
+
+/// How long a probe waits after Redis went down, and after each failed attempt, before
+/// connecting again.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// The oldest Redis babylon runs on: `HELLO` (how the version is read) and ACL users
+/// came with 6.0; the scripts' writes after `TIME` need 5.0's effects replication.
+pub(crate) const MINIMUM_MAJOR_VERSION: u32 = 6;
 
 /// `rocket_redis_*`: commands, failures by type, and latency.
 #[derive(Clone)]
@@ -39,7 +57,7 @@ impl RedisFamilies {
             errors: counter_vec(
                 registry,
                 "rocket_redis_errors_total",
-                "Redis commands that failed, by type (connection, timeout, server).",
+                "Redis commands that failed, by type (connection, timeout, server; unavailable: not sent while Redis is down).",
                 &["alias", "type"],
             )?,
             duration: register(
@@ -69,6 +87,8 @@ pub(crate) enum RedisFailure {
     Timeout,
     /// Redis answered with an error, or with a value of another type.
     Server,
+    /// Not sent: Redis is down (the last command or probe failed) until a probe connects.
+    Unavailable,
 }
 
 impl RedisFailure {
@@ -91,28 +111,120 @@ impl RedisFailure {
             RedisFailure::Connection => "connection",
             RedisFailure::Timeout => "timeout",
             RedisFailure::Server => "server",
+            RedisFailure::Unavailable => "unavailable",
         }
     }
+}
+
+/// Why Redis is down: the failure that took it down, or what the last probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DownCause {
+    /// A command or a connection attempt failed so.
+    Failure(RedisFailure),
+    /// It answers, but is older than babylon needs: its version as it reported it, or
+    /// `None` when it does not know `HELLO` (before 6.0).
+    UnsupportedVersion(Option<String>),
+}
+
+impl DownCause {
+    /// A stable word for `/api/health`: `connection`, `timeout`, `server`,
+    /// `unsupported_version`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            DownCause::Failure(failure) => failure.label(),
+            DownCause::UnsupportedVersion(_) => "unsupported_version",
+        }
+    }
+}
+
+impl std::fmt::Display for DownCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownCause::Failure(failure) => f.write_str(failure.label()),
+            DownCause::UnsupportedVersion(version) => write!(
+                f,
+                "Redis {} is older than {MINIMUM_MAJOR_VERSION}.0, the oldest babylon runs on",
+                version.as_deref().unwrap_or("before 6.0")
+            ),
+        }
+    }
+}
+
+/// Whether babylon uses Redis now, for `/api/health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RedisHealth {
+    /// Nothing has been sent yet.
+    NotConnected,
+    /// Connected; no command has failed on these connections.
+    Up,
+    /// Not used since `since`: commands fail at once while a probe reconnects.
+    Down { since: SystemTime, cause: DownCause },
 }
 
 /// The process' connection to the shared Redis. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct SharedRedis {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    /// `redis.pool_size` connections, each made on first use, inside the runtime (the
-    /// manager spawns its connection task there); each connects lazily and reconnects by
-    /// itself.
-    connections: Arc<[OnceLock<ConnectionManager>]>,
-    /// Which connection the next command takes, round-robin.
-    next: Arc<AtomicUsize>,
+    link: Arc<Link>,
     key_prefix: String,
     response_timeout: Duration,
     families: RedisFamilies,
 }
 
+/// The connections and their state, shared by every clone and by the probe.
+struct Link {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    /// A whole connection attempt: connecting, then `HELLO`.
+    attempt_timeout: Duration,
+    pool_size: usize,
+    state: Mutex<LinkState>,
+    /// Which connection the next command takes, round-robin.
+    next: AtomicUsize,
+    /// Held while the first connection is made, so that concurrent first commands wait
+    /// for one attempt instead of each making their own.
+    first_connect: rocket::tokio::sync::Mutex<()>,
+    /// Whether a probe is running (at most one at a time).
+    probing: AtomicBool,
+}
+
+enum LinkState {
+    /// Nothing sent yet: the first command (or the warm-up at lift-off) connects.
+    NotConnected,
+    /// In use. `generation` tells the connections of successive reconnections apart, so
+    /// that a late failure on dropped connections cannot take down their successors.
+    Up {
+        connections: Arc<[MultiplexedConnection]>,
+        generation: u64,
+    },
+    /// Not used; a probe reconnects.
+    Down {
+        since: SystemTime,
+        cause: DownCause,
+        generation: u64,
+    },
+}
+
+impl LinkState {
+    fn generation(&self) -> u64 {
+        match self {
+            LinkState::NotConnected => 0,
+            LinkState::Up { generation, .. } | LinkState::Down { generation, .. } => *generation,
+        }
+    }
+}
+
+/// What a command may use now.
+enum Pick {
+    Connection(MultiplexedConnection, u64),
+    NotConnected,
+    Down,
+}
+
 impl SharedRedis {
-    /// A lazily connecting client of `redis.url`; `None` when no URL is set.
+    /// A client of `redis.url` that connects on its first command (or at [`connect`]);
+    /// `None` when no URL is set.
+    ///
+    /// [`connect`]: SharedRedis::connect
     pub(crate) fn new(
         settings: &RedisSettings,
         families: RedisFamilies,
@@ -130,22 +242,22 @@ impl SharedRedis {
             )?,
             None => redis::Client::open(url.expose())?,
         };
+        let connect_timeout = Duration::from_millis(settings.connect_timeout_ms.get());
         let response_timeout = Duration::from_millis(settings.response_timeout_ms.get());
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(
-                settings.connect_timeout_ms.get(),
-            )))
-            .set_response_timeout(Some(response_timeout))
-            // A request waits for one reconnection attempt at most; the next request
-            // tries again.
-            .set_number_of_retries(1);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
         Ok(Some(SharedRedis {
-            client,
-            config,
-            connections: (0..settings.pool_size.get())
-                .map(|_| OnceLock::new())
-                .collect(),
-            next: Arc::new(AtomicUsize::new(0)),
+            link: Arc::new(Link {
+                client,
+                config,
+                attempt_timeout: connect_timeout + response_timeout,
+                pool_size: usize::from(settings.pool_size.get()),
+                state: Mutex::new(LinkState::NotConnected),
+                next: AtomicUsize::new(0),
+                first_connect: rocket::tokio::sync::Mutex::new(()),
+                probing: AtomicBool::new(false),
+            }),
             key_prefix: settings.key_prefix.clone(),
             response_timeout,
             families,
@@ -157,30 +269,38 @@ impl SharedRedis {
         format!("{}:{name}", self.key_prefix)
     }
 
+    /// Connects now if nothing has been sent yet, so that no request waits for the first
+    /// connection: the service calls it at lift-off, before the first request is served.
+    /// Bounded by `connect_timeout_ms` + `response_timeout_ms`; a failure leaves Redis
+    /// down, and probed.
+    pub(crate) async fn connect(&self) {
+        let _first = self.link.first_connect.lock().await;
+        if matches!(self.link.pick(), Pick::NotConnected) {
+            self.link.connect_or_go_down().await;
+        }
+    }
+
+    /// Whether Redis is in use now.
+    pub(crate) fn health(&self) -> RedisHealth {
+        match &*self.link.state() {
+            LinkState::NotConnected => RedisHealth::NotConnected,
+            LinkState::Up { .. } => RedisHealth::Up,
+            LinkState::Down { since, cause, .. } => RedisHealth::Down {
+                since: *since,
+                cause: cause.clone(),
+            },
+        }
+    }
+
     /// Runs `command` (its name is the `command` label), counted and timed.
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
         name: &'static str,
         command: &Cmd,
     ) -> Result<T, RedisFailure> {
-        let mut connection = self.connection()?;
-        self.observe(name, command.query_async(&mut connection))
+        let (mut connection, generation) = self.connection().await?;
+        self.observe(name, generation, command.query_async(&mut connection))
             .await
-    }
-
-    /// The next connection of the pool, made on its first command.
-    fn connection(&self) -> Result<ConnectionManager, RedisFailure> {
-        let slot = match self.connections.len() {
-            1 => &self.connections[0],
-            pool => &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % pool],
-        };
-        if let Some(connection) = slot.get() {
-            return Ok(connection.clone());
-        }
-        let made =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-                .map_err(|error| RedisFailure::of(&error))?;
-        Ok(slot.get_or_init(|| made).clone())
     }
 
     /// Runs a Lua script (`EVALSHA`, loading it first when this Redis does not know it
@@ -190,25 +310,41 @@ impl SharedRedis {
         name: &'static str,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, RedisFailure> {
-        let mut connection = self.connection()?;
-        self.observe(name, invocation.invoke_async(&mut connection))
+        let (mut connection, generation) = self.connection().await?;
+        self.observe(name, generation, invocation.invoke_async(&mut connection))
             .await
     }
 
     /// Runs `pipeline` as one round trip, counted and timed as one `name` command.
-    pub(crate) async fn run_pipeline(
+    pub(crate) async fn run_pipeline<T: FromRedisValue>(
         &self,
         name: &'static str,
         pipeline: &Pipeline,
-    ) -> Result<(), RedisFailure> {
-        let mut connection = self.connection()?;
-        self.observe(name, pipeline.query_async::<()>(&mut connection))
+    ) -> Result<T, RedisFailure> {
+        let (mut connection, generation) = self.connection().await?;
+        self.observe(name, generation, pipeline.query_async::<T>(&mut connection))
             .await
+    }
+
+    /// The next connection of the pool, made by the first command; none while Redis is
+    /// down (counted as `unavailable`).
+    async fn connection(&self) -> Result<(MultiplexedConnection, u64), RedisFailure> {
+        loop {
+            match self.link.pick() {
+                Pick::Connection(connection, generation) => return Ok((connection, generation)),
+                Pick::Down => {
+                    self.count_failure(RedisFailure::Unavailable);
+                    return Err(RedisFailure::Unavailable);
+                }
+                Pick::NotConnected => self.connect().await,
+            }
+        }
     }
 
     async fn observe<T>(
         &self,
         name: &'static str,
+        generation: u64,
         answer: impl std::future::Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisFailure> {
         let started = Instant::now();
@@ -224,12 +360,197 @@ impl SharedRedis {
             Ok(Err(error)) => RedisFailure::of(&error),
             Err(_elapsed) => RedisFailure::Timeout,
         };
+        self.count_failure(failure);
+        // An error answer says the connection works; anything else may be a dead one.
+        if failure != RedisFailure::Server {
+            self.link.go_down(generation, DownCause::Failure(failure));
+        }
+        Err(failure)
+    }
+
+    fn count_failure(&self, failure: RedisFailure) {
         self.families
             .errors
             .with_label_values(&[ALIAS, failure.label()])
             .inc();
-        Err(failure)
     }
+}
+
+impl Link {
+    fn state(&self) -> MutexGuard<'_, LinkState> {
+        // Every critical section replaces the state whole, so a poisoned lock still
+        // holds a consistent one.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn pick(&self) -> Pick {
+        match &*self.state() {
+            LinkState::NotConnected => Pick::NotConnected,
+            LinkState::Down { .. } => Pick::Down,
+            LinkState::Up {
+                connections,
+                generation,
+            } => {
+                let index = match connections.len() {
+                    1 => 0,
+                    pool => self.next.fetch_add(1, Ordering::Relaxed) % pool,
+                };
+                Pick::Connection(connections[index].clone(), *generation)
+            }
+        }
+    }
+
+    /// The first connection: in use if it answers, else Redis is down and probed.
+    async fn connect_or_go_down(self: &Arc<Self>) {
+        match self.connect_all().await {
+            Ok(connections) => self.put_in_use(connections),
+            Err(cause) => {
+                rocket::warn!("babylon: Redis does not answer ({cause}); it is not used, and commands fail at once, until a probe reaches it");
+                {
+                    let mut state = self.state();
+                    let generation = state.generation();
+                    *state = LinkState::Down {
+                        since: SystemTime::now(),
+                        cause,
+                        generation,
+                    };
+                }
+                self.start_probe();
+            }
+        }
+    }
+
+    /// Marks Redis down after a failure on the connections of `generation`, dropping them,
+    /// and starts the probe. A failure on connections already replaced changes nothing.
+    fn go_down(self: &Arc<Self>, generation: u64, cause: DownCause) {
+        {
+            let mut state = self.state();
+            if !matches!(&*state, LinkState::Up { generation: current, .. } if *current == generation)
+            {
+                return;
+            }
+            *state = LinkState::Down {
+                since: SystemTime::now(),
+                cause: cause.clone(),
+                generation,
+            };
+        }
+        rocket::warn!(
+            "babylon: Redis stopped answering ({cause}); its connections are dropped and commands fail at once until a probe (every {} ms) reaches it",
+            PROBE_EVERY.as_millis()
+        );
+        self.start_probe();
+    }
+
+    /// Connects every [`PROBE_EVERY`] until Redis answers, then puts it back in use. At
+    /// most one runs at a time; it ends when the client is dropped.
+    fn start_probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let link: Weak<Link> = Arc::downgrade(self);
+        rocket::tokio::spawn(async move {
+            loop {
+                rocket::tokio::time::sleep(PROBE_EVERY).await;
+                let Some(link) = link.upgrade() else {
+                    return;
+                };
+                match link.connect_all().await {
+                    Ok(connections) => {
+                        // Cleared before the connections go in use: a failure right after
+                        // starts a new probe instead of finding this one still marked.
+                        link.probing.store(false, Ordering::Release);
+                        let down_for = match &*link.state() {
+                            LinkState::Down { since, .. } => since.elapsed().unwrap_or_default(),
+                            _ => Duration::ZERO,
+                        };
+                        link.put_in_use(connections);
+                        rocket::warn!(
+                            "babylon: Redis answers again after {:.1} s down; it is used again",
+                            down_for.as_secs_f64()
+                        );
+                        return;
+                    }
+                    Err(cause) => link.probe_failed(cause),
+                }
+            }
+        });
+    }
+
+    /// Keeps the latest cause for `/api/health`, logging a version babylon cannot use once.
+    fn probe_failed(&self, cause: DownCause) {
+        let mut state = self.state();
+        if let LinkState::Down { cause: current, .. } = &mut *state {
+            if *current != cause {
+                if let DownCause::UnsupportedVersion(_) = cause {
+                    rocket::error!("babylon: {cause}; it is not used (redis.url)");
+                }
+                *current = cause;
+            }
+        }
+    }
+
+    fn put_in_use(&self, connections: Vec<MultiplexedConnection>) {
+        let mut state = self.state();
+        let generation = state.generation() + 1;
+        *state = LinkState::Up {
+            connections: connections.into(),
+            generation,
+        };
+    }
+
+    /// `pool_size` new connections, each answering `HELLO` with a version babylon runs on.
+    async fn connect_all(&self) -> Result<Vec<MultiplexedConnection>, DownCause> {
+        let mut connections = Vec::with_capacity(self.pool_size);
+        for _ in 0..self.pool_size {
+            let attempt = rocket::tokio::time::timeout(self.attempt_timeout, self.connect_one());
+            let connection = attempt
+                .await
+                .map_err(|_elapsed| DownCause::Failure(RedisFailure::Timeout))??;
+            connections.push(connection);
+        }
+        Ok(connections)
+    }
+
+    async fn connect_one(&self) -> Result<MultiplexedConnection, DownCause> {
+        let failure = |error: RedisError| DownCause::Failure(RedisFailure::of(&error));
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+            .map_err(failure)?;
+        // Without arguments HELLO changes nothing and names the server's version; every
+        // ACL user may send it. Before 6.0 it is an unknown command.
+        let hello: Result<HashMap<String, redis::Value>, RedisError> =
+            redis::cmd("HELLO").query_async(&mut connection).await;
+        let version = match hello {
+            Ok(properties) => match properties.get("version") {
+                Some(redis::Value::BulkString(bytes)) => {
+                    Some(String::from_utf8_lossy(bytes).into_owned())
+                }
+                Some(redis::Value::SimpleString(text)) => Some(text.clone()),
+                _ => None,
+            },
+            Err(error) if RedisFailure::of(&error) == RedisFailure::Server => {
+                return Err(DownCause::UnsupportedVersion(None))
+            }
+            Err(error) => return Err(failure(error)),
+        };
+        if supported(version.as_deref()) {
+            Ok(connection)
+        } else {
+            Err(DownCause::UnsupportedVersion(version))
+        }
+    }
+}
+
+/// Whether a Redis of `version` (as `HELLO` names it: `7.0.15`) is one babylon runs on.
+fn supported(version: Option<&str>) -> bool {
+    version
+        .and_then(|version| version.split('.').next()?.parse::<u32>().ok())
+        .is_some_and(|major| major >= MINIMUM_MAJOR_VERSION)
 }
 
 #[cfg(test)]
@@ -284,5 +605,105 @@ pub(crate) mod testing {
             return None;
         }
         Some(client("redis://127.0.0.1:6379", test))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_6_0_on_are_supported() {
+        for version in ["6.0.0", "6.2.14", "7.0.15", "7.4.1", "10.0.0"] {
+            assert!(supported(Some(version)), "{version}");
+        }
+        for version in [
+            Some("5.0.7"),
+            Some("4.0.14"),
+            Some("2.8.24"),
+            Some(""),
+            Some("x.y"),
+            None,
+        ] {
+            assert!(!supported(version), "{version:?}");
+        }
+    }
+
+    /// A server that speaks Redis' protocol like a Redis older than 6.0: `HELLO` is
+    /// unknown, or names the version given; every other command is answered `+OK`. (No
+    /// such Redis can be installed here.)
+    fn old_redis(version: Option<&'static str>) -> (std::thread::JoinHandle<()>, String) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buffer = [0u8; 4096];
+            // Bounded: the client sends a handful of commands, then the test ends.
+            for _ in 0..20 {
+                let Ok(read) = stream.read(&mut buffer) else {
+                    return;
+                };
+                if read == 0 {
+                    return;
+                }
+                let text = String::from_utf8_lossy(&buffer[..read]);
+                let commands = text.split("\r\n").filter(|line| line.starts_with('*'));
+                let answers: String = commands
+                    .zip(text.split('*').skip(1))
+                    .map(|(_, command)| match (command.contains("HELLO"), version) {
+                        (false, _) => "+OK\r\n".to_string(),
+                        (true, None) => "-ERR unknown command 'HELLO'\r\n".to_string(),
+                        (true, Some(version)) => format!(
+                            "*4\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n${}\r\n{version}\r\n",
+                            version.len()
+                        ),
+                    })
+                    .collect();
+                if stream.write_all(answers.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        (server, url)
+    }
+
+    #[rocket::async_test]
+    async fn a_redis_older_than_6_is_not_used() {
+        for (version, expected) in [
+            (None, DownCause::UnsupportedVersion(None)),
+            (
+                Some("5.0.7"),
+                DownCause::UnsupportedVersion(Some("5.0.7".into())),
+            ),
+        ] {
+            let (server, url) = old_redis(version);
+            let redis = testing::client(&url, "old");
+            redis.connect().await;
+            match redis.health() {
+                RedisHealth::Down { cause, .. } => assert_eq!(cause, expected),
+                other => panic!("{version:?}: {other:?}"),
+            }
+            let command = redis::cmd("GET").arg("x").clone();
+            assert_eq!(
+                redis.run::<Option<String>>("GET", &command).await,
+                Err(RedisFailure::Unavailable),
+                "{version:?}: nothing is sent to it"
+            );
+            drop(redis);
+            server.join().unwrap();
+        }
+    }
+
+    #[rocket::async_test]
+    async fn the_redis_of_this_machine_is_supported() {
+        let Some(redis) = testing::shared("version") else {
+            return;
+        };
+        redis.connect().await;
+        assert_eq!(redis.health(), RedisHealth::Up);
     }
 }

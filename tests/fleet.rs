@@ -327,7 +327,7 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
     let statuses: Vec<u16> = (0..requests)
         .map(|i| {
             let (host, worker) = &workers[i % workers.len()];
-            client.get(app(host, worker), "/api/live", &[]).0
+            client.get(app(host, worker), "/api/metrics", &[]).0
         })
         .collect();
     let elapsed = started.elapsed();
@@ -403,7 +403,9 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
                 .query(r#"job_host:up:sum{fleet="netns-test"}"#)
                 .is_empty()
             && !receiver
-                .query(r#"rocket_http_requests_by_route_transport_method_total{route="/api/live"}"#)
+                .query(
+                    r#"rocket_http_requests_by_route_transport_method_total{route="/api/metrics"}"#,
+                )
                 .is_empty()
     });
     assert!(

@@ -24,6 +24,18 @@ fn worker(database: &str, backend: &str, redis_url: &str, prefix: &str) -> TestC
     }))
 }
 
+/// Redis commands that failed or were not sent because Redis was down, from `sample`.
+fn redis_failures(sample: impl Fn(&str) -> f64) -> f64 {
+    ["connection", "timeout", "unavailable"]
+        .iter()
+        .map(|kind| {
+            sample(&format!(
+                r#"rocket_redis_errors_total{{alias="main",type="{kind}"}}"#
+            ))
+        })
+        .sum()
+}
+
 fn rename(worker: &TestClient, id: &str, name: &str) {
     let response = worker
         .put(format!("/api/items/{id}"))
@@ -134,13 +146,7 @@ fn an_unreachable_redis_fails_no_read_the_database_can_answer() {
         0.0
     );
     assert!(
-        sample_or_zero(
-            &text,
-            r#"rocket_redis_errors_total{alias="main",type="connection"}"#
-        ) + sample_or_zero(
-            &text,
-            r#"rocket_redis_errors_total{alias="main",type="timeout"}"#
-        ) >= 5.0,
+        redis_failures(|series| sample_or_zero(&text, series)) >= 5.0,
         "{text}"
     );
 }
@@ -326,17 +332,165 @@ fn redis_killed_and_restarted_under_load_fails_no_request_and_recovers() {
         body.contains("Dune Messiah"),
         "fresh after the outage: {body}"
     );
-    let errors = common::sample_at(
-        port,
-        r#"rocket_redis_errors_total{alias="main",type="connection"}"#,
-    ) + common::sample_at(
-        port,
-        r#"rocket_redis_errors_total{alias="main",type="timeout"}"#,
-    );
+    let errors = redis_failures(|series| common::sample_at(port, series));
     assert!(errors >= 20.0, "Redis failures counted: {errors}");
     eprintln!(
         "redis outage: {} reads, all 200; {} lookups failed over to the database",
         answers.len(),
         common::sample_at(port, FAILS)
     );
+}
+
+/// How a case prepares the private Redis before the cache first writes.
+#[derive(Debug, Clone, Copy)]
+enum Before {
+    Nothing,
+    /// The item's entry, stale, in a hash without an expiry: what an `EXPIRE` that failed
+    /// after its `HSET` left behind.
+    HashWithoutExpiry,
+    /// The item's entry, stale, in a hash made for a one-hour time to live.
+    HashOfALongerTtl,
+    /// A string where the cache's hash goes.
+    StringAtTheHash,
+}
+
+/// An entry is never read after `cache.ttl_seconds`, whatever Redis accepts: for a user
+/// that may not set expiries, and for hashes that the cache did not make with this time
+/// to live. Each case reads an item through the cache, changes it behind the cache's back
+/// (another worker, with no cache), and reads it again once `ttl_seconds` has passed.
+#[test]
+fn no_entry_is_read_after_ttl_seconds_whatever_redis_accepts() {
+    if common::tool("redis-server").is_none() {
+        return;
+    }
+    let port = common::ports::PortBlock::reserve(1);
+    let redis = PrivateRedis::start(port.first());
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut admin = admin.get_connection().unwrap();
+    let acl = |connection: &mut redis::Connection, user: &str, rules: &[&str]| {
+        let mut command = redis::cmd("ACL");
+        command
+            .arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(">pw")
+            .arg("~*");
+        for rule in rules {
+            command.arg(*rule);
+        }
+        command.query::<()>(connection).unwrap();
+    };
+    acl(
+        &mut admin,
+        "no_expiry",
+        &["+@all", "-expire", "-pexpire", "-expireat", "-pexpireat"],
+    );
+    acl(&mut admin, "no_pexpire", &["+@all", "-pexpire"]);
+    let as_user = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}", redis.port);
+    let cases = [
+        ("the default user", redis.url(), Before::Nothing),
+        (
+            "a user without any EXPIRE",
+            as_user("no_expiry"),
+            Before::Nothing,
+        ),
+        (
+            "a user without PEXPIRE",
+            as_user("no_pexpire"),
+            Before::Nothing,
+        ),
+        (
+            "a hash without an expiry",
+            redis.url(),
+            Before::HashWithoutExpiry,
+        ),
+        (
+            "a hash of a one-hour ttl",
+            redis.url(),
+            Before::HashOfALongerTtl,
+        ),
+        ("a string at the hash", redis.url(), Before::StringAtTheHash),
+    ];
+    for (case, url, before) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("sqlite://{}", dir.path().join("ttl.sqlite").display());
+        let prefix = unique_prefix("ttl");
+        let cached = client(json!({
+            "databases": { "main": { "url": database } },
+            "cache": { "backend": "redis", "ttl_seconds": 1 },
+            "redis": { "url": url, "key_prefix": prefix },
+        }));
+        let behind = client(json!({
+            "databases": { "main": { "url": database } },
+            "cache": { "enabled": false },
+        }));
+        let id = create_item(&behind, "v1");
+        let hash = format!("{prefix}:cache:items:by_id");
+        let stale = json!({ "id": id, "name": "stale", "kind": "book",
+                            "created_at": 0, "updated_at": 0 })
+        .to_string();
+        let mut seed = redis::pipe();
+        match before {
+            Before::Nothing => {}
+            Before::HashWithoutExpiry => {
+                seed.cmd("HSET").arg(&hash).arg(&id).arg(&stale);
+            }
+            Before::HashOfALongerTtl => {
+                seed.cmd("HSET")
+                    .arg(&hash)
+                    .arg(&id)
+                    .arg(&stale)
+                    .arg(":ttl_ms")
+                    .arg("3600000");
+                seed.cmd("PEXPIRE").arg(&hash).arg(3_600_000);
+            }
+            Before::StringAtTheHash => {
+                seed.cmd("SET").arg(&hash).arg("not a hash");
+            }
+        }
+        if !matches!(before, Before::Nothing) {
+            seed.query::<()>(&mut admin).unwrap();
+        }
+
+        assert_eq!(
+            name_of(&cached, &id),
+            "v1",
+            "{case}: nothing stale is served"
+        );
+        assert_eq!(name_of(&cached, &id), "v1", "{case}");
+        rename(&behind, &id, "v2");
+        let renamed = std::time::Instant::now();
+        if matches!(before, Before::Nothing) && url == redis.url() {
+            // The contrast that lets this test fail: within the time to live the cache
+            // serves what it holds.
+            assert_eq!(name_of(&cached, &id), "v1", "{case}: the entry is cached");
+        }
+        std::thread::sleep(
+            std::time::Duration::from_millis(1050).saturating_sub(renamed.elapsed()),
+        );
+        assert_eq!(
+            name_of(&cached, &id),
+            "v2",
+            "{case}: read {:?} after the change, with ttl_seconds = 1",
+            renamed.elapsed()
+        );
+        // No entry under the prefix lives forever: a hash without an expiry holds at
+        // most its marker (its PEXPIRE was refused before any entry went in).
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut admin)
+            .unwrap();
+        for key in keys {
+            let left: i64 = redis::cmd("PTTL").arg(&key).query(&mut admin).unwrap();
+            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut admin).unwrap();
+            let fields: Vec<String> = match kind.as_str() {
+                "hash" => redis::cmd("HKEYS").arg(&key).query(&mut admin).unwrap(),
+                _ => vec![format!("a {kind}")],
+            };
+            assert!(
+                left > 0 || fields.iter().all(|field| field == ":ttl_ms"),
+                "{case}: {key} holds {fields:?} and has no expiry ({left})"
+            );
+        }
+    }
 }

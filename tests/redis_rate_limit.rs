@@ -55,7 +55,7 @@ fn round_robin(workers: &[Worker], requests: usize) -> (Vec<u16>, Duration) {
             http_get_from(
                 Ipv4Addr::LOCALHOST,
                 worker.app_port,
-                "/api/live",
+                "/api/metrics",
                 &[("X-Forwarded-For", &client)],
             )
             .0

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::Started;
 use crate::db::Db;
+use crate::redis_client::{RedisHealth, SharedRedis};
 use crate::request::Recorded;
 
 /// A database that does not answer `SELECT 1` within this long is reported unavailable.
@@ -37,6 +38,51 @@ pub(super) struct Health {
     pub commit: &'static str,
     pub uptime_seconds: f64,
     pub database: DatabaseHealth,
+    /// Present when a backend uses the shared Redis. It never makes the answer 503: every
+    /// worker shares that Redis, and each serves without it (see docs/api.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisReport>,
+}
+
+/// The shared Redis, when a backend (the cache, the rate limit) uses it.
+pub(crate) struct RedisInUse(pub(crate) Option<SharedRedis>);
+
+#[derive(Debug, Serialize)]
+pub(super) struct RedisReport {
+    /// `ok`; `unavailable` while it is down (commands fail at once and each backend falls
+    /// back, until a probe reaches it); `not_connected` before the first connection.
+    pub status: &'static str,
+    /// Why it is down: `connection`, `timeout`, `server` or `unsupported_version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Unix time (seconds) since when it has been down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_since: Option<u64>,
+}
+
+impl RedisReport {
+    fn of(redis: &SharedRedis) -> RedisReport {
+        match redis.health() {
+            RedisHealth::NotConnected => RedisReport {
+                status: "not_connected",
+                reason: None,
+                down_since: None,
+            },
+            RedisHealth::Up => RedisReport {
+                status: "ok",
+                reason: None,
+                down_since: None,
+            },
+            RedisHealth::Down { since, cause } => RedisReport {
+                status: "unavailable",
+                reason: Some(cause.reason()),
+                down_since: since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|since| since.as_secs()),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -81,7 +127,11 @@ pub(super) fn live(started: &State<Started>) -> Json<Live> {
 }
 
 #[rocket::get("/api/health")]
-pub(super) async fn health(started: &State<Started>, db: &Db) -> Recorded<(Status, Json<Health>)> {
+pub(super) async fn health(
+    started: &State<Started>,
+    db: &Db,
+    redis: &State<RedisInUse>,
+) -> Recorded<(Status, Json<Health>)> {
     let vendor = db.vendor().label();
     let database = match db.ping(DATABASE_TIMEOUT).await {
         Ok(()) => DatabaseHealth {
@@ -111,6 +161,7 @@ pub(super) async fn health(started: &State<Started>, db: &Db) -> Recorded<(Statu
         commit: crate::build::COMMIT,
         uptime_seconds: started.uptime_seconds(),
         database,
+        redis: redis.0.as_ref().map(RedisReport::of),
     };
     let code = if problem.is_none() {
         Status::Ok

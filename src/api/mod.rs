@@ -23,6 +23,12 @@ impl Started {
     }
 }
 
+pub(crate) use health::RedisInUse;
+
+/// The paths orchestrators probe (liveness, readiness): their answers must not depend on
+/// Redis, so the rate limit checks them in this process only.
+pub(crate) const PROBE_PATHS: [&str; 2] = ["/api/live", "/api/health"];
+
 /// Every API route. With metrics on, wrap them with [`crate::observe::instrument`]
 /// so that handler panics are counted as such.
 pub(crate) fn routes() -> Vec<Route> {
@@ -34,6 +40,23 @@ pub(crate) fn routes() -> Vec<Route> {
 /// JSON answers for every error status, including a data guard's refusal.
 pub(crate) fn catchers() -> Vec<Catcher> {
     rocket::catchers![json_catcher]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_probe_paths_are_routes() {
+        let paths: Vec<String> = super::routes()
+            .iter()
+            .map(|route| route.uri.path().to_string())
+            .collect();
+        for probe in super::PROBE_PATHS {
+            assert!(
+                paths.iter().any(|path| path == probe),
+                "{probe} in {paths:?}"
+            );
+        }
+    }
 }
 
 #[rocket::catch(default)]

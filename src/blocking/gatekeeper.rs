@@ -32,6 +32,9 @@ pub(crate) struct Gatekeeper {
     /// The metrics path, when this port serves metrics: its requests are the metrics
     /// route's to judge.
     scrapes: Option<RoutedPath>,
+    /// The liveness and readiness paths: rate limited in this process only, so that no
+    /// Redis outage can fail a probe (or make it wait).
+    probes: Vec<RoutedPath>,
 }
 
 impl Gatekeeper {
@@ -39,11 +42,13 @@ impl Gatekeeper {
         clients: ClientAddr,
         policy: Option<Arc<Policy>>,
         scrapes: Option<RoutedPath>,
+        probes: Vec<RoutedPath>,
     ) -> Self {
         Gatekeeper {
             clients,
             policy,
             scrapes,
+            probes,
         }
     }
 
@@ -61,7 +66,10 @@ impl Gatekeeper {
         if self.is_scrape(request) {
             return Screening::decided(Ok(()));
         }
+        let probe = matches!(request.method(), Method::Get | Method::Head)
+            && self.probes.iter().any(|path| path.matches(request));
         match self.clients.of(request) {
+            Some(client) if probe => policy.check_in_process(client),
             Some(client) => policy.check(client),
             // Without a peer address (only Rocket's local test client) there is nothing to
             // key a deny list or rate limit on.

@@ -37,6 +37,18 @@ impl Policy {
         }
     }
 
+    /// Like [`check`](Self::check), with the rate limit decided in this process even when
+    /// its buckets live in Redis: for the probes, whose answers must not depend on Redis.
+    pub(crate) fn check_in_process(&self, client: IpAddr) -> Screening<'_> {
+        if self.deny.contains(client) {
+            return Screening::decided(Err(BlockReason::DenyList));
+        }
+        match &self.rate_limit {
+            Some(limit) => limit.check_in_process(client),
+            None => Screening::decided(Ok(())),
+        }
+    }
+
     pub(crate) fn forget_idle_clients(&self) {
         if let Some(limiter) = &self.rate_limit {
             limiter.forget_idle_clients();

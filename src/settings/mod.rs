@@ -66,6 +66,26 @@ pub struct CacheSettings {
     pub backend: Backend,
 }
 
+impl CacheSettings {
+    /// The longest `ttl_seconds`: a year. A read cache bounds staleness in seconds, and
+    /// beyond this the in-process cache would refuse it (moka panics above 1,000 years).
+    pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 60 * 60;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.ttl_seconds.get() > Self::MAX_TTL_SECONDS {
+            return Err(ConfigError::invalid(
+                "cache.ttl_seconds",
+                format!(
+                    "{} s is more than a year ({} s), the longest an entry may be served",
+                    self.ttl_seconds,
+                    Self::MAX_TTL_SECONDS
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
@@ -676,17 +696,7 @@ impl Settings {
             mut redis,
         } = figment.extract().map_err(ConfigError::from_figment)?;
         metrics.validate()?;
-        let backends = [
-            ("cache.backend", cache.enabled.then_some(cache.backend)),
-            (
-                "blocking.rate_limit.backend",
-                blocking
-                    .rate_limit
-                    .filter(|_| blocking.enabled)
-                    .map(|limit| limit.backend),
-            ),
-        ];
-        for (key, backend) in backends {
+        for (key, backend) in backends(&cache, &blocking) {
             if backend == Some(Backend::Redis) && redis.url.is_none() {
                 return Err(ConfigError::invalid(
                     "redis.url",
@@ -696,6 +706,7 @@ impl Settings {
                 ));
             }
         }
+        cache.validate()?;
         redis.validate()?;
         let database = database_config(figment)?;
         let database_url = DatabaseUrl::parse(&database.url, state_directory().as_deref())
@@ -707,6 +718,32 @@ impl Settings {
             redis,
             database_url,
         })
+    }
+}
+
+/// The backend keys and the backend each one uses, `None` where the feature is off.
+fn backends(
+    cache: &CacheSettings,
+    blocking: &BlockingSettings,
+) -> [(&'static str, Option<Backend>); 2] {
+    [
+        ("cache.backend", cache.enabled.then_some(cache.backend)),
+        (
+            "blocking.rate_limit.backend",
+            blocking
+                .rate_limit
+                .filter(|_| blocking.enabled)
+                .map(|limit| limit.backend),
+        ),
+    ]
+}
+
+impl Settings {
+    /// Whether a backend in use (the cache, the rate limit) lives in the shared Redis.
+    pub fn uses_redis(&self) -> bool {
+        backends(&self.cache, &self.blocking)
+            .iter()
+            .any(|(_, backend)| *backend == Some(Backend::Redis))
     }
 }
 

@@ -362,4 +362,5 @@ pub mod pg;
 pub mod ports;
 pub mod prometheus;
 pub mod redis_server;
+pub mod silent_proxy;
 pub mod workers;

@@ -100,6 +100,12 @@ impl RateLimit {
         }
     }
 
+    /// The verdict of this process' own limiter, whatever the backend.
+    pub(crate) fn check_in_process(&self, client: IpAddr) -> Screening<'_> {
+        let key = ClientKey::of(client, self.local.ipv6_prefix());
+        Screening::decided(self.local.check(key).map_err(rate_limited))
+    }
+
     async fn check_shared(
         &self,
         shared: &SharedLimiter,

@@ -14,6 +14,12 @@
 //! - **Microseconds.** Times are integral microseconds, exact in Lua's doubles for
 //!   centuries; a rate above a million requests a second per client is taken as one
 //!   a microsecond.
+//! - **Only its own values.** A key's value is trusted only if this script could have
+//!   written it: an integer no further ahead than one request can put it
+//!   (`now + tau + t`). Anything else under the key (`nan`, a huge number, another type)
+//!   is taken as absent and overwritten, with an expiry, by the next request, so a
+//!   foreign value can neither block a client for long nor make `Retry-After` exceed one
+//!   interval `t`, the longest this limit ever asks a client to wait.
 
 use std::time::Duration;
 
@@ -29,7 +35,11 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local t = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local stored = redis.pcall('GET', KEYS[1])
+local tat = type(stored) == 'string' and tonumber(stored) or nil
+if tat == nil or tat ~= tat or tat % 1 ~= 0 or tat > now + tau + t then
+  tat = now
+end
 local earliest = tat - tau
 if now < earliest then
   return earliest - now
@@ -79,7 +89,9 @@ impl SharedLimiter {
         let wait_micros: u64 = self.redis.run_script(COMMAND, &invocation).await?;
         Ok(match wait_micros {
             0 => Ok(()),
-            wait => Err(Duration::from_micros(wait)),
+            // The script never asks for more than one interval; this holds even against a
+            // script of another version under the same keys.
+            wait => Err(Duration::from_micros(wait.min(self.t_micros))),
         })
     }
 
@@ -240,15 +252,113 @@ mod tests {
         forget(&limiter, &[client]).await;
     }
 
+    /// Values the script did not write: strings, non-numbers, non-integers, numbers far
+    /// ahead, and keys of other types.
+    const FOREIGN: [&str; 12] = [
+        "nan",
+        "inf",
+        "-inf",
+        "abc",
+        "",
+        "1e309",
+        "1.5",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "99999999999999999999999999",
+        "0x7fffffffffffffff",
+        " 12 ",
+    ];
+
+    #[rocket::async_test]
+    async fn a_value_it_did_not_write_is_taken_as_absent_and_overwritten_with_an_expiry() {
+        let Some(redis) = testing::shared("foreign") else {
+            return;
+        };
+        let burst = 3;
+        let limiter = SharedLimiter::with_interval(redis, HOUR, burst);
+        let client = key("198.51.100.23");
+        let bucket = limiter.bucket(client);
+        let set = |value: &str| redis::cmd("SET").arg(&bucket).arg(value).clone();
+        let mut cases: Vec<(String, redis::Cmd)> = FOREIGN
+            .iter()
+            .map(|value| (format!("{value:?}"), set(value)))
+            .collect();
+        for (kind, command) in [
+            (
+                "hash",
+                redis::cmd("HSET").arg(&bucket).arg("f").arg("v").clone(),
+            ),
+            ("list", redis::cmd("RPUSH").arg(&bucket).arg("v").clone()),
+            ("set", redis::cmd("SADD").arg(&bucket).arg("v").clone()),
+        ] {
+            cases.push((kind.to_string(), command));
+        }
+        for (what, write) in cases {
+            forget(&limiter, &[client]).await;
+            limiter.redis.run::<()>("SET", &write).await.unwrap();
+            let mut allowed = 0;
+            for _ in 0..burst + 2 {
+                match limiter.check(client).await {
+                    Ok(Ok(())) => allowed += 1,
+                    Ok(Err(wait)) => assert!(wait <= HOUR, "{what}: asked to wait {wait:?}"),
+                    Err(failure) => panic!("{what}: the check failed ({failure:?})"),
+                }
+            }
+            assert_eq!(allowed, burst, "{what}: a fresh bucket's burst, no more");
+            let ttl: i64 = limiter
+                .redis
+                .run("PTTL", redis::cmd("PTTL").arg(&bucket))
+                .await
+                .unwrap();
+            assert!(ttl > 0, "{what}: the key has an expiry again ({ttl})");
+        }
+        forget(&limiter, &[client]).await;
+    }
+
+    #[rocket::async_test]
+    async fn no_stored_value_makes_a_client_wait_longer_than_one_interval() {
+        use proptest::prelude::*;
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::{Config, TestRunner};
+        let Some(redis) = testing::shared("wait-bound") else {
+            return;
+        };
+        let limiter = SharedLimiter::with_interval(redis, Duration::from_secs(2), 4);
+        let client = key("198.51.100.24");
+        let bucket = limiter.bucket(client);
+        let values = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            "\\PC{0,12}",
+            prop::sample::select(FOREIGN.to_vec()).prop_map(String::from),
+        ];
+        // Generated up front: each case is checked against Redis, asynchronously.
+        let mut runner = TestRunner::new(Config::default());
+        let cases: Vec<String> = (0..200)
+            .map(|_| values.new_tree(&mut runner).unwrap().current())
+            .collect();
+        for value in cases {
+            let command = redis::cmd("SET").arg(&bucket).arg(&value).clone();
+            limiter.redis.run::<()>("SET", &command).await.unwrap();
+            for _ in 0..6 {
+                if let Err(wait) = limiter.check(client).await.expect("Redis answers") {
+                    assert!(wait <= Duration::from_secs(2), "{value:?}: {wait:?}");
+                }
+            }
+        }
+        forget(&limiter, &[client]).await;
+    }
+
     #[rocket::async_test]
     async fn an_unreachable_redis_is_a_failure_not_a_verdict() {
         let (_refusing, url) = testing::refusing_url();
         let redis = testing::client(&url, "down");
         let limiter = SharedLimiter::with_interval(redis, HOUR, 2);
-        let failure = limiter.check(key("203.0.113.9")).await.unwrap_err();
-        assert!(
-            matches!(failure, RedisFailure::Connection | RedisFailure::Timeout),
-            "{failure:?}"
-        );
+        // The first check finds no connection to be had; Redis is down from then on.
+        for _ in 0..2 {
+            let failure = limiter.check(key("203.0.113.9")).await.unwrap_err();
+            assert_eq!(failure, RedisFailure::Unavailable);
+        }
     }
 }
