@@ -22,7 +22,7 @@ use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
 use crate::pipeline::RequestPipeline;
 use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
-use crate::settings::{self, ConfigError, MetricsSettings, Settings};
+use crate::settings::{self, ConfigError, MetricsSettings, Problems, Settings};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,15 +48,14 @@ pub enum StartError {
 /// leaves GET and HEAD of that path to it, so a route of the application there would be
 /// served past the deny list and the rate limit (and Rocket would refuse an identical
 /// one at launch, naming no setting).
-fn refuse_a_shadowed_metrics_path(metrics: &MetricsSettings) -> Result<(), ConfigError> {
+fn refuse_a_shadowed_metrics_path(metrics: &MetricsSettings, problems: &mut Problems) {
     if !(metrics.enabled && metrics.serve_on_main_port) {
-        return Ok(());
+        return;
     }
     let path = routing::RoutedPath::new(metrics.path.as_str());
     let mut routes = api::routes().into_iter().chain(Gatekeeper::routes());
-    match routes.find(|route| path.is_matched_by(route.uri.path())) {
-        None => Ok(()),
-        Some(route) => Err(ConfigError::invalid(
+    if let Some(route) = routes.find(|route| path.is_matched_by(route.uri.path())) {
+        problems.invalid(
             "metrics.path",
             format!(
                 "`{}` is served by the application route {} {}; choose a path no route matches, e.g. \"/metrics\"",
@@ -64,7 +63,7 @@ fn refuse_a_shadowed_metrics_path(metrics: &MetricsSettings) -> Result<(), Confi
                 route.method,
                 route.uri
             ),
-        )),
+        );
     }
 }
 
@@ -77,20 +76,43 @@ pub struct App {
 impl App {
     /// Reads Rocket.toml (profile from `ROCKET_PROFILE`) and the environment.
     pub fn from_env() -> Result<App, ConfigError> {
+        settings::check_config_file()?;
         Self::from_figment(settings::figment())
     }
 
     /// Reads and validates the settings of `figment` (see [`settings::figment_from`]
     /// for one that ignores the working directory's Rocket.toml).
     pub fn from_figment(figment: Figment) -> Result<App, ConfigError> {
-        let settings = Settings::from_figment(&figment)?;
-        refuse_a_shadowed_metrics_path(&settings.metrics)?;
+        let (settings, mut problems) = Settings::read(&figment);
+        if let Some(settings) = &settings {
+            refuse_a_shadowed_metrics_path(&settings.metrics, &mut problems);
+        }
+        problems.into_result(&figment)?;
+        let settings = settings.expect("settings are read whenever nothing is wrong");
         Ok(App { figment, settings })
     }
 
     /// The validated settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Rocket's own settings (`workers`, `shutdown`, …), validated with the rest.
+    pub fn rocket_config(&self) -> rocket::Config {
+        rocket::Config::try_from(&self.figment).unwrap_or_default()
+    }
+
+    /// The async runtime to serve on, with Rocket's `workers` and `max_blocking` threads,
+    /// as `rocket::execute` would build it, but from settings validated first, so that a
+    /// wrong value is one line rather than a panic (`workers = 0`) or an abort (100,000).
+    pub fn runtime(&self) -> std::io::Result<rocket::tokio::runtime::Runtime> {
+        let config = self.rocket_config();
+        rocket::tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers)
+            .max_blocking_threads(config.max_blocking)
+            .thread_name("rocket-worker-thread")
+            .enable_all()
+            .build()
     }
 
     /// Builds the Rocket. With metrics and export enabled this binds the export port now,

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: babylon [--check-config | --version | --help]\n\n  \
-    --check-config  read Rocket.toml and BABYLON_* variables, report the first problem, open no port\n  \
+    --check-config  read Rocket.toml and the ROCKET_* and BABYLON_* variables, report every problem, open nothing\n  \
     --version       print the version, the commit and the compiler, and exit\n";
 
 #[global_allocator]
@@ -15,11 +15,6 @@ fn main() -> ExitCode {
     if let Err(error) = babylon::memory::keep_pages_small() {
         eprintln!("babylon: warning: {error}");
     }
-
-    rocket::execute(run())
-}
-
-async fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check_only = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => false,
@@ -38,10 +33,14 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The settings are read and checked before anything else exists: no thread, no
+    // runtime, no socket, so a wrong value (even `workers = 0`) is only a message.
     let app = match babylon::App::from_env() {
         Ok(app) => app,
         Err(error) => {
-            eprintln!("babylon: {error}");
+            for line in error.to_string().lines() {
+                eprintln!("babylon: {line}");
+            }
             return ExitCode::from(2);
         }
     };
@@ -49,6 +48,23 @@ async fn run() -> ExitCode {
         println!("babylon: configuration is valid");
         return ExitCode::SUCCESS;
     }
+    let runtime = match app.runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("babylon: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let force_end = app.rocket_config().shutdown.force;
+    let code = runtime.block_on(run(app));
+    if force_end {
+        // As `rocket::execute` does: tasks still running get half a second.
+        runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    }
+    code
+}
+
+async fn run(app: babylon::App) -> ExitCode {
     // Before any listener or connection is opened: each needs a descriptor (src/limits.rs).
     match babylon::limits::raise_open_files_limit() {
         Ok(Some(raised)) => println!("babylon: {raised}"),
@@ -104,7 +120,8 @@ async fn run() -> ExitCode {
 /// dropped) goes when the error does.
 async fn drained(rocket: &std::sync::Arc<rocket::Rocket<rocket::Orbit>>) -> bool {
     let shutdown = &rocket.config().shutdown;
-    let patience = std::time::Duration::from_secs(u64::from(shutdown.grace + shutdown.mercy) + 1);
+    let patience =
+        std::time::Duration::from_secs(u64::from(shutdown.grace) + u64::from(shutdown.mercy) + 1);
     let deadline = std::time::Instant::now() + patience;
     while std::sync::Arc::strong_count(rocket) > 1 {
         if std::time::Instant::now() >= deadline {

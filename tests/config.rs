@@ -349,3 +349,269 @@ fn the_binary_names_its_version_and_refuses_unknown_arguments() {
         "{message}"
     );
 }
+
+/// Runs `babylon --check-config` with `env` (and the shipped Rocket.toml unless `env`
+/// names another), waiting at most 10 s: a hang is a failure, not a stuck test.
+fn check_config_within(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = binary();
+    command
+        .arg("--check-config")
+        .env(
+            "ROCKET_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Rocket.toml"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("--check-config with {env:?} still ran after 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
+/// A FIFO in `dir`: opening it for reading would wait for a writer forever.
+fn fifo(dir: &std::path::Path) -> String {
+    let path = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    path.display().to_string()
+}
+
+/// Values an outside test found to pass `--check-config` and then break the service
+/// (a panic, an abort, a hang, a 413 for every body, a database chosen by libpq), or to
+/// be ignored, each given as the variable a user would set.
+fn broken_values(dir: &std::path::Path) -> Vec<(&'static str, String, &'static str)> {
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'#'; 2 * 1024 * 1024]).unwrap();
+    let fifo = fifo(dir);
+    let labels = format!(
+        "{{directory=\"{}\",labels={{instance=\"x\"}}}}",
+        dir.display()
+    );
+    vec![
+        ("ROCKET_WORKERS", "0".into(), "workers"),
+        ("ROCKET_WORKERS", "100000".into(), "workers"),
+        ("ROCKET_WORKERS", "-1".into(), "workers"),
+        ("ROCKET_MAX_BLOCKING", "0".into(), "max_blocking"),
+        ("ROCKET_LIMITS", "{json=-1}".into(), "limits.json"),
+        (
+            "ROCKET_TLS",
+            "{certs=\"a.pem\",key=\"b.pem\"}".into(),
+            "tls",
+        ),
+        ("ROCKET_MTLS", "{ca_certs=\"c.pem\"}".into(), "mtls"),
+        ("ROCKET_IP_HEADER", "X-Forwarded-For".into(), "ip_header"),
+        ("ROCKET_TEMP_DIR", "/dev/zero".into(), "temp_dir"),
+        ("ROCKET_PORTT", "8080".into(), "portt"),
+        (
+            "BABYLON_CACHE__TTL_SECONDS",
+            "40000000000".into(),
+            "cache.ttl_seconds",
+        ),
+        (
+            "BABYLON_DATABASES__MAIN__MAX_CONNECTIONS",
+            "0".into(),
+            "databases.main.max_connections",
+        ),
+        (
+            "BABYLON_DATABASES__MAIN__MAX_CONNECTIONS",
+            "4294967296".into(),
+            "databases.main.max_connections",
+        ),
+        (
+            "BABYLON_DATABASES__MAIN__CONNECT_TIMEOUT",
+            "18446744073709551615".into(),
+            "databases.main.connect_timeout",
+        ),
+        (
+            "BABYLON_DATABASES__MAIN__URL",
+            "postgres:///".into(),
+            "databases.main.url",
+        ),
+        (
+            "BABYLON_DATABASES__MAIN__URL",
+            "sqlite:///dev/zero".into(),
+            "databases.main.url",
+        ),
+        (
+            "BABYLON_METRICS__EXPORT__TOKEN_FILE",
+            "/dev/zero".into(),
+            "metrics.export.token_file",
+        ),
+        (
+            "BABYLON_METRICS__EXPORT__TOKEN_FILE",
+            fifo.clone(),
+            "metrics.export.token_file",
+        ),
+        (
+            "BABYLON_METRICS__EXPORT__TOKEN_FILE",
+            dir.display().to_string(),
+            "metrics.export.token_file",
+        ),
+        (
+            "BABYLON_METRICS__PATH",
+            "/api/metrics".into(),
+            "metrics.path",
+        ),
+        (
+            "BABYLON_METRICS__EXPORT__FILE_SD",
+            labels,
+            "metrics.export.file_sd.labels",
+        ),
+        ("ROCKET_CONFIG", "/etc/passwd".into(), ""),
+        ("ROCKET_CONFIG", "/dev/zero".into(), ""),
+        ("ROCKET_CONFIG", fifo, ""),
+        ("ROCKET_CONFIG", big.display().to_string(), ""),
+        ("ROCKET_CONFIG", "/nonexistent/Rocket.toml".into(), ""),
+        ("ROCKET_PROFILE", "relase".into(), "profile"),
+    ]
+}
+
+#[test]
+fn check_config_refuses_each_broken_value_in_one_line_naming_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    for (variable, value, key) in broken_values(dir.path()) {
+        if key.is_empty() && variable != "ROCKET_CONFIG" {
+            continue; // Valid alone: kept for the run with several values below.
+        }
+        let (code, stderr) = check_config_within(&[(variable, &value)]);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(code, Some(2), "{variable}={value}: {stderr}");
+        assert_eq!(lines.len(), 1, "{variable}={value}: one line: {stderr}");
+        let line = lines[0];
+        assert!(
+            line.starts_with("babylon: invalid "),
+            "{variable}={value}: {line}"
+        );
+        let source = if variable == "ROCKET_CONFIG" && value == "/etc/passwd" {
+            " (in /etc/passwd)".to_string()
+        } else {
+            format!(" (from {variable}")
+        };
+        assert!(
+            line.contains(&source),
+            "{variable}={value}: no `{source}` in {line}"
+        );
+        if !key.is_empty() {
+            assert!(
+                line.contains(&format!("`{key}`")),
+                "{variable}={value}: {line}"
+            );
+        }
+        assert!(
+            !line.contains("panicked") && !line.contains("RUST_BACKTRACE"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn check_config_reports_every_wrong_setting_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let several: Vec<(&str, String, &str)> = broken_values(dir.path())
+        .into_iter()
+        .filter(|(variable, _, key)| !key.is_empty() && seen.insert(*variable))
+        .collect();
+    let env: Vec<(&str, &str)> = several
+        .iter()
+        .map(|(variable, value, _)| (*variable, value.as_str()))
+        .collect();
+    let (code, stderr) = check_config_within(&env);
+    assert_eq!(code, Some(2), "{stderr}");
+    for (variable, _, key) in &several {
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.contains(&format!("`{key}`"))),
+            "{variable}: `{key}` is not reported:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        stderr.lines().count(),
+        several.len(),
+        "one line per wrong setting:\n{stderr}"
+    );
+}
+
+/// `--check-config` starts no thread, opens no socket and reads no file it was not meant
+/// to, as `strace` sees it: with Redis backends and PostgreSQL configured, it connects to
+/// neither; with a device as a token file, it never opens it.
+#[test]
+fn check_config_spawns_nothing_connects_nowhere_and_reads_no_device() {
+    let Some(strace) = common::tool("strace") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let run = |env: &[(&str, &str)]| -> (Option<i32>, String) {
+        let mut command = std::process::Command::new(&strace);
+        command
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=clone,clone3,fork,vfork,socket,connect,openat",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_babylon"))
+            .arg("--check-config")
+            .env(
+                "ROCKET_CONFIG",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Rocket.toml"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let status = command.status().unwrap();
+        (status.code(), std::fs::read_to_string(&trace).unwrap())
+    };
+    let (code, calls) = run(&[
+        ("BABYLON_CACHE__BACKEND", "redis"),
+        ("BABYLON_REDIS__URL", "redis://127.0.0.1:6379"),
+        (
+            "BABYLON_DATABASES__MAIN__URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
+    ]);
+    assert_eq!(code, Some(0), "{calls}");
+    for call in [
+        "clone(", "clone3(", "fork(", "vfork(", "socket(", "connect(",
+    ] {
+        assert!(
+            !calls.lines().any(|line| line.contains(call)),
+            "--check-config made a {call}…):\n{calls}"
+        );
+    }
+    let fifo = fifo(dir.path());
+    for device in ["/dev/zero", fifo.as_str()] {
+        let (code, calls) = run(&[("BABYLON_METRICS__EXPORT__TOKEN_FILE", device)]);
+        assert_eq!(code, Some(2));
+        assert!(
+            !calls
+                .lines()
+                .any(|line| line.contains(&format!("\"{device}\""))),
+            "--check-config opened {device}:\n{calls}"
+        );
+    }
+}

@@ -14,9 +14,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use babylon::settings::Settings;
 use rocket::http::Status;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,73 +56,9 @@ fn names_in_code(text: &str, name: &str) -> bool {
 // ---------------------------------------------------------------------------------------
 // Settings keys
 
-/// The keys of the section at `path`, as the loader lists them when given an unknown one;
-/// `None` when `path` holds a value rather than a section.
-fn keys_of(path: &[&str]) -> Option<Vec<String>> {
-    const PROBE: &str = "zz_unknown_probe";
-    let mut value = json!({ PROBE: 1 });
-    for part in path.iter().rev() {
-        let mut section = Map::new();
-        section.insert(part.to_string(), value);
-        value = Value::Object(section);
-    }
-    let error = match Settings::from_figment(&common::settings(value)) {
-        Ok(_) => panic!("an unknown key under {path:?} was accepted"),
-        Err(error) => error.to_string(),
-    };
-    let dotted = path
-        .iter()
-        .chain([&PROBE])
-        .copied()
-        .collect::<Vec<_>>()
-        .join(".");
-    if !error.contains(&format!("`{dotted}`")) || !error.contains("unknown key") {
-        return None;
-    }
-    let (_, list) = error
-        .split_once("the keys here are ")
-        .unwrap_or_else(|| panic!("{dotted}: the message lists no keys: {error}"));
-    Some(
-        list.split(", ")
-            .map(|key| key.trim_matches('`').to_string())
-            .collect(),
-    )
-}
-
-/// Every key under `path`, as full dotted paths, found by probing each key for keys of
-/// its own.
-fn all_keys(path: &mut Vec<&'static str>, found: &mut BTreeSet<String>) {
-    let Some(keys) = keys_of(path) else {
-        return;
-    };
-    for key in keys {
-        let key: &'static str = Box::leak(key.into_boxed_str());
-        path.push(key);
-        let dotted = path.join(".");
-        match keys_of(path) {
-            Some(_) => all_keys(path, found),
-            None => {
-                found.insert(dotted);
-            }
-        }
-        path.pop();
-    }
-}
-
 #[test]
 fn every_settings_key_is_documented() {
-    let mut keys = BTreeSet::new();
-    for section in [
-        vec!["metrics"],
-        vec!["blocking"],
-        vec!["cache"],
-        vec!["redis"],
-        vec!["databases", "main"],
-    ] {
-        let before = keys.len();
-        all_keys(&mut section.clone(), &mut keys);
-        assert!(keys.len() > before, "no keys found under {section:?}");
-    }
+    let keys = common::settings_keys::babylon_keys();
     // The probe reaches nested sections, optional ones included.
     for nested in [
         "metrics.export.port_range",

@@ -67,7 +67,9 @@ mod tests {
             let path = dir.path().join("token");
             std::fs::write(&path, format!("{token}\n")).unwrap();
             export.token_file = Some(path);
-            export.validate().unwrap();
+            let mut problems = crate::settings::Problems::default();
+            export.validate(&mut problems);
+            assert!(problems.is_empty(), "{problems:?}");
         }
         MetricsAccess::new(&export)
     }

@@ -68,6 +68,18 @@ impl DatabaseUrl {
                     redact(text)
                 ));
             }
+            // Without one, libpq's defaults choose the database (named after the user): on
+            // a shared server, someone else's, which migrations would then change.
+            let database = parsed.path().trim_start_matches('/');
+            let named_in_query = parsed
+                .query_pairs()
+                .any(|(key, value)| key == "dbname" && !value.is_empty());
+            if database.is_empty() && !named_in_query {
+                return Err(format!(
+                    "`{}` names no database; name it after the host (postgres://user@host:5432/babylon), so that babylon never migrates a database libpq picks by default",
+                    redact(text)
+                ));
+            }
             return Ok(DatabaseUrl {
                 vendor: Vendor::Postgresql,
                 url: text.to_string(),
@@ -96,6 +108,7 @@ impl DatabaseUrl {
                 file = dir.join(file);
             }
         }
+        check_sqlite_file(&file)?;
         // Create the file when missing unless the URL chose a mode itself.
         let query = if query.split('&').any(|pair| pair.starts_with("mode=")) {
             query.to_string()
@@ -130,6 +143,38 @@ impl fmt::Display for DatabaseUrl {
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// A SQLite database file must be a regular file (a device or a directory is not a
+/// database), or be creatable: its directory must exist.
+fn check_sqlite_file(file: &Path) -> Result<(), String> {
+    match std::fs::metadata(file) {
+        Ok(metadata) if metadata.is_file() => Ok(()),
+        Ok(metadata) if metadata.is_dir() => Err(format!(
+            "{} is a directory; name the database file, e.g. sqlite://{}/babylon.sqlite",
+            file.display(),
+            file.display()
+        )),
+        Ok(_) => Err(format!(
+            "{} is not a regular file (a device, a FIFO or a socket), so it cannot hold a database",
+            file.display()
+        )),
+        Err(_) => {
+            let directory = match file.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            if directory.is_dir() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} cannot be created: {} is not an existing directory",
+                    file.display(),
+                    directory.display()
+                ))
+            }
+        }
     }
 }
 
@@ -173,19 +218,22 @@ mod tests {
 
     #[test]
     fn vendors_and_sqlite_paths() {
-        let url = DatabaseUrl::parse(
-            "sqlite://babylon.sqlite",
-            Some(Path::new("/var/lib/babylon")),
-        )
-        .unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::parse("sqlite://babylon.sqlite", Some(state.path())).unwrap();
         assert_eq!(url.vendor(), Vendor::Sqlite);
         assert_eq!(
             url.connect_url(),
-            "sqlite:///var/lib/babylon/babylon.sqlite?mode=rwc"
+            format!(
+                "sqlite://{}/babylon.sqlite?mode=rwc",
+                state.path().display()
+            )
         );
-        let url =
-            DatabaseUrl::parse("sqlite:/abs/x.db?mode=ro", Some(Path::new("/state"))).unwrap();
-        assert_eq!(url.connect_url(), "sqlite:///abs/x.db?mode=ro");
+        let absolute = format!("sqlite:{}/x.db?mode=ro", state.path().display());
+        let url = DatabaseUrl::parse(&absolute, Some(Path::new("/state"))).unwrap();
+        assert_eq!(
+            url.connect_url(),
+            format!("sqlite://{}/x.db?mode=ro", state.path().display())
+        );
         let url = DatabaseUrl::parse("postgresql://u:pw@h:5432/db", None).unwrap();
         assert_eq!(url.vendor(), Vendor::Postgresql);
         assert_eq!(url.to_string(), "postgresql://u:***@h:5432/db");
@@ -194,6 +242,30 @@ mod tests {
             .unwrap_err()
             .contains("root:***@h"));
         assert!(DatabaseUrl::parse("sqlite://", None).is_err());
+    }
+
+    #[test]
+    fn a_file_that_cannot_hold_a_database_and_a_url_without_one_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (url, problem) in [
+            ("sqlite:///dev/zero".to_string(), "not a regular file"),
+            (
+                format!("sqlite://{}", dir.path().display()),
+                "is a directory",
+            ),
+            (
+                format!("sqlite://{}/missing/x.db", dir.path().display()),
+                "is not an existing directory",
+            ),
+            ("postgres:///".to_string(), "names no database"),
+            ("postgres://user:pw@host".to_string(), "names no database"),
+        ] {
+            let error = DatabaseUrl::parse(&url, None).unwrap_err();
+            assert!(error.contains(problem), "{url}: {error}");
+            assert!(!error.contains("pw@"), "{error}");
+        }
+        assert!(DatabaseUrl::parse("postgres://host/?dbname=app", None).is_ok());
+        assert!(DatabaseUrl::parse("postgres://host/app", None).is_ok());
     }
 
     #[test]

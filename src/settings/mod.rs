@@ -5,23 +5,33 @@
 //! `BABYLON_METRICS__EXPORT__PORT_RANGE=9001-9010`. Rocket's own keys keep their `ROCKET_`
 //! variables (`ROCKET_PORT`, `ROCKET_PROFILE`, …).
 //!
-//! Loading validates everything up front: a wrong value becomes one [`ConfigError`] whose
-//! message names the key and the problem.
+//! Loading validates everything up front, Rocket's own keys and `databases.main`
+//! included: every wrong value of one reading becomes a line of one [`ConfigError`],
+//! naming the key, where its value came from, and the problem.
 
 mod database_url;
+mod errors;
+mod files;
 mod redis_url;
+mod rocket_keys;
 mod types;
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Serialized};
+use figment::value::{Dict, Value};
 use figment::Figment;
 use serde::Deserialize;
 
+use self::errors::Fault;
+pub(crate) use self::errors::Problems;
+
 pub(crate) use database_url::state_directory;
 pub use database_url::{DatabaseUrl, Vendor};
+pub use errors::{ConfigError, Problem};
 pub use redis_url::RedisUrl;
+pub use rocket_keys::{MAX_BLOCKING, MAX_DATABASE_CONNECTIONS, MAX_DATABASE_SECONDS, MAX_WORKERS};
 pub use types::{
     canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Ipv6Prefix, Namespace, PortRange, UrlPath,
 };
@@ -71,18 +81,17 @@ impl CacheSettings {
     /// beyond this the in-process cache would refuse it (moka panics above 1,000 years).
     pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 60 * 60;
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self, problems: &mut Problems) {
         if self.ttl_seconds.get() > Self::MAX_TTL_SECONDS {
-            return Err(ConfigError::invalid(
+            problems.invalid(
                 "cache.ttl_seconds",
                 format!(
                     "{} s is more than a year ({} s), the longest an entry may be served",
                     self.ttl_seconds,
                     Self::MAX_TTL_SECONDS
                 ),
-            ));
+            );
         }
-        Ok(())
     }
 }
 
@@ -155,50 +164,71 @@ impl Default for RedisSettings {
 impl RedisSettings {
     /// The most connections `pool_size` may ask for.
     pub const MAX_POOL_SIZE: u8 = 64;
+    /// The longest `connect_timeout_ms` and `response_timeout_ms`: a minute.
+    pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
-    fn validate(&mut self) -> Result<(), ConfigError> {
-        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::invalid(
+    fn validate(&mut self, problems: &mut Problems) {
+        if self.key_prefix.is_empty()
+            || self
+                .key_prefix
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            problems.invalid(
                 "redis.key_prefix",
-                "must be one word, e.g. \"babylon\"",
-            ));
+                "must be one word of printable characters, e.g. \"babylon\"",
+            );
         }
         if self.pool_size.get() > Self::MAX_POOL_SIZE {
-            return Err(ConfigError::invalid(
+            problems.invalid(
                 "redis.pool_size",
                 format!(
                     "{} connections per worker is more than the {} allowed; one connection multiplexes every command, so a few are plenty",
                     self.pool_size,
                     Self::MAX_POOL_SIZE
                 ),
-            ));
+            );
+        }
+        for (key, millis) in [
+            ("redis.connect_timeout_ms", self.connect_timeout_ms),
+            ("redis.response_timeout_ms", self.response_timeout_ms),
+        ] {
+            if millis.get() > Self::MAX_TIMEOUT_MS {
+                problems.invalid(
+                    key,
+                    format!(
+                        "{millis} ms: give at most {} ms (a minute); a request waits this long for a Redis that does not answer",
+                        Self::MAX_TIMEOUT_MS
+                    ),
+                );
+            }
         }
         if let Some(path) = &self.tls_ca_file {
             const KEY: &str = "redis.tls_ca_file";
             if !self.url.as_ref().is_some_and(RedisUrl::is_tls) {
-                return Err(ConfigError::invalid(
+                problems.invalid(
                     KEY,
                     "is only for a TLS connection: redis.url must start with rediss://",
-                ));
+                );
+                return;
             }
-            let pem = std::fs::read(path).map_err(|error| {
-                ConfigError::invalid(KEY, format!("cannot read {}: {error}", path.display()))
-            })?;
-            if !pem
-                .windows(CERTIFICATE_PEM.len())
-                .any(|window| window == CERTIFICATE_PEM)
-            {
-                return Err(ConfigError::invalid(
-                    KEY,
-                    format!(
-                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                        path.display()
-                    ),
-                ));
+            match files::read_bounded(path, files::DOCUMENT_LIMIT) {
+                Err(problem) => problems.invalid(KEY, problem),
+                Ok(pem)
+                    if !pem
+                        .windows(CERTIFICATE_PEM.len())
+                        .any(|window| window == CERTIFICATE_PEM) =>
+                {
+                    problems.invalid(
+                        KEY,
+                        format!(
+                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                            path.display()
+                        ),
+                    )
+                }
+                Ok(pem) => self.tls_ca = Some(pem),
             }
-            self.tls_ca = Some(pem);
         }
-        Ok(())
     }
 }
 
@@ -232,18 +262,21 @@ const DATABASE_NAME: &str = "main";
 /// its `Database::init` does (same focus, same defaults), so that a wrong value stops
 /// start-up here with the key named, and a key it does not know is refused rather than
 /// ignored. Its own type, not a copy of its fields, keeps the check in step on upgrade.
-fn database_config(figment: &Figment) -> Result<rocket_db_pools::Config, ConfigError> {
-    type Table = std::collections::BTreeMap<String, figment::value::Value>;
+fn database_config(figment: &Figment) -> Result<rocket_db_pools::Config, Fault> {
+    type Table = std::collections::BTreeMap<String, Value>;
     let section = format!("databases.{DATABASE_NAME}");
-    let in_section = |mut error: figment::Error| {
+    let in_section = |error: figment::Error| {
+        let mut fault = Fault::from_figment(error);
         let mut path = vec!["databases".to_string(), DATABASE_NAME.to_string()];
-        path.append(&mut error.path);
-        error.path = path;
-        ConfigError::from_figment(error)
+        path.append(&mut fault.path);
+        fault.path = path;
+        fault
     };
+    // rocket_db_pools' default, from a valid `workers` (a wrong one is reported by itself).
     let workers: usize = figment
         .extract_inner(rocket::Config::WORKERS)
-        .unwrap_or_else(|_| rocket::Config::default().workers);
+        .unwrap_or_else(|_| rocket::Config::default().workers)
+        .clamp(1, MAX_WORKERS);
     let config: rocket_db_pools::Config = figment
         .focus(&section)
         .join(Serialized::default("max_connections", workers * 4))
@@ -252,16 +285,14 @@ fn database_config(figment: &Figment) -> Result<rocket_db_pools::Config, ConfigE
         .map_err(in_section)?;
     let known: Table = Figment::from(Serialized::defaults(&config))
         .extract()
-        .map_err(ConfigError::from_figment)?;
+        .map_err(Fault::from_figment)?;
     let given: Table = figment.focus(&section).extract().map_err(in_section)?;
     if let Some(unknown) = given.keys().find(|key| !known.contains_key(*key)) {
         let keys: Vec<String> = known.keys().map(|key| format!("`{key}`")).collect();
-        let key = format!("{section}.{unknown}");
-        let origin = origin_of(figment, &key, "");
-        return Err(ConfigError::Parse(format!(
-            "setting `{key}`{origin}: unknown key; the keys here are {}",
-            keys.join(", ")
-        )));
+        return Err(Fault::at(
+            vec!["databases".into(), DATABASE_NAME.into(), unknown.clone()],
+            format!("unknown key; the keys here are {}", keys.join(", ")),
+        ));
     }
     Ok(config)
 }
@@ -386,29 +417,64 @@ pub struct FileSdSettings {
 }
 
 impl FileSdSettings {
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The labels every target file carries; `labels` may not set them.
+    pub const OWN_LABELS: [&'static str; 3] = ["instance", "job", "babylon_export_port"];
+
+    fn validate(&self, problems: &mut Problems) {
         if !self.directory.is_dir() {
-            return Err(ConfigError::invalid(
+            problems.invalid(
                 "metrics.export.file_sd.directory",
                 format!("{} is not an existing directory", self.directory.display()),
-            ));
+            );
         }
         if let Some(host) = &self.host {
-            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-                return Err(ConfigError::invalid(
+            if !is_host(host) {
+                problems.invalid(
                     "metrics.export.file_sd.host",
-                    format!("`{host}` is not a host name or address"),
-                ));
+                    format!(
+                        "`{}` is not a host name or an IP address",
+                        host.escape_debug()
+                    ),
+                );
             }
         }
         if let Some(bad) = self.labels.keys().find(|name| !is_label_name(name)) {
-            return Err(ConfigError::invalid(
+            problems.invalid(
                 "metrics.export.file_sd.labels",
                 format!("`{bad}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
-            ));
+            );
         }
-        Ok(())
+        if let Some(own) = self
+            .labels
+            .keys()
+            .find(|name| Self::OWN_LABELS.contains(&name.as_str()))
+        {
+            problems.invalid(
+                "metrics.export.file_sd.labels",
+                format!(
+                    "`{own}` is set by babylon on every target ({}); choose another name",
+                    Self::OWN_LABELS.join(", ")
+                ),
+            );
+        }
     }
+}
+
+/// An IP address, or a DNS name: dot-separated labels of ASCII letters, digits and `-`
+/// (not at a label's ends), as Prometheus needs a target's host.
+fn is_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    host.len() <= 253 && host.split('.').all(label)
 }
 
 fn is_label_name(name: &str) -> bool {
@@ -525,135 +591,71 @@ fn default_max_clients() -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(RateLimitSettings::DEFAULT_MAX_CLIENTS).expect("nonzero")
 }
 
-/// A setting that stops start-up. The message names the key and what is wrong with it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Parsing failed (wrong type, unknown key, bad value); figment names the key.
-    #[error("invalid {0}")]
-    Parse(String),
-    /// A value parsed but breaks a rule that spans keys or needs the file system.
-    #[error("invalid setting `{key}`: {problem}")]
-    Invalid {
-        /// The dotted key, e.g. `metrics.export.port`.
-        key: &'static str,
-        /// What is wrong with its value.
-        problem: String,
-    },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key,
-            problem: problem.into(),
-        }
-    }
-
-    /// One line from figment's first error: the dotted key, where the value came from
-    /// (file or variable), and what is wrong.
-    fn from_figment(error: figment::Error) -> Self {
-        let Some(first) = error.into_iter().next() else {
-            return ConfigError::Parse("invalid configuration".into());
-        };
-        let key = first.path.join(".");
-        let origin = first.metadata.as_ref().map(|metadata| {
-            match (env_prefix(&metadata.name), &metadata.source) {
-                // figment renders env keys as `A.B`; name the variable the user really set.
-                (Some(prefix), _) if !first.path.is_empty() => {
-                    format!(" (from {prefix}{})", first.path.join("__").to_uppercase())
-                }
-                (_, Some(source)) => format!(" (in {source})"),
-                (_, None) => format!(" (in {})", metadata.name),
-            }
-        });
-        let origin = origin.unwrap_or_default();
-        ConfigError::Parse(if key.is_empty() {
-            format!("{}{origin}", first.kind)
-        } else {
-            format!("setting `{key}`{origin}: {}", describe(&first.kind))
-        })
-    }
-}
-
-/// figment's description of a problem, except where figment wraps a list of names in a
-/// second pair of backticks (`` `one of `a`, `b`` ``): an unknown key or value.
-fn describe(kind: &figment::error::Kind) -> String {
-    use figment::error::Kind;
-    let names = |names: &[&str]| -> String {
-        let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
-        quoted.join(", ")
-    };
-    match kind {
-        Kind::UnknownField(_, []) => "unknown key; this section has no keys".into(),
-        Kind::UnknownField(_, expected) => {
-            format!("unknown key; the keys here are {}", names(expected))
-        }
-        Kind::UnknownVariant(found, expected) => {
-            format!(
-                "unknown value `{found}`; the values here are {}",
-                names(expected)
-            )
-        }
-        other => other.to_string(),
-    }
-}
-
-/// Top-level keys read by other Rocket components; Rocket's own keys are found at run time.
-const OTHER_COMPONENTS_KEYS: [&str; 5] = ["databases", "secret_key", "tls", "mtls", "template_dir"];
+/// Top-level keys read besides babylon's sections and Rocket's keys: rocket_db_pools'
+/// `databases`, and `config`, which is how `ROCKET_CONFIG` (the file Rocket reads the
+/// others from) shows among the `ROCKET_` variables.
+const OTHER_COMPONENTS_KEYS: [&str; 2] = ["databases", "config"];
 
 /// Refuses top-level keys nobody reads: a misspelt section (`[default.metric]`,
-/// `BABYLON_METRIC__ENABLED`) would otherwise be silently ignored.
-fn reject_unknown_sections(figment: &Figment) -> Result<(), ConfigError> {
-    type Table = std::collections::BTreeMap<String, figment::value::Value>;
-    let present: Table = figment.extract().map_err(ConfigError::from_figment)?;
+/// `BABYLON_METRIC__ENABLED`) would otherwise be silently ignored, and so would keys of
+/// Rocket features babylon does not build in (`tls`).
+fn reject_unknown_sections(figment: &Figment) -> Result<(), Fault> {
+    type Table = std::collections::BTreeMap<String, Value>;
+    let present: Table = figment.extract().map_err(Fault::from_figment)?;
     let rocket_keys: Table = Figment::from(rocket::Config::default())
         .extract()
-        .map_err(ConfigError::from_figment)?;
+        .map_err(Fault::from_figment)?;
     let known = |key: &str| {
         ["metrics", "blocking", "cache", "redis"].contains(&key)
             || OTHER_COMPONENTS_KEYS.contains(&key)
             || rocket_keys.contains_key(key)
     };
-    // ROCKET_* variables are Rocket's namespace (ROCKET_CONFIG, ROCKET_PROFILE …): its rules.
-    let from_rocket_env = |key: &str| {
-        figment
-            .find_metadata(key)
-            .is_some_and(|metadata| env_prefix(&metadata.name) == Some("ROCKET_"))
-    };
-    let Some(key) = present
-        .keys()
-        .find(|key| !known(key) && !from_rocket_env(key))
-    else {
+    let Some(key) = present.keys().find(|key| !known(key)) else {
         return Ok(());
     };
-    let origin = origin_of(figment, key, "__…");
-    Err(ConfigError::Parse(format!(
-        "setting `{key}`{origin}: unknown section; babylon reads `metrics`, `blocking`, `cache`, `redis`, `databases` and Rocket's own keys"
-    )))
+    let message = match rocket_keys::NOT_BUILT_IN.iter().find(|(name, _)| name == key) {
+        Some((_, why)) => why.to_string(),
+        None => "unknown section; babylon reads `metrics`, `blocking`, `cache`, `redis`, `databases` and Rocket's own keys".to_string(),
+    };
+    let mut fault = Fault::at(vec![key.clone()], message);
+    fault.suffix = "__…";
+    Err(fault)
 }
 
-/// Where the value of the dotted `key` came from, as ` (from BABYLON_A__B<suffix>)` or
-/// ` (in Rocket.toml)`; empty when figment does not know.
-fn origin_of(figment: &Figment, key: &str, suffix: &str) -> String {
-    figment
-        .find_metadata(key)
-        .map(
-            |metadata| match (env_prefix(&metadata.name), &metadata.source) {
-                (Some(prefix), _) => format!(
-                    " (from {prefix}{}{suffix})",
-                    key.replace('.', "__").to_uppercase()
-                ),
-                (None, Some(source)) => format!(" (in {source})"),
-                (None, None) => format!(" (in {})", metadata.name),
-            },
-        )
-        .unwrap_or_default()
-}
-
-/// `BABYLON_` from figment's provider name "`BABYLON_` environment variable(s)".
-fn env_prefix(provider_name: &str) -> Option<&str> {
-    let rest = provider_name.strip_suffix("` environment variable(s)")?;
-    rest.strip_prefix('`')
+/// Checks the file Rocket reads its settings from before anything reads it: the one
+/// `ROCKET_CONFIG` names must exist and be a regular file (figment would quietly skip a
+/// missing one, a device or a directory), and no settings file may be larger than 1 MiB,
+/// so that naming `/dev/zero` or a log by mistake cannot hang or exhaust start-up.
+pub fn check_config_file() -> Result<(), ConfigError> {
+    let named = std::env::var_os("ROCKET_CONFIG");
+    let path = PathBuf::from(named.clone().unwrap_or_else(|| "Rocket.toml".into()));
+    // Where figment looks: an absolute path as it is; a relative one in the working
+    // directory, then in each directory above it.
+    let found = match path.is_absolute() {
+        true => path.exists().then(|| path.clone()),
+        false => std::env::current_dir().ok().and_then(|cwd| {
+            cwd.ancestors()
+                .map(|dir| dir.join(&path))
+                .find(|candidate| candidate.exists())
+        }),
+    };
+    let origin = if named.is_some() {
+        " (from ROCKET_CONFIG)"
+    } else {
+        ""
+    };
+    match (found, named.is_some()) {
+        (None, false) => Ok(()),
+        (None, true) => Err(ConfigError::before_reading(
+            origin,
+            format!(
+                "{} does not exist (a relative path is looked for in the working directory and above it)",
+                path.display()
+            ),
+        )),
+        (Some(file), _) => files::check_regular_file(&file, files::DOCUMENT_LIMIT)
+            .map_err(|problem| ConfigError::before_reading(origin, problem)),
+    }
 }
 
 /// The figment babylon reads: Rocket's (Rocket.toml, `ROCKET_*`), then `BABYLON_*`.
@@ -683,41 +685,138 @@ pub fn figment_from<T: serde::Serialize>(values: T) -> Figment {
         .join(default_database())
 }
 
+/// What parsing gives when every value fits its type.
+struct Parsed {
+    rocket: rocket::Config,
+    sections: Sections,
+    database: rocket_db_pools::Config,
+}
+
+/// Parses everything; the first value that does not fit its type is the error.
+fn parse(figment: &Figment) -> Result<Parsed, Fault> {
+    let rocket = rocket::Config::try_from(figment).map_err(Fault::from_figment)?;
+    reject_unknown_sections(figment)?;
+    let sections: Sections = figment.extract().map_err(Fault::from_figment)?;
+    let database = database_config(figment)?;
+    Ok(Parsed {
+        rocket,
+        sections,
+        database,
+    })
+}
+
+/// Most values set aside while parsing: a bound on the rounds below.
+const MOST_FAULTS: usize = 64;
+
+/// Parses `figment`, recording every value that does not fit its type: each one is set
+/// aside (its default takes its place) and the rest parsed again, so one reading finds
+/// them all. `None` when the settings cannot be read at all, or still do not parse.
+fn parse_collecting(figment: &Figment, problems: &mut Problems) -> Option<(Parsed, Dict)> {
+    let mut values: Dict = match figment.extract() {
+        Ok(values) => values,
+        Err(error) => {
+            Fault::from_figment(error).record(problems);
+            return None;
+        }
+    };
+    let mut set_aside: Vec<Vec<String>> = Vec::new();
+    for _ in 0..MOST_FAULTS {
+        let current = Figment::from(Serialized::globals(&values)).join(default_database());
+        let fault = match parse(&current) {
+            Ok(parsed) => return Some((parsed, values)),
+            Err(fault) => fault,
+        };
+        // A section that misses a key only because a wrong value of it was set aside has
+        // been reported already.
+        let follows_from_one_set_aside = fault.missing
+            && set_aside
+                .iter()
+                .any(|path| path.starts_with(&fault.path) || fault.path.starts_with(path));
+        if !follows_from_one_set_aside {
+            fault.record(problems);
+        }
+        if !remove(&mut values, &fault.path) {
+            return None;
+        }
+        set_aside.push(fault.path);
+    }
+    None
+}
+
+/// Removes the value at `path`; whether there was one.
+fn remove(values: &mut Dict, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [key] => values.remove(key).is_some(),
+        [key, rest @ ..] => match values.get_mut(key) {
+            Some(Value::Dict(_, inner)) => remove(inner, rest),
+            _ => false,
+        },
+    }
+}
+
 impl Settings {
-    /// Reads and validates every section. Rocket's own keys are checked too, so that a
-    /// bad `port` is reported here as one line rather than by Rocket at launch.
+    /// Reads and validates every section, Rocket's own keys and `databases.main`
+    /// included, so that a bad `workers` or `max_connections` is reported here as one
+    /// line rather than by Rocket at launch (or as a panic). Every wrong setting is
+    /// reported, not only the first.
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
-        rocket::Config::try_from(figment).map_err(ConfigError::from_figment)?;
-        reject_unknown_sections(figment)?;
+        let (settings, problems) = Self::read(figment);
+        problems.into_result(figment)?;
+        Ok(settings.expect("settings are read whenever nothing is wrong"))
+    }
+
+    /// The settings (`None` when they cannot be read at all) and every problem found.
+    pub(crate) fn read(figment: &Figment) -> (Option<Settings>, Problems) {
+        let mut problems = Problems::default();
+        let Some((parsed, values)) = parse_collecting(figment, &mut problems) else {
+            if problems.is_empty() {
+                problems.unreadable("the settings cannot be read");
+            }
+            return (None, problems);
+        };
+        let Parsed {
+            rocket,
+            sections,
+            database,
+        } = parsed;
         let Sections {
             mut metrics,
             blocking,
             cache,
             mut redis,
-        } = figment.extract().map_err(ConfigError::from_figment)?;
-        metrics.validate()?;
+        } = sections;
+        rocket_keys::check_rocket(&rocket, &values, figment, &mut problems);
+        rocket_keys::check_profile(figment, &mut problems);
+        metrics.validate(&mut problems);
         for (key, backend) in backends(&cache, &blocking) {
             if backend == Some(Backend::Redis) && redis.url.is_none() {
-                return Err(ConfigError::invalid(
+                problems.invalid(
                     "redis.url",
                     format!(
                         "`{key} = \"redis\"` needs the Redis to use, e.g. redis://127.0.0.1:6379"
                     ),
-                ));
+                );
             }
         }
-        cache.validate()?;
-        redis.validate()?;
-        let database = database_config(figment)?;
-        let database_url = DatabaseUrl::parse(&database.url, state_directory().as_deref())
-            .map_err(|problem| ConfigError::invalid("databases.main.url", problem))?;
-        Ok(Settings {
+        cache.validate(&mut problems);
+        redis.validate(&mut problems);
+        rocket_keys::check_database(&database, &mut problems);
+        let database_url = match DatabaseUrl::parse(&database.url, state_directory().as_deref()) {
+            Ok(url) => url,
+            Err(problem) => {
+                problems.invalid("databases.main.url", problem);
+                DatabaseUrl::parse(DEFAULT_DATABASE_URL, None).expect("the default is valid")
+            }
+        };
+        let settings = Settings {
             metrics,
             blocking,
             cache,
             redis,
             database_url,
-        })
+        };
+        (Some(settings), problems)
     }
 }
 
@@ -748,66 +847,63 @@ impl Settings {
 }
 
 impl MetricsSettings {
-    fn validate(&mut self) -> Result<(), ConfigError> {
+    fn validate(&mut self, problems: &mut Problems) {
         if self.exclude_paths.iter().any(|path| !path.starts_with('/')) {
-            return Err(ConfigError::invalid(
-                "metrics.exclude_paths",
-                "every entry must start with /",
-            ));
+            problems.invalid("metrics.exclude_paths", "every entry must start with /");
         }
-        self.export.validate()
+        self.export.validate(problems);
     }
 }
 
 impl ExportSettings {
-    pub(crate) fn validate(&mut self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&mut self, problems: &mut Problems) {
         if self.port.is_some() && self.port_range.is_some() {
-            return Err(ConfigError::invalid(
+            problems.invalid(
                 "metrics.export.port",
                 "set either `port` or `port_range`, not both",
-            ));
+            );
         }
         self.ports = match (self.port, self.port_range) {
-            (Some(port), _) => PortRange::single(port)
-                .map_err(|problem| ConfigError::invalid("metrics.export.port", problem))?,
+            (Some(port), _) => PortRange::single(port).unwrap_or_else(|problem| {
+                problems.invalid("metrics.export.port", problem);
+                PortRange::default()
+            }),
             (None, Some(range)) => range,
             (None, None) => PortRange::default(),
         };
         if self.allow.is_empty() {
-            return Err(ConfigError::invalid(
+            problems.invalid(
                 "metrics.export.allow",
                 "the list is empty, so nobody could read metrics; list CIDR blocks (\"0.0.0.0/0\" and \"::/0\" allow everyone)",
-            ));
+            );
         }
         if let Some(path) = &self.token_file {
-            self.token = Some(read_token(path)?);
+            match read_token(path) {
+                Ok(token) => self.token = Some(token),
+                Err(problem) => problems.invalid("metrics.export.token_file", problem),
+            }
         }
         if let Some(file_sd) = &self.file_sd {
-            file_sd.validate()?;
+            file_sd.validate(problems);
         }
-        Ok(())
     }
 }
 
-fn read_token(path: &Path) -> Result<Token, ConfigError> {
-    const KEY: &str = "metrics.export.token_file";
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::invalid(KEY, format!("cannot read {}: {error}", path.display()))
-    })?;
+fn read_token(path: &Path) -> Result<Token, String> {
+    let bytes = files::read_bounded(path, files::SECRET_LIMIT)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(ConfigError::invalid(
-            KEY,
-            format!("{} is empty: it must hold the bearer token", path.display()),
+        return Err(format!(
+            "{} is empty: it must hold the bearer token",
+            path.display()
         ));
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConfigError::invalid(
-            KEY,
-            format!(
-                "{} holds whitespace inside the token; a bearer token is one word",
-                path.display()
-            ),
+        return Err(format!(
+            "{} holds whitespace inside the token; a bearer token is one word",
+            path.display()
         ));
     }
     Ok(Token(token.to_string()))

@@ -362,5 +362,6 @@ pub mod pg;
 pub mod ports;
 pub mod prometheus;
 pub mod redis_server;
+pub mod settings_keys;
 pub mod silent_proxy;
 pub mod workers;
