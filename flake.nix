@@ -110,7 +110,7 @@
               fileset = lib.fileset.fileFilter (file: file.hasExt "nix") ./.;
             };
           in
-          pkgs.runCommand "babylon-nixfmt" { nativeBuildInputs = [ pkgs.nixfmt-rfc-style ]; } ''
+          pkgs.runCommand "babylon-nixfmt" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
             cd ${nixFiles}
             find . -name '*.nix' -print0 | xargs -0 nixfmt --check
             touch $out
@@ -133,11 +133,11 @@
             prometheus
             grafana
             postgresql
-            nixfmt-rfc-style
+            nixfmt
           ];
         };
       });
 
-      formatter = forSystems linuxSystems (pkgs: pkgs.nixfmt-rfc-style);
+      formatter = forSystems linuxSystems (pkgs: pkgs.nixfmt);
     };
 }

@@ -242,6 +242,16 @@ impl SharedRedis {
             )?,
             None => redis::Client::open(url.expose())?,
         };
+        // Every failure type is exposed at 0 from the start, so that a rate over them is
+        // defined before the first failure.
+        for failure in [
+            RedisFailure::Connection,
+            RedisFailure::Timeout,
+            RedisFailure::Server,
+            RedisFailure::Unavailable,
+        ] {
+            families.errors.with_label_values(&[ALIAS, failure.label()]);
+        }
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms.get());
         let response_timeout = Duration::from_millis(settings.response_timeout_ms.get());
         let config = AsyncConnectionConfig::new()
@@ -601,7 +611,15 @@ pub(crate) mod testing {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true and {hint}"
             );
-            eprintln!("SKIPPED: {hint}");
+            // Straight to the terminal: libtest captures what a test prints.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "SKIPPED {}: {hint}\n",
+                    std::thread::current().name().unwrap_or(test)
+                )
+                .as_bytes(),
+            );
             return None;
         }
         Some(client("redis://127.0.0.1:6379", test))

@@ -446,3 +446,302 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// The README's way to see what did not run: a test that skips says so on the terminal
+/// while libtest shows it as passed, and its binary ends with the list. Runs this very
+/// test binary again, outside CI, with one test made to skip.
+#[test]
+fn a_skipped_test_says_so_at_once_and_in_the_closing_summary() {
+    const PROBE: &str = "BABYLON_SKIP_PROBE";
+    if std::env::var_os(PROBE).is_some() {
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "skip_probe", "--test-threads", "1"])
+        .env(PROBE, "1")
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("test skip_probe ... ok"), "{stdout}");
+    let at_once = "SKIPPED skip_probe: the probe's tool is missing";
+    assert!(stderr.starts_with(at_once), "{stderr}");
+    let summary = stderr
+        .split_once("SKIPPED in docs: 1 test(s) did not run")
+        .unwrap_or_else(|| panic!("no closing summary: {stderr}"))
+        .1;
+    assert!(
+        summary.contains("  skip_probe: the probe's tool is missing"),
+        "{stderr}"
+    );
+}
+
+/// Skips when run by the test above, and passes otherwise.
+#[test]
+fn skip_probe() {
+    if std::env::var_os("BABYLON_SKIP_PROBE").is_some() {
+        common::skip::skip("the probe's tool is missing");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Drift: what the documents list against what is there
+
+/// Every chapter with a table of contents (the list of `- [Section](#anchor)` lines
+/// before its first section) lists exactly its `## ` sections.
+#[test]
+fn every_table_of_contents_lists_exactly_its_sections() {
+    let mut checked = 0;
+    for document in documents() {
+        let text = std::fs::read_to_string(&document).unwrap();
+        let name = document.strip_prefix(root()).unwrap().display().to_string();
+        let (head, body) = text.split_once("\n## ").unwrap_or((&text, ""));
+        let listed: BTreeSet<String> = head
+            .lines()
+            .filter(|line| line.starts_with("- [") && line.contains("](#"))
+            .filter_map(|line| {
+                line.split_once("](#")?
+                    .1
+                    .strip_suffix(')')
+                    .map(String::from)
+            })
+            .collect();
+        if listed.is_empty() {
+            continue;
+        }
+        checked += 1;
+        let sections: BTreeSet<String> = format!("\n## {body}")
+            .lines()
+            .filter_map(|line| line.strip_prefix("## "))
+            .map(anchor_of)
+            .collect();
+        assert_eq!(
+            listed, sections,
+            "{name}: the table of contents (left) and the sections (right) differ"
+        );
+    }
+    assert!(
+        checked >= 7,
+        "only {checked} documents have a table of contents"
+    );
+}
+
+/// The keys of a JSON value, recursively, as dotted paths; array elements as `[]`.
+fn shape(value: &serde_json::Value, path: &str, found: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                let path = format!("{path}.{key}");
+                found.insert(path.clone());
+                shape(inner, &path, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                shape(item, &format!("{path}[]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The first fenced JSON block after `heading` in `document`.
+fn json_example(document: &str, heading: &str) -> serde_json::Value {
+    let text = read(document);
+    let after = text
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("{document} has no {heading}"))
+        .1;
+    let block = after
+        .split_once("```json\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("{document}: no JSON block after {heading}"))
+        .0;
+    serde_json::from_str(block).unwrap_or_else(|e| panic!("{document}: {e}: {block}"))
+}
+
+/// docs/api.md's example of `GET /api/metrics` has exactly the fields of a real answer.
+#[test]
+fn the_api_metrics_example_has_the_fields_of_a_real_answer() {
+    let example = json_example("docs/api.md", "### `GET /api/metrics`");
+    let client = common::client(json!({}));
+    let real: serde_json::Value = client.get("/api/metrics").dispatch().into_json().unwrap();
+    let (mut documented, mut served) = (BTreeSet::new(), BTreeSet::new());
+    shape(&example, "", &mut documented);
+    shape(&real, "", &mut served);
+    assert_eq!(
+        documented, served,
+        "docs/api.md's example (left) and a real answer (right) differ: {real}"
+    );
+}
+
+/// Every route the service mounts is a row of the README's endpoints table and of
+/// docs/api.md, by method and path.
+#[test]
+fn every_route_is_in_the_endpoint_tables() {
+    let client = common::client(json!({}));
+    let routes: Vec<(String, String)> = client
+        .rocket()
+        .routes()
+        .map(|route| (route.method.to_string(), route.uri.path().to_string()))
+        .collect();
+    assert!(routes.len() >= 10, "{routes:?}");
+    for document in ["README.md", "docs/api.md"] {
+        let text = read(document);
+        let missing: Vec<&(String, String)> = routes
+            .iter()
+            .filter(|(method, path)| {
+                !text.lines().any(|line| {
+                    line.starts_with(&format!("| {method} | `{path}`"))
+                        || line.starts_with(&format!("| {method} | `{path}?"))
+                })
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{document}: no row `| METHOD | `path` …` for {missing:?}"
+        );
+    }
+}
+
+/// Every program and Debian package `.ci/run` installs is named in docs/testing.md, and
+/// every package in the README.
+#[test]
+fn what_ci_installs_is_documented() {
+    let ci = read(".ci/run");
+    let pairs: Vec<(&str, &str)> = ci
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("apt_install "))
+        .flat_map(|list| list.split_whitespace())
+        .filter_map(|pair| pair.split_once(':'))
+        .collect();
+    assert!(pairs.len() >= 10, "{pairs:?}");
+    let testing = read("docs/testing.md");
+    let readme = read("README.md");
+    for (command, package) in &pairs {
+        assert!(
+            testing.contains(&format!("`{package}`")) && testing.contains(&format!("`{command}`")),
+            "docs/testing.md does not name `{package}` ({command}), which .ci/run installs"
+        );
+        assert!(
+            readme.contains(&format!("`{package}`")),
+            "README.md does not name `{package}`, which .ci/run installs"
+        );
+    }
+    for tool in ["cargo-audit", "cargo-deny"] {
+        assert!(
+            ci.contains(tool) && testing.contains(tool) && readme.contains(tool),
+            "{tool}"
+        );
+    }
+}
+
+/// The families of an exposition (`# TYPE` lines).
+fn families_in(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+#[rocket::get("/fail")]
+fn failing() -> rocket::http::Status {
+    rocket::http::Status::InternalServerError
+}
+
+/// docs/metrics.md's "When series appear" holds: each family listed there appears with
+/// its event and not before, every other one is there from start-up.
+#[test]
+fn series_appear_when_the_docs_say() {
+    if !common::redis_server::redis_available() {
+        return;
+    }
+    let metrics = read("docs/metrics.md");
+    let section = metrics
+        .split_once("## When series appear")
+        .and_then(|(_, rest)| rest.split_once("\n## "))
+        .expect("the section")
+        .0;
+    let mut documented: BTreeMap<String, String> = BTreeMap::new();
+    for line in section.lines().filter(|line| line.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (families, event) = (cells[1], cells[2]);
+        for family in families.split(", ") {
+            documented.insert(family.trim_matches('`').to_string(), event.to_string());
+        }
+    }
+    let events = [
+        "with the first request",
+        "with the first Redis command",
+        "with the first write",
+        "with the first use of a custom family",
+        "with the first 5xx answer",
+    ];
+    for (family, event) in &documented {
+        assert!(
+            events.contains(&event.as_str()),
+            "{family}: unknown event `{event}`"
+        );
+    }
+    let prefix = common::redis_server::unique_prefix("appear");
+    let _keys = common::redis_server::Keys(prefix.clone());
+    let client = common::client_with_routes(
+        json!({ "cache": { "backend": "redis" },
+                "redis": { "url": common::redis_server::REDIS, "key_prefix": prefix } }),
+        rocket::routes![failing],
+    );
+    let mut present = families_in(&common::scrape(&client));
+    let mut done: Vec<&str> = Vec::new();
+    let check = |present: &BTreeSet<String>, done: &[&str], step: &str| {
+        for (family, event) in &documented {
+            let due = done.contains(&event.as_str());
+            let state = if due { "missing" } else { "there before it" };
+            assert_eq!(
+                present.contains(family),
+                due,
+                "after {step}: {family} ({event}) is {state}"
+            );
+        }
+    };
+    check(&present, &done, "start-up");
+    let at_start = present.clone();
+    // Each step: the events it is, then what it sends.
+    let steps: [(&[&str], &str); 4] = [
+        (&["with the first request"], "GET /api/live"),
+        (&["with the first Redis command"], "GET /api/items"),
+        (
+            &[
+                "with the first write",
+                "with the first use of a custom family",
+            ],
+            "POST /api/items",
+        ),
+        (&["with the first 5xx answer"], "GET /test/fail"),
+    ];
+    for (events_of_step, request) in steps {
+        match request {
+            "POST /api/items" => {
+                common::create_item(&client, "appears");
+            }
+            _ => {
+                let path = request.trim_start_matches("GET ");
+                client.get(path).dispatch();
+            }
+        }
+        done.extend_from_slice(events_of_step);
+        present = families_in(&common::scrape(&client));
+        check(&present, &done, request);
+    }
+    // Every family not listed was there from the start.
+    let unlisted_late: Vec<&String> = present
+        .iter()
+        .filter(|family| !documented.contains_key(*family) && !at_start.contains(*family))
+        .collect();
+    assert!(
+        unlisted_late.is_empty(),
+        "{unlisted_late:?} appear later, but docs/metrics.md says they are there from start-up"
+    );
+}

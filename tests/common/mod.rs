@@ -124,8 +124,9 @@ pub fn sample_at(port: u16, series: &str) -> f64 {
     sample_or_zero(&text, series)
 }
 
-/// An external program a test needs. Missing: the test is skipped with a loud message,
-/// except under CI=true where a missing tool is a failure.
+/// An external program a test needs. Missing: the test is skipped ([`skip::skip`]: said on
+/// the terminal and in the binary's closing summary), except under CI=true where a missing
+/// tool is a failure.
 pub fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -143,11 +144,9 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             "nsenter" => "util-linux",
             other => other,
         };
-        let hint = format!("`{name}` is not installed (Debian: apt-get install -y {package}); `bash .ci/run` installs it");
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true and {hint}");
-        }
-        eprintln!("SKIPPED: {hint}");
+        skip::skip(&format!(
+            "`{name}` is not installed (Debian: apt-get install -y {package}); `bash .ci/run` installs it"
+        ));
     }
     found
 }
@@ -364,4 +363,5 @@ pub mod prometheus;
 pub mod redis_server;
 pub mod settings_keys;
 pub mod silent_proxy;
+pub mod skip;
 pub mod workers;

@@ -56,12 +56,7 @@ impl Network {
         super::tool("ip")?;
         super::tool("nsenter")?;
         if !rustix::process::geteuid().is_root() {
-            let hint = "network namespaces need root";
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and {hint}"
-            );
-            eprintln!("SKIPPED: {hint}");
+            super::skip::skip("network namespaces need root");
             return None;
         }
         static NETWORKS: AtomicUsize = AtomicUsize::new(0);

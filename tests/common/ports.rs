@@ -4,8 +4,10 @@
 //! A port that was merely free a moment ago is no reservation: in between, the kernel may
 //! hand it to another test's outgoing connection or to a server bound to port 0, and a
 //! worker then finds "its" export range half taken. So:
-//! - blocks come from [`REGION`], below the kernel's ephemeral range
-//!   (`net.ipv4.ip_local_port_range`), where the kernel never picks a port by itself;
+//! - blocks come from a region below the kernel's ephemeral range
+//!   (`net.ipv4.ip_local_port_range`), where the kernel never picks a port by itself:
+//!   [`DEFAULT_REGION`], or the range `BABYLON_TEST_PORTS` names (`10000-19999`) on a
+//!   machine whose ports there are used otherwise;
 //! - a block is held by an exclusive lock on a file named after it (`flock`, released by
 //!   the kernel when the holder exits, even by SIGKILL), so two tests never share one;
 //! - servers that can bind port 0 (babylon's application port, Rocket's `port = 0`) do so
@@ -16,8 +18,29 @@ use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 use std::ops::Range;
 use std::path::PathBuf;
 
-/// Where blocks come from: below 32768, where Linux's default ephemeral range starts.
-const REGION: Range<u16> = 20_000..32_000;
+/// Where blocks come from by default: below 32768, where Linux's default ephemeral range
+/// starts.
+const DEFAULT_REGION: Range<u16> = 20_000..32_000;
+
+/// The variable that moves the region: `first-last`, both ports included.
+const REGION_VARIABLE: &str = "BABYLON_TEST_PORTS";
+
+/// Where blocks come from: `BABYLON_TEST_PORTS`, or [`DEFAULT_REGION`].
+fn region() -> Range<u16> {
+    let Ok(text) = std::env::var(REGION_VARIABLE) else {
+        return DEFAULT_REGION;
+    };
+    let parsed = text.split_once('-').and_then(|(first, last)| {
+        let (first, last) = (
+            first.trim().parse::<u16>().ok()?,
+            last.trim().parse::<u16>().ok()?,
+        );
+        (first >= 1024 && last > first && last - first + 1 >= BLOCK_LEN).then(|| first..last + 1)
+    });
+    parsed.unwrap_or_else(|| {
+        panic!("{REGION_VARIABLE}={text:?}: expected `first-last`, from 1024 up, at least {BLOCK_LEN} ports")
+    })
+}
 
 /// The size of every block; a test needing more ports than this must take several.
 pub const BLOCK_LEN: u16 = 16;
@@ -39,14 +62,15 @@ impl PortBlock {
             (1..=BLOCK_LEN).contains(&len),
             "a block has 1 to {BLOCK_LEN} ports, not {len}"
         );
-        assert_region_outside_ephemeral_ports();
+        let region = region();
+        assert_region_outside_ephemeral_ports(&region);
         let directory = lock_directory();
-        let blocks = (REGION.end - REGION.start) / BLOCK_LEN;
+        let blocks = (region.end - region.start) / BLOCK_LEN;
         // Start where this process' id points, so concurrent binaries rarely probe the
         // same blocks first; every block is still tried.
         let offset = std::process::id() as u16 % blocks;
         for step in 0..blocks {
-            let first = REGION.start + ((offset + step) % blocks) * BLOCK_LEN;
+            let first = region.start + ((offset + step) % blocks) * BLOCK_LEN;
             let path = directory.join(format!("{first}.lock"));
             let lock = OpenOptions::new()
                 .create(true)
@@ -69,8 +93,8 @@ impl PortBlock {
             }
         }
         panic!(
-            "no free block of {len} ports in {}..{}",
-            REGION.start, REGION.end
+            "no free block of {len} ports in {}..{} (move the region with {REGION_VARIABLE}=first-last)",
+            region.start, region.end
         );
     }
 
@@ -103,8 +127,8 @@ fn port_is_free(port: u16) -> bool {
     v4 && v6
 }
 
-/// The reservation only works if the kernel never picks ports of [`REGION`] itself.
-fn assert_region_outside_ephemeral_ports() {
+/// The reservation only works if the kernel never picks ports of the region itself.
+fn assert_region_outside_ephemeral_ports(region: &Range<u16>) {
     let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
         return;
     };
@@ -114,11 +138,12 @@ fn assert_region_outside_ephemeral_ports() {
         .collect();
     if let [low, high] = bounds[..] {
         assert!(
-            high < REGION.start || low >= REGION.end,
+            high < region.start || low >= region.end,
             "the kernel's ephemeral ports {low}-{high} overlap the test port region {}..{}: \
-             set net.ipv4.ip_local_port_range outside it",
-            REGION.start,
-            REGION.end
+             move the region with {REGION_VARIABLE}=first-last, or set \
+             net.ipv4.ip_local_port_range outside it",
+            region.start,
+            region.end
         );
     }
 }
