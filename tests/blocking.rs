@@ -303,21 +303,12 @@ fn a_metrics_path_that_an_application_route_matches_is_refused_naming_the_settin
 #[test]
 fn every_request_but_a_scrape_is_screened_whatever_the_metrics_path() {
     use rocket::http::Method;
-    let methods = [
-        Method::Get,
-        Method::Head,
-        Method::Post,
-        Method::Put,
-        Method::Delete,
-        Method::Patch,
-        Method::Options,
-    ];
     for metrics_path in ["/metrics", "/api/stats", "/api/items/bulk/x", "/items"] {
         let client = client(json!({
             "blocking": { "deny": ["203.0.113.0/24"] },
             "metrics": { "path": metrics_path } }));
         for path in APPLICATION_PATHS.iter().chain([&metrics_path]) {
-            for method in methods {
+            for method in common::METHODS {
                 let response = from(client.req(method, *path), "203.0.113.9")
                     .header(ContentType::JSON)
                     .body(r#"{"name":"widget","kind":"tool"}"#)

@@ -957,16 +957,7 @@ struct ClientRequest {
 /// Requests for every route, with every parameter taking hostile values; `ids` are the
 /// items that exist, so that paths also name real ones (in any spelling of their UUID).
 fn client_request(ids: Vec<String>) -> impl Strategy<Value = ClientRequest> {
-    use rocket::http::Method;
-    let method = prop::sample::select(vec![
-        Method::Get,
-        Method::Head,
-        Method::Post,
-        Method::Put,
-        Method::Delete,
-        Method::Patch,
-        Method::Options,
-    ]);
+    let method = prop::sample::select(common::METHODS.to_vec());
     let id = prop_oneof![
         3 => uri_part(),
         2 => prop::sample::select(ids.clone()),

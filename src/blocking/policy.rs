@@ -28,23 +28,26 @@ impl Policy {
     /// Whether a request from `client` may pass. A denied client does not use up its
     /// rate-limit budget.
     pub(crate) fn check(&self, client: IpAddr) -> Screening<'_> {
-        if self.deny.contains(client) {
-            return Screening::decided(Err(BlockReason::DenyList));
-        }
-        match &self.rate_limit {
-            Some(limit) => limit.check(client),
-            None => Screening::decided(Ok(())),
-        }
+        self.screen(client, RateLimit::check)
     }
 
     /// Like [`check`](Self::check), with the rate limit decided in this process even when
     /// its buckets live in Redis: for the probes, whose answers must not depend on Redis.
     pub(crate) fn check_in_process(&self, client: IpAddr) -> Screening<'_> {
+        self.screen(client, RateLimit::check_in_process)
+    }
+
+    /// The deny list, then `limit`'s verdict of the rate limit.
+    fn screen<'a>(
+        &'a self,
+        client: IpAddr,
+        limit: fn(&'a RateLimit, IpAddr) -> Screening<'a>,
+    ) -> Screening<'a> {
         if self.deny.contains(client) {
             return Screening::decided(Err(BlockReason::DenyList));
         }
         match &self.rate_limit {
-            Some(limit) => limit.check_in_process(client),
+            Some(rate_limit) => limit(rate_limit, client),
             None => Screening::decided(Ok(())),
         }
     }

@@ -77,6 +77,17 @@ pub fn client_with_routes(overrides: Value, routes: Vec<rocket::Route>) -> TestC
     }
 }
 
+/// Every method a client might send, for tests that try each on every path.
+pub const METHODS: [rocket::http::Method; 7] = [
+    rocket::http::Method::Get,
+    rocket::http::Method::Head,
+    rocket::http::Method::Post,
+    rocket::http::Method::Put,
+    rocket::http::Method::Delete,
+    rocket::http::Method::Patch,
+    rocket::http::Method::Options,
+];
+
 /// Requests from a given peer address (the local client has none by default).
 pub fn from<'c>(request: LocalRequest<'c>, peer: &str) -> LocalRequest<'c> {
     let addr: SocketAddr = format!("{peer}:40000")
