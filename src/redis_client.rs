@@ -9,10 +9,11 @@
 //! to a host that went silent (no FIN, no RST) would otherwise be reused until the
 //! kernel's TCP retries give up, a quarter of an hour later. While Redis is down no
 //! command is sent (each fails at once as `unavailable`), so a request waits for an
-//! unanswering Redis at most once, `redis.response_timeout_ms`. A probe connects again
-//! every [`PROBE_EVERY`] (resolving the host name afresh) and puts Redis back in use when
-//! a new connection answers `HELLO`: Redis is used again within `PROBE_EVERY` +
-//! `connect_timeout_ms` + `response_timeout_ms` of answering at its address.
+//! unanswering Redis at most once, `redis.response_timeout_ms`. A probe connects again at
+//! once, then every [`PROBE_EVERY`] (resolving the host name afresh each time), and puts
+//! Redis back in use when a new connection answers `HELLO`: a Redis that was only slow is
+//! used again within a round trip, and one that stopped answering within `PROBE_EVERY` +
+//! `connect_timeout_ms` + `response_timeout_ms` of answering again at its address.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,8 +30,8 @@ use crate::settings::RedisSettings;
 /// The `alias` label: the one Redis of `redis.url`.
 const ALIAS: &str = "main";
 
-/// How long a probe waits after Redis went down, and after each failed attempt, before
-/// connecting again.
+/// How long a probe waits after a failed attempt before connecting again. Its first
+/// attempt is at once: a Redis that was only slow is used again within a round trip.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The oldest Redis babylon runs on: `HELLO` (how the version is read) and ACL users
@@ -462,8 +463,10 @@ impl Link {
         }
         let link: Weak<Link> = Arc::downgrade(self);
         rocket::tokio::spawn(async move {
-            loop {
-                rocket::tokio::time::sleep(PROBE_EVERY).await;
+            for attempt in 0u64.. {
+                if attempt > 0 {
+                    rocket::tokio::time::sleep(PROBE_EVERY).await;
+                }
                 let Some(link) = link.upgrade() else {
                     return;
                 };

@@ -66,7 +66,10 @@ impl Gatekeeper {
         if self.is_scrape(request) {
             return Screening::decided(Ok(()));
         }
-        let probe = matches!(request.method(), Method::Get | Method::Head)
+        // Only a limit in Redis could make a probe wait or fail; otherwise probes are
+        // ordinary requests, and nothing is spent finding them.
+        let probe = policy.shares_its_rate_limit()
+            && matches!(request.method(), Method::Get | Method::Head)
             && self.probes.iter().any(|path| path.matches(request));
         match self.clients.of(request) {
             Some(client) if probe => policy.check_in_process(client),

@@ -37,6 +37,11 @@ impl Policy {
         self.screen(client, RateLimit::check_in_process)
     }
 
+    /// Whether the rate limit's buckets live in the shared Redis.
+    pub(crate) fn shares_its_rate_limit(&self) -> bool {
+        self.rate_limit.as_ref().is_some_and(RateLimit::is_shared)
+    }
+
     /// The deny list, then `limit`'s verdict of the rate limit.
     fn screen<'a>(
         &'a self,

@@ -100,6 +100,11 @@ impl RateLimit {
         }
     }
 
+    /// Whether the buckets live in the shared Redis.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// The verdict of this process' own limiter, whatever the backend.
     pub(crate) fn check_in_process(&self, client: IpAddr) -> Screening<'_> {
         let key = ClientKey::of(client, self.local.ipv6_prefix());
