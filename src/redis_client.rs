@@ -650,46 +650,83 @@ mod tests {
         }
     }
 
-    /// A server that speaks Redis' protocol like a Redis older than 6.0: `HELLO` is
-    /// unknown, or names the version given; every other command is answered `+OK`. (No
-    /// such Redis can be installed here.)
-    fn old_redis(version: Option<&'static str>) -> (std::thread::JoinHandle<()>, String) {
+    /// The commands of `buffer` that have arrived whole (RESP arrays of bulk strings),
+    /// each as its first word, taken out of `buffer`.
+    fn whole_commands(buffer: &mut Vec<u8>) -> Vec<String> {
+        let mut commands = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(buffer).into_owned();
+            let mut lines = text.split("\r\n");
+            let Some(count) = lines
+                .next()
+                .and_then(|header| header.strip_prefix('*')?.parse::<usize>().ok())
+            else {
+                return commands;
+            };
+            // Each argument is `$len` and its bytes, on two lines.
+            let arguments: Vec<&str> = lines.by_ref().take(2 * count).collect();
+            if arguments.len() < 2 * count || !text.contains("\r\n") {
+                return commands;
+            }
+            let consumed = arguments.iter().map(|line| line.len() + 2).sum::<usize>()
+                + text.find("\r\n").unwrap()
+                + 2;
+            if consumed > buffer.len() {
+                return commands;
+            }
+            commands.push(arguments.get(1).unwrap_or(&"").to_ascii_uppercase());
+            buffer.drain(..consumed);
+        }
+    }
+
+    /// A server that speaks Redis' protocol like a Redis older than 6.0, to every
+    /// connection: `HELLO` is unknown, or names the version given; every other command is
+    /// answered `+OK`. (No such Redis can be installed here.) Serves until the returned
+    /// flag is set.
+    fn old_redis(version: Option<&'static str>) -> (Arc<AtomicBool>, String) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut buffer = [0u8; 4096];
-            // Bounded: the client sends a handful of commands, then the test ends.
-            for _ in 0..20 {
-                let Ok(read) = stream.read(&mut buffer) else {
-                    return;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
                 };
-                if read == 0 {
-                    return;
-                }
-                let text = String::from_utf8_lossy(&buffer[..read]);
-                let commands = text.split("\r\n").filter(|line| line.starts_with('*'));
-                let answers: String = commands
-                    .zip(text.split('*').skip(1))
-                    .map(|(_, command)| match (command.contains("HELLO"), version) {
-                        (false, _) => "+OK\r\n".to_string(),
-                        (true, None) => "-ERR unknown command 'HELLO'\r\n".to_string(),
-                        (true, Some(version)) => format!(
-                            "*4\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n${}\r\n{version}\r\n",
-                            version.len()
-                        ),
-                    })
-                    .collect();
-                if stream.write_all(answers.as_bytes()).is_err() {
-                    return;
-                }
+                let stopped = stopped.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut pending = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !stopped.load(Ordering::Relaxed) {
+                        match stream.read(&mut chunk) {
+                            Ok(0) => return,
+                            Ok(read) => pending.extend_from_slice(&chunk[..read]),
+                            Err(_) => continue,
+                        }
+                        let answers: String = whole_commands(&mut pending)
+                            .iter()
+                            .map(|command| match (command.as_str(), version) {
+                                ("HELLO", None) => "-ERR unknown command 'HELLO'\r\n".to_string(),
+                                ("HELLO", Some(version)) => format!(
+                                    "*4\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n${}\r\n{version}\r\n",
+                                    version.len()
+                                ),
+                                _ => "+OK\r\n".to_string(),
+                            })
+                            .collect();
+                        if stream.write_all(answers.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
         });
-        (server, url)
+        (stop, url)
     }
 
     #[rocket::async_test]
@@ -701,7 +738,7 @@ mod tests {
                 DownCause::UnsupportedVersion(Some("5.0.7".into())),
             ),
         ] {
-            let (server, url) = old_redis(version);
+            let (stop, url) = old_redis(version);
             let redis = testing::client(&url, "old");
             redis.connect().await;
             match redis.health() {
@@ -714,8 +751,14 @@ mod tests {
                 Err(RedisFailure::Unavailable),
                 "{version:?}: nothing is sent to it"
             );
+            // A probe is at work meanwhile, and finds the same.
+            rocket::tokio::time::sleep(PROBE_EVERY * 2).await;
+            match redis.health() {
+                RedisHealth::Down { cause, .. } => assert_eq!(cause, expected, "{version:?}"),
+                other => panic!("{version:?}: {other:?}"),
+            }
             drop(redis);
-            server.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
         }
     }
 
