@@ -656,6 +656,16 @@ fn failing() -> rocket::http::Status {
 /// its event and not before, every other one is there from start-up.
 #[test]
 fn series_appear_when_the_docs_say() {
+    // Without a backend in Redis, no Redis family at all, whatever the traffic.
+    let without_redis = common::client(json!({}));
+    common::create_item(&without_redis, "no redis");
+    let families = families_in(&common::scrape(&without_redis));
+    assert!(
+        !families
+            .iter()
+            .any(|family| family.starts_with("rocket_redis_")),
+        "{families:?}"
+    );
     if !common::redis_server::redis_available() {
         return;
     }
