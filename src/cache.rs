@@ -87,7 +87,7 @@ pub(crate) trait CacheKey {
 const TTL_FIELD: &str = ":ttl_ms";
 
 /// Writes one entry. KEYS[1]: the cache's hash; ARGV[1]: the field, ARGV[2]: the value,
-/// ARGV[3]: the time to live in ms. A hash that is not one this script made with this time
+/// ARGV[3]: the time to live in ms, ARGV[4]: [`TTL_FIELD`]. A hash that is not one this script made with this time
 /// to live (another type, no expiry, a longer one, another marker) is replaced; a new hash
 /// gets its marker and expiry before any entry, so an entry never lands in a hash without
 /// an expiry, even when `PEXPIRE` fails.
@@ -97,13 +97,13 @@ local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'none' then
   local left = redis.call('PTTL', KEYS[1])
   if kind ~= 'hash' or left < 0 or left > tonumber(ttl)
-      or redis.call('HGET', KEYS[1], ':ttl_ms') ~= ttl then
+      or redis.call('HGET', KEYS[1], ARGV[4]) ~= ttl then
     redis.call('DEL', KEYS[1])
     kind = 'none'
   end
 end
 if kind == 'none' then
-  redis.call('HSET', KEYS[1], ':ttl_ms', ttl)
+  redis.call('HSET', KEYS[1], ARGV[4], ttl)
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -169,7 +169,11 @@ impl RedisStore {
 
     async fn put(&self, field: &str, value: Vec<u8>) -> Result<(), RedisFailure> {
         let mut invocation = self.put.key(&self.hash);
-        invocation.arg(field).arg(value).arg(self.ttl_ms);
+        invocation
+            .arg(field)
+            .arg(value)
+            .arg(self.ttl_ms)
+            .arg(TTL_FIELD);
         self.redis.run_script("HSET", &invocation).await
     }
 }

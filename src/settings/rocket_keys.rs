@@ -110,20 +110,18 @@ pub(super) fn check_rocket(
 /// one the settings define: a misspelt one (`relase`) would select an empty profile.
 pub(super) fn check_profile(figment: &figment::Figment, problems: &mut Problems) {
     let selected = figment.profile();
-    let Ok(data) = figment.data() else {
-        return;
-    };
     let builtin = [
         rocket::Config::DEBUG_PROFILE,
         rocket::Config::RELEASE_PROFILE,
         figment::Profile::Default,
         figment::Profile::Global,
     ];
-    if builtin.contains(selected) || data.contains_key(selected) {
+    // The profiles the settings define, from the values figment has read already.
+    if builtin.contains(selected) || figment.profiles().any(|profile| profile == selected) {
         return;
     }
-    let mut known: Vec<String> = data
-        .keys()
+    let mut known: Vec<String> = figment
+        .profiles()
         .chain(&builtin[..2])
         .filter(|profile| **profile != figment::Profile::Global)
         .map(|profile| format!("`{profile}`"))
