@@ -6,7 +6,7 @@
 #   stock  examples/stock_rocket_prometheus.rs: a minimal Rocket app with only
 #          rocket_prometheus' stock fairing, serving the same trivial route, with the
 #          system allocator (as one would write it)
-#   stock-mimalloc  the same app with babylon's allocator (src/memory.rs), so that
+#   stock-mimalloc  the same app with babylon's allocator (crates/babylon/src/memory.rs), so that
 #          babylon's own request path can be told apart from what its allocator buys
 #
 # `prepare_sides tool...` checks the tools, builds the release binaries, and sets `tmp` (a

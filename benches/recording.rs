@@ -12,7 +12,7 @@ use rocket::http::Method;
 use rocket::local::blocking::Client;
 use serde_json::json;
 
-// The binary's allocator (src/memory.rs), so that these numbers are the service's.
+// The binary's allocator (crates/babylon/src/memory.rs), so that these numbers are the service's.
 #[global_allocator]
 static ALLOCATOR: babylon::memory::Allocator = babylon::memory::Allocator;
 

@@ -18,8 +18,8 @@ let
     fileset = lib.fileset.unions [
       ../Cargo.toml
       ../Cargo.lock
-      ../build.rs
       ../src
+      ../crates
       ../migrations
       ../Rocket.toml
       (lib.fileset.maybeMissing ../benches)
@@ -40,8 +40,9 @@ let
   };
 in
 rustPlatform.buildRustPackage {
-  pname = cargoToml.package.name;
-  inherit (cargoToml.package) version;
+  # The binary is `babylon`; the package that builds it is the workspace's `babylon-app`.
+  pname = "babylon";
+  inherit (cargoToml.workspace.package) version;
 
   src = crateSource;
   cargoLock.lockFile = ../Cargo.lock;
@@ -49,9 +50,12 @@ rustPlatform.buildRustPackage {
   SOURCE_COMMIT = sourceCommit;
 
   # The integration tests need PostgreSQL, Prometheus and free ports; the unit tests of
-  # the library need no service (those that use Redis skip without one), so the package
-  # runs those.
-  cargoTestFlags = [ "--lib" ];
+  # the library (crates/babylon) need no service (those that use Redis skip without one),
+  # so the package runs those.
+  cargoTestFlags = [
+    "--workspace"
+    "--lib"
+  ];
   # Some unit tests listen and connect on 127.0.0.1, which Darwin's sandbox forbids
   # unless asked, as nixpkgs' own packages do.
   __darwinAllowLocalNetworking = true;
@@ -63,7 +67,7 @@ rustPlatform.buildRustPackage {
   '';
 
   meta = {
-    description = cargoToml.package.description;
+    inherit (cargoToml.package) description;
     license = with lib.licenses; [
       mit
       asl20

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(app: babylon::App) -> ExitCode {
-    // Before any listener or connection is opened: each needs a descriptor (src/limits.rs).
+    // Before any listener or connection is opened: each needs a descriptor (crates/babylon/src/limits.rs).
     match babylon::limits::raise_open_files_limit() {
         Ok(Some(raised)) => println!("babylon: {raised}"),
         Ok(None) => {}

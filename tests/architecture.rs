@@ -1,6 +1,6 @@
 //! The crate's modules depend on one another in one direction only.
 //!
-//! Every top-level module of `src/` sits in one layer of [`LAYERS`], and may use only
+//! Every top-level module of the library (`crates/babylon/src/`) sits in one layer of [`LAYERS`], and may use only
 //! modules of lower layers: settings and the other leaves at the bottom, the composition
 //! root (`app`) at the top, nothing depending on it. A module of the same layer is not
 //! below, so modules of one layer are independent of one another. The test reads every
@@ -47,8 +47,8 @@ fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// The module path of a source file: `src/db/pool.rs` is `["db", "pool"]`,
-/// `src/db/mod.rs` is `["db"]`.
+/// The module path of a source file: `crates/babylon/src/db/pool.rs` is `["db", "pool"]`,
+/// `crates/babylon/src/db/mod.rs` is `["db"]`.
 fn module_path(src: &Path, file: &Path) -> Vec<String> {
     let relative = file.strip_prefix(src).expect("under src/");
     let mut parts: Vec<String> = relative
@@ -134,7 +134,7 @@ fn named_modules(code: &str, module: &[String]) -> BTreeSet<String> {
 /// Every import between top-level modules: (from, to) -> the files that make it.
 fn module_graph() -> BTreeMap<(String, String), BTreeSet<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = root.join("src");
+    let src = root.join("crates/babylon/src");
     let mut files = Vec::new();
     sources(&src, &mut files);
     assert!(files.len() > 20, "found only {} source files", files.len());
@@ -147,7 +147,7 @@ fn module_graph() -> BTreeMap<(String, String), BTreeSet<String>> {
         }
         assert!(
             layer_of(&top).is_some(),
-            "src/{top} is in no layer of tests/architecture.rs: add it to LAYERS (and to \
+            "crates/babylon/src/{top} is in no layer of tests/architecture.rs: add it to LAYERS (and to \
              docs/architecture.md) where its dependencies allow"
         );
         let text = std::fs::read_to_string(&file).expect("readable source");

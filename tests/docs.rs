@@ -164,7 +164,9 @@ fn every_exported_family_is_documented() {
         );
     }
     let exported = families.len();
-    families_in_sources(&root().join("src"), &mut families);
+    for dir in ["src", "crates"] {
+        families_in_sources(&root().join(dir), &mut families);
+    }
     assert!(
         families.len() > 30,
         "only {} families found",
@@ -339,7 +341,15 @@ fn the_readme_is_short_and_points_into_docs() {
 #[test]
 fn documents_speak_of_the_project_not_of_work_sessions() {
     let mut files = documents();
-    for dir in ["src", "tests", "nix", "scripts", "bench", "prometheus"] {
+    for dir in [
+        "src",
+        "crates",
+        "tests",
+        "nix",
+        "scripts",
+        "bench",
+        "prometheus",
+    ] {
         collect(&root().join(dir), &mut files);
     }
     let outside = ["../shared", "DESIGN.md", "nix-facts.md"];
@@ -385,7 +395,7 @@ fn every_file_path_the_repository_mentions_exists() {
         .filter(|file| !file.ends_with("CHANGELOG.md"))
         .collect();
     for dir in [
-        "src", "tests", "benches", "bench", "nix", "scripts", "examples",
+        "src", "crates", "tests", "benches", "bench", "nix", "scripts", "examples",
     ] {
         collect(&root().join(dir), &mut files);
     }
@@ -401,25 +411,42 @@ fn every_file_path_the_repository_mentions_exists() {
             continue;
         };
         let name = file.strip_prefix(root()).unwrap().display().to_string();
+        // A manifest or source inside a member crate names paths from that crate's folder.
+        let base = match file.strip_prefix(root().join("crates")) {
+            Ok(inside) => root().join("crates").join(inside.iter().next().unwrap()),
+            Err(_) => root().to_path_buf(),
+        };
+        let is_path_char =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-');
         for (number, line) in text.lines().enumerate() {
             for (at, _) in line.match_indices("src/") {
-                // `src/…` of this repository, not `…/src/…` of another path.
-                let before = line[..at].chars().last();
-                if before
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '.')
-                {
-                    continue;
-                }
-                let path: String = line[at..]
+                // `src/…` or `crates/<crate>/src/…` of this repository, not `…/src/…` of
+                // another path.
+                let start = line[..at]
+                    .char_indices()
+                    .rev()
+                    .take_while(|&(_, c)| is_path_char(c))
+                    .last()
+                    .map_or(at, |(index, _)| index);
+                let path: String = line[start..]
                     .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-'))
+                    .take_while(|&c| is_path_char(c))
                     .collect();
                 let path = path.trim_end_matches('.');
+                let relative_to = if start == at {
+                    &base
+                } else if path.starts_with("crates/")
+                    && path[..at - start].matches('/').count() == 2
+                {
+                    root()
+                } else {
+                    continue;
+                };
                 if !path.ends_with(".rs") {
                     continue;
                 }
                 checked += 1;
-                if !root().join(path).exists() {
+                if !relative_to.join(path).exists() {
                     missing.push(format!("{name}:{}: {path}", number + 1));
                 }
             }

@@ -262,7 +262,7 @@ proptest! {
     }
 }
 
-/// BUG (src/blocking/client.rs, `ClientAddr::resolve`): garbage that the *client* put at the
+/// BUG (crates/babylon/src/blocking/client.rs, `ClientAddr::resolve`): garbage that the *client* put at the
 /// left of `X-Forwarded-For` makes the whole header "not parse", and the trusted proxy itself
 /// becomes the client. nginx (`proxy_add_x_forwarded_for`, as the NixOS module configures
 /// it) appends the real client to what the client sent, so a client behind it that sends
@@ -556,7 +556,7 @@ proptest! {
     }
 }
 
-/// BUG (src/settings/types.rs, `Cidr::contains`): the address is turned into IPv4 when it is
+/// BUG (crates/babylon/src/settings/types.rs, `Cidr::contains`): the address is turned into IPv4 when it is
 /// IPv4-mapped (`::ffff:a.b.c.d`), but the block is not, so an IPv6 block never contains
 /// any IPv4 client: `::/0` does not contain `::ffff:1.2.3.4`, and a deny-list entry written
 /// in the mapped form (`::ffff:198.51.100.0/120`) lets 198.51.100.7 through. (README: "`::/0`

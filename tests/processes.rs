@@ -237,7 +237,7 @@ fn an_unusable_file_sd_directory_stops_start_up() {
 #[test]
 #[cfg(target_os = "linux")]
 fn the_worker_runs_without_transparent_huge_pages() {
-    // src/memory.rs: with huge pages, mimalloc's arenas made a worker's memory resident
+    // crates/babylon/src/memory.rs: with huge pages, mimalloc's arenas made a worker's memory resident
     // in 2 MiB steps (BENCHMARKS.md, "Allocator").
     let ports = PortBlock::reserve(1);
     let worker = start(&ports);

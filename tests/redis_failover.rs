@@ -26,7 +26,7 @@ use serde_json::Value;
 /// `redis.response_timeout_ms` and `redis.connect_timeout_ms` of the workers.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// `PROBE_EVERY` of src/redis_client.rs.
+/// `PROBE_EVERY` of crates/babylon/src/redis_client.rs.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The writer's `path`: it renames the item (to its own name) with a PUT.

@@ -9,7 +9,7 @@ use sqlx::AnyPool;
 use super::errors::DbError;
 
 /// Every migration shipped with this build.
-pub(super) static MIGRATOR: Migrator = sqlx::migrate!();
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Attempts before giving up on migrations at start-up.
 const ATTEMPTS: u32 = 5;

@@ -21,8 +21,8 @@ fn main() {
     println!("cargo:rustc-env=BUILD_RUSTC_VERSION={rustc_version}");
     println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-env-changed=SOURCE_COMMIT");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+    println!("cargo:rerun-if-changed=../../.git/HEAD");
+    println!("cargo:rerun-if-changed=../../.git/refs/heads");
     // sqlx::migrate!() embeds migrations/: rebuild when it changes.
-    println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=../../migrations");
 }
