@@ -102,7 +102,7 @@ fn local_request(c: &mut Criterion) {
                 "rate_limit": { "per_second": 1000000, "burst": 1000000 },
             },
         }));
-        let app = babylon::App::from_figment(settings).unwrap();
+        let app = babylon_app::App::from_figment(settings).unwrap();
         Client::untracked(app.rocket().unwrap()).unwrap()
     };
     let mut group = c.benchmark_group("GET /api/live via local client");

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     };
     // The settings are read and checked before anything else exists: no thread, no
     // runtime, no socket, so a wrong value (even `workers = 0`) is only a message.
-    let app = match babylon::App::from_env() {
+    let app = match babylon_app::App::from_env() {
         Ok(app) => app,
         Err(error) => {
             for line in error.to_string().lines() {
@@ -48,14 +48,14 @@ fn main() -> ExitCode {
         println!("babylon: configuration is valid");
         return ExitCode::SUCCESS;
     }
-    let runtime = match app.runtime() {
+    let runtime = match app.babylon().runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("babylon: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let force_end = app.rocket_config().shutdown.force;
+    let force_end = app.babylon().rocket_config().shutdown.force;
     let code = runtime.block_on(run(app));
     if force_end {
         // As `rocket::execute` does: tasks still running get half a second.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(app: babylon::App) -> ExitCode {
+async fn run(app: babylon_app::App) -> ExitCode {
     // Before any listener or connection is opened: each needs a descriptor (crates/babylon/src/limits.rs).
     match babylon::limits::raise_open_files_limit() {
         Ok(Some(raised)) => println!("babylon: {raised}"),
@@ -78,7 +78,7 @@ async fn run(app: babylon::App) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(banner) = app.export_banner(&rocket) {
+    if let Some(banner) = app.babylon().export_banner(&rocket) {
         println!("{banner}");
     }
     // Printed whatever the log level, like the export banner: in release Rocket logs only

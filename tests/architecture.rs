@@ -225,3 +225,27 @@ fn the_parser_reads_every_form_of_path() {
     let named: Vec<String> = named_modules(&code, &module).into_iter().collect();
     assert_eq!(named, ["db", "metrics", "observe", "settings"]);
 }
+
+/// The service (`src/`) is built on the library's public API alone: what its example
+/// resource does, a user's resource can do. The compiler enforces the rest of the
+/// boundary; the hidden `__internal` module is the one door it would leave open.
+#[test]
+fn the_service_uses_only_the_public_api_of_the_library() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    assert!(files.len() >= 3, "found only {files:?}");
+    let users: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            let text = std::fs::read_to_string(file).expect("readable source");
+            without_comments(&text).contains("__internal")
+        })
+        .map(|file| file.strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    assert!(
+        users.is_empty(),
+        "the service reaches babylon::__internal in {users:?}: make what it needs public \
+         (a user's resource needs it too)"
+    );
+}

@@ -282,7 +282,7 @@ const APPLICATION_PATHS: [&str; 8] = [
 fn a_metrics_path_that_an_application_route_matches_is_refused_naming_the_setting() {
     for path in APPLICATION_PATHS {
         let settings = common::settings(json!({ "metrics": { "path": path } }));
-        let error = match babylon::App::from_figment(settings) {
+        let error = match babylon_app::App::from_figment(settings) {
             Ok(_) => panic!("metrics.path = {path} was accepted"),
             Err(error) => error.to_string(),
         };
@@ -293,7 +293,7 @@ fn a_metrics_path_that_an_application_route_matches_is_refused_naming_the_settin
         // Served on the export port only, the path collides with nothing.
         let settings =
             common::settings(json!({ "metrics": { "path": path, "serve_on_main_port": false } }));
-        assert!(babylon::App::from_figment(settings).is_ok(), "{path}");
+        assert!(babylon_app::App::from_figment(settings).is_ok(), "{path}");
     }
 }
 

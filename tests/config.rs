@@ -250,7 +250,9 @@ fn every_output_of(url: &str) -> Vec<String> {
         }
         Err(problem) => outputs.push(problem),
     }
-    match babylon::App::from_figment(settings(json!({ "databases": { "main": { "url": url } } }))) {
+    match babylon_app::App::from_figment(settings(
+        json!({ "databases": { "main": { "url": url } } }),
+    )) {
         Ok(app) => outputs.push(format!("{:?}", app.settings())),
         Err(error) => {
             outputs.push(error.to_string());

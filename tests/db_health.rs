@@ -23,7 +23,7 @@ fn health_reports_an_unreachable_database_and_the_service_recovers() {
         return;
     };
     let overrides = json!({ "databases": { "main": { "url": cluster.url("postgres"), "connect_timeout": 1 } } });
-    let app = babylon::App::from_figment(settings(overrides)).unwrap();
+    let app = babylon_app::App::from_figment(settings(overrides)).unwrap();
     let client = Client::tracked(app.rocket().unwrap()).unwrap();
 
     let (status, body) = health(&client);

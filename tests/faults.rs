@@ -121,7 +121,7 @@ async fn panicking_handlers_under_load_are_counted_and_the_service_keeps_serving
     use rocket::futures::future::join_all;
     use rocket::local::asynchronous::Client;
     let dir = tempfile::tempdir().unwrap();
-    let app = babylon::App::from_figment(common::settings_in(&dir, json!({}))).unwrap();
+    let app = babylon_app::App::from_figment(common::settings_in(&dir, json!({}))).unwrap();
     let rocket = app
         .rocket()
         .unwrap()

@@ -397,7 +397,7 @@ async fn in_flight_gauge_counts_requests_being_handled() {
     use rocket::local::asynchronous::Client;
     let gate = std::sync::Arc::new(rocket::tokio::sync::Semaphore::new(0));
     let dir = tempfile::tempdir().unwrap();
-    let app = babylon::App::from_figment(common::settings_in(&dir, json!({}))).unwrap();
+    let app = babylon_app::App::from_figment(common::settings_in(&dir, json!({}))).unwrap();
     let rocket = app
         .rocket()
         .unwrap()

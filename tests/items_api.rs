@@ -39,7 +39,7 @@ impl Backend {
     }
 
     fn client(&self, overrides: Value) -> Client {
-        let app = babylon::App::from_figment(self.settings(overrides)).expect("valid settings");
+        let app = babylon_app::App::from_figment(self.settings(overrides)).expect("valid settings");
         Client::tracked(app.rocket().expect("builds")).expect("ignites")
     }
 }
@@ -421,7 +421,7 @@ async fn two_hundred_concurrent_creates_all_land_and_are_counted_exactly() {
     use rocket::local::asynchronous::Client;
     for backend in backends() {
         let vendor = backend.vendor();
-        let app = babylon::App::from_figment(backend.settings(json!({}))).unwrap();
+        let app = babylon_app::App::from_figment(backend.settings(json!({}))).unwrap();
         let client = Client::tracked(app.rocket().unwrap()).await.unwrap();
         let creates = (0..200).map(|n| {
             let request = client

@@ -116,7 +116,7 @@ fn try_value(figment: Figment, key: &str, shown: &str) -> Result<Outcome, String
     std::thread::spawn(move || {
         let key = key_of_case;
         let result = (|| {
-            let app = match babylon::App::from_figment(figment) {
+            let app = match babylon_app::App::from_figment(figment) {
                 Err(error) => {
                     let text = error.to_string();
                     let lines: Vec<&str> = text.lines().collect();
@@ -277,7 +277,7 @@ fn several_wrong_settings_are_all_reported_in_one_reading() {
         "redis": { "pool_size": 200, "connect_timeout_ms": 0 },
         "databases": { "main": { "max_connections": 0 } },
     }));
-    let error = babylon::App::from_figment(settings)
+    let error = babylon_app::App::from_figment(settings)
         .err()
         .expect("every one of these is wrong")
         .to_string();

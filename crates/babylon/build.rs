@@ -23,6 +23,4 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SOURCE_COMMIT");
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/refs/heads");
-    // sqlx::migrate!() embeds migrations/: rebuild when it changes.
-    println!("cargo:rerun-if-changed=../../migrations");
 }

@@ -69,7 +69,7 @@ pub fn client(overrides: Value) -> TestClient {
 pub fn client_with_routes(overrides: Value, routes: Vec<rocket::Route>) -> TestClient {
     let dir = tempfile::tempdir().unwrap();
     let app =
-        babylon::App::from_figment(settings_in(&dir, overrides)).expect("valid test settings");
+        babylon_app::App::from_figment(settings_in(&dir, overrides)).expect("valid test settings");
     let rocket = app.rocket().expect("service builds").mount("/test", routes);
     TestClient {
         client: Client::tracked(rocket).expect("valid rocket"),

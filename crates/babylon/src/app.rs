@@ -1,17 +1,18 @@
-//! The composition root: builds every family, manages Rocket state, attaches the
-//! fairings and binds the export port. Nothing in the crate depends on it.
+//! The composition root: reads the settings, registers every family, and attaches
+//! babylon to a Rocket (state, fairings, routes, the export port). Nothing in the crate
+//! depends on it.
 
 use std::time::Instant;
 
 use figment::Figment;
-use rocket::{Build, Rocket};
+use rocket::{Build, Rocket, Route};
 use rocket_db_pools::Database;
+use sqlx::migrate::Migrator;
 
-use crate::api::items::ItemsCache;
 use crate::api::metrics_summary::{ExportPort, MetricsEnabled};
 use crate::api::{self, RedisInUse, Started};
 use crate::blocking::{ClientAddr, Gatekeeper, Policy, RateLimitCollector};
-use crate::cache::CacheFamilies;
+use crate::cache::{CacheFamilies, Caches};
 use crate::db::{self, DbFamilies, ModelFamilies};
 use crate::export::{
     self, ExportError, ExportFairing, ExportListener, FileSdError, MetricsAccess, Scrapes,
@@ -24,7 +25,7 @@ use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
 use crate::settings::{self, ConfigError, MetricsSettings, Problems, Settings};
 
-/// Why the service could not start.
+/// Why babylon could not be set up or attached.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A setting is wrong; the message names it.
@@ -48,13 +49,19 @@ pub enum StartError {
 /// leaves GET and HEAD of that path to it, so a route of the application there would be
 /// served past the deny list and the rate limit (and Rocket would refuse an identical
 /// one at launch, naming no setting).
-fn refuse_a_shadowed_metrics_path(metrics: &MetricsSettings, problems: &mut Problems) {
+fn refuse_a_shadowed_metrics_path(
+    metrics: &MetricsSettings,
+    routes: &[&Route],
+    problems: &mut Problems,
+) {
     if !(metrics.enabled && metrics.serve_on_main_port) {
         return;
     }
     let path = routing::RoutedPath::new(metrics.path.as_str());
-    let mut routes = api::routes().into_iter().chain(Gatekeeper::routes());
-    if let Some(route) = routes.find(|route| path.is_matched_by(route.uri.path())) {
+    if let Some(route) = routes
+        .iter()
+        .find(|route| path.is_matched_by(route.uri.path()))
+    {
         problems.invalid(
             "metrics.path",
             format!(
@@ -67,34 +74,139 @@ fn refuse_a_shadowed_metrics_path(metrics: &MetricsSettings, problems: &mut Prob
     }
 }
 
-/// The service with its settings read and validated, ready to build a Rocket.
-pub struct App {
-    figment: Figment,
-    settings: Settings,
+/// Every family, registered once in one registry whatever is enabled (so the exposition
+/// lists the same families in every configuration), and the clients built from the
+/// settings. Nothing here opens a socket.
+struct Parts {
+    metrics: Metrics,
+    http: HttpFamilies,
+    api: ApiFamilies,
+    db: DbFamilies,
+    models: ModelFamilies,
+    caches: Caches,
+    redis: Option<SharedRedis>,
+    policy: Option<std::sync::Arc<Policy>>,
+    clients: ClientAddr,
 }
 
-impl App {
+impl Parts {
+    fn new(settings: &Settings) -> Result<Parts, StartError> {
+        let Settings {
+            metrics: metrics_settings,
+            blocking,
+            ..
+        } = settings;
+        let metrics = Metrics::new(metrics_settings)?;
+        let registry = metrics.registry();
+        let http = HttpFamilies::register(registry, metrics_settings)?;
+        let api = ApiFamilies::register(registry)?;
+        let db = DbFamilies::register(registry)?;
+        let models = ModelFamilies::register(registry)?;
+        let cache_families = CacheFamilies::register(registry)?;
+        let redis_families = RedisFamilies::register(registry)?;
+        // Nothing connects to Redis unless a backend in use lives there.
+        let redis = match settings.uses_redis() {
+            true => SharedRedis::new(&settings.redis, redis_families)?,
+            false => None,
+        };
+        let caches = Caches::new(cache_families, &settings.cache, redis.clone());
+        let clients = ClientAddr::new(blocking.trusted_proxies.clone());
+        let policy = blocking
+            .enabled
+            .then(|| std::sync::Arc::new(Policy::new(blocking, redis.clone())));
+        if let Some(policy) = policy.as_ref().filter(|p| p.rate_limit().is_some()) {
+            let collector = RateLimitCollector::new(policy.clone())?;
+            registry.register(Box::new(collector))?;
+        }
+        Ok(Parts {
+            metrics,
+            http,
+            api,
+            db,
+            models,
+            caches,
+            redis,
+            policy,
+            clients,
+        })
+    }
+}
+/// babylon, set up from validated settings: attach it to a Rocket with
+/// [`Babylon::attach`].
+///
+/// Every family is registered when it is made, so that an application can register its
+/// own in the same registry ([`Babylon::metrics`]) and make its read caches
+/// ([`Babylon::caches`]) before anything is served; nothing opens a socket until
+/// [`Babylon::attach`].
+pub struct Babylon {
+    figment: Figment,
+    settings: Settings,
+    parts: Parts,
+    migrations: Option<&'static Migrator>,
+}
+
+impl Babylon {
     /// Reads Rocket.toml (profile from `ROCKET_PROFILE`) and the environment.
-    pub fn from_env() -> Result<App, ConfigError> {
+    pub fn from_env() -> Result<Babylon, StartError> {
         settings::check_config_file()?;
         Self::from_figment(settings::figment())
     }
 
     /// Reads and validates the settings of `figment` (see [`settings::figment_from`]
     /// for one that ignores the working directory's Rocket.toml).
-    pub fn from_figment(figment: Figment) -> Result<App, ConfigError> {
+    pub fn from_figment(figment: Figment) -> Result<Babylon, StartError> {
+        Self::for_routes(figment, &[])
+    }
+
+    /// As [`Babylon::from_figment`], and also refuses settings that conflict with
+    /// `routes`, the application's own (a `metrics.path` one of them serves), so that
+    /// `--check-config` finds the conflict before anything starts.
+    /// [`Babylon::attach`] checks the routes mounted by then in any case.
+    pub fn for_routes(figment: Figment, routes: &[Route]) -> Result<Babylon, StartError> {
         let (settings, mut problems) = Settings::read(&figment);
         if let Some(settings) = &settings {
-            refuse_a_shadowed_metrics_path(&settings.metrics, &mut problems);
+            let ours = api::routes().into_iter().chain(Gatekeeper::routes());
+            let all: Vec<Route> = ours.chain(routes.iter().cloned()).collect();
+            let all: Vec<&Route> = all.iter().collect();
+            refuse_a_shadowed_metrics_path(&settings.metrics, &all, &mut problems);
         }
         problems.into_result(&figment)?;
         let settings = settings.expect("settings are read whenever nothing is wrong");
-        Ok(App { figment, settings })
+        let parts = Parts::new(&settings)?;
+        Ok(Babylon {
+            figment,
+            settings,
+            parts,
+            migrations: None,
+        })
+    }
+
+    /// The migrations to apply to `databases.main` at start-up (the `migrations/` folder
+    /// of the application, embedded with `sqlx::migrate!()`), and to count in
+    /// `rocket_migrations_{applied,unapplied}_by_connection`.
+    pub fn with_migrations(mut self, migrations: &'static Migrator) -> Babylon {
+        self.migrations = Some(migrations);
+        self
     }
 
     /// The validated settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The figment the settings were read from, for `rocket::custom`.
+    pub fn figment(&self) -> &Figment {
+        &self.figment
+    }
+
+    /// The registry every family lives in: register the application's own here.
+    pub fn metrics(&self) -> &Metrics {
+        &self.parts.metrics
+    }
+
+    /// Read caches of the `cache.*` settings' backend, for the application's resources.
+    pub fn caches(&self) -> &Caches {
+        &self.parts.caches
     }
 
     /// Rocket's own settings (`workers`, `shutdown`, …), validated with the rest.
@@ -115,67 +227,61 @@ impl App {
             .build()
     }
 
-    /// Builds the Rocket. With metrics and export enabled this binds the export port now,
-    /// so that a taken range fails here, before anything is served.
-    pub fn rocket(&self) -> Result<Rocket<Build>, StartError> {
-        let Settings {
-            metrics: metrics_settings,
-            blocking,
-            ..
-        } = &self.settings;
-        // Every family is registered here, once, whatever is enabled: the exposition
-        // lists the same families in every configuration.
-        let metrics = Metrics::new(metrics_settings)?;
-        let registry = metrics.registry();
-        let http = HttpFamilies::register(registry, metrics_settings)?;
-        let api = ApiFamilies::register(registry)?;
-        let db_families = DbFamilies::register(registry)?;
-        let models = ModelFamilies::register(registry)?;
-        let cache = CacheFamilies::register(registry)?;
-        let redis_families = RedisFamilies::register(registry)?;
-        // Nothing connects to Redis unless a backend in use lives there.
-        let redis = match self.settings.uses_redis() {
-            true => SharedRedis::new(&self.settings.redis, redis_families)?,
-            false => None,
-        };
-
-        let clients = ClientAddr::new(blocking.trusted_proxies.clone());
-        let policy = blocking
-            .enabled
-            .then(|| std::sync::Arc::new(Policy::new(blocking, redis.clone())));
-        if let Some(policy) = policy.as_ref().filter(|p| p.rate_limit().is_some()) {
-            let collector = RateLimitCollector::new(policy.clone())?;
-            registry.register(Box::new(collector))?;
+    /// Application routes with their panics counted as `type="panic"` (see
+    /// [`instrument`](crate::instrument)), or as they are when metrics are off.
+    pub fn instrument(&self, routes: Vec<Route>) -> Vec<Route> {
+        match self.settings.metrics.enabled {
+            true => observe::instrument(routes),
+            false => routes,
         }
+    }
+
+    /// Attaches babylon to `rocket`, which should be built from [`Babylon::figment`]:
+    /// the database of `databases.main`, the request pipeline (HTTP families, deny list,
+    /// rate limit), the health and metrics routes, JSON catchers, and, with metrics and
+    /// export enabled, the export port, bound now so that a taken range fails here,
+    /// before anything is served. Mount the application's routes first: a `metrics.path`
+    /// that one of them serves is refused.
+    pub fn attach(&self, rocket: Rocket<Build>) -> Result<Rocket<Build>, StartError> {
+        let Parts {
+            metrics,
+            http,
+            api,
+            db: db_families,
+            models,
+            caches,
+            redis,
+            policy,
+            clients,
+        } = &self.parts;
+        let metrics_settings = &self.settings.metrics;
+        let mut problems = Problems::default();
+        refuse_a_shadowed_metrics_path(
+            metrics_settings,
+            &rocket.routes().collect::<Vec<_>>(),
+            &mut problems,
+        );
+        problems.into_result(&self.figment)?;
         let access = MetricsAccess::new(&metrics_settings.export);
         let path = metrics_settings.path.as_str();
 
-        let mut rocket = rocket::custom(self.figment.clone())
+        let mut rocket = rocket
             .manage(Started(Instant::now()))
             .manage(MetricsEnabled(metrics_settings.enabled))
-            .manage(ItemsCache::new(&cache, &self.settings.cache, redis.clone()))
             .manage(RedisInUse(redis.clone()))
-            .manage(db_families)
-            .manage(models)
+            .manage(caches.clone())
+            .manage(db_families.clone())
+            .manage(models.clone())
             .manage(api.clone())
             .attach(db::Db::init())
-            .attach(db::DbSetup)
-            // Counting panics wraps every handler (one boxed future per request), so only
-            // when there are metrics to count them in.
-            .mount(
-                "/",
-                if metrics_settings.enabled {
-                    observe::instrument(api::routes())
-                } else {
-                    api::routes()
-                },
-            )
+            .attach(db::DbSetup::new(self.migrations))
+            .mount("/", self.instrument(api::routes()))
             .register("/", api::catchers());
 
         let on_main_port = metrics_settings.enabled && metrics_settings.serve_on_main_port;
-        let observer = metrics_settings
-            .enabled
-            .then(|| HttpObserver::new(http, api.clone(), clients.clone(), metrics_settings));
+        let observer = metrics_settings.enabled.then(|| {
+            HttpObserver::new(http.clone(), api.clone(), clients.clone(), metrics_settings)
+        });
         // The metrics route checks its readers itself; the policy leaves scrapes to it, so
         // that a flood that fills the rate limiter cannot hide itself by refusing scrapes.
         let scrapes = on_main_port.then(|| routing::RoutedPath::new(path));
@@ -183,13 +289,13 @@ impl App {
             observer,
             Gatekeeper::new(
                 clients.clone(),
-                policy,
+                policy.clone(),
                 scrapes,
                 api::PROBE_PATHS.map(routing::RoutedPath::new).to_vec(),
             ),
         ));
 
-        if let Some(redis) = redis {
+        if let Some(redis) = redis.clone() {
             // Rocket awaits lift-off before it serves, so no request waits for the first
             // connection; a Redis that does not answer delays start-up by at most
             // connect_timeout_ms + response_timeout_ms, and is then probed.
@@ -221,7 +327,7 @@ impl App {
                     };
                     let scrapes = Scrapes {
                         metrics: metrics.clone(),
-                        api,
+                        api: api.clone(),
                         path: path.to_string(),
                         access,
                     };
@@ -229,7 +335,14 @@ impl App {
                 }
             }
         }
-        Ok(rocket.manage(ExportPort(export_port)).manage(metrics))
+        Ok(rocket
+            .manage(ExportPort(export_port))
+            .manage(metrics.clone()))
+    }
+
+    /// A Rocket built from [`Babylon::figment`] with babylon attached and nothing else.
+    pub fn rocket(&self) -> Result<Rocket<Build>, StartError> {
+        self.attach(rocket::custom(self.figment.clone()))
     }
 
     /// The line `main` prints once the export port is bound, whatever the log level: in

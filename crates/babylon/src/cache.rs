@@ -1,8 +1,24 @@
 //! The read cache, in this process (moka) or in the shared Redis, and its families,
 //! `rocket_cache_get_*_total{backend}`.
 //!
-//! Reads go through [`ReadCache::get_or_load`]; writes call [`ReadCache::invalidate`] or
-//! [`ReadCache::invalidate_all`]. Each worker process has its own in-process cache, so
+//! A resource gets its caches from [`Caches`] (Rocket state, or
+//! [`Babylon::caches`](crate::Babylon::caches) at start-up): reads go through
+//! [`ReadCache::get_or_load`]; writes call [`ReadCache::invalidate`] or
+//! [`ReadCache::invalidate_all`].
+//!
+//! ```
+//! use babylon::cache::{Caches, ReadCache};
+//!
+//! /// The resource's caches, managed as Rocket state.
+//! struct OrderCache {
+//!     by_id: ReadCache<String, String>,
+//! }
+//!
+//! fn order_cache(caches: &Caches) -> OrderCache {
+//!     OrderCache { by_id: caches.read_cache("orders:by_id") }
+//! }
+//! ```
+//! Each worker process has its own in-process cache, so
 //! another worker's write is seen there after at most `cache.ttl_seconds`; the Redis one
 //! is shared, and a write invalidates it for every worker at once.
 //!
@@ -24,6 +40,7 @@ use serde::Serialize;
 use crate::metrics::counter_vec;
 use crate::prometheus::{IntCounter, IntCounterVec, Registry};
 use crate::redis_client::{RedisFailure, SharedRedis};
+use crate::settings::{Backend, CacheSettings};
 
 /// The `backend` label of the in-process cache's families.
 pub(crate) const BACKEND: &str = "moka";
@@ -77,8 +94,51 @@ struct CacheCounters {
     fail: IntCounter,
 }
 
+/// Hands out the read caches of the `cache.*` settings: in this process, or in the
+/// shared Redis when `cache.backend = "redis"`; caches that always load when
+/// `cache.enabled` is false. Cheap to clone; managed as Rocket state by
+/// [`Babylon::attach`](crate::Babylon::attach).
+#[derive(Clone)]
+pub struct Caches {
+    families: CacheFamilies,
+    settings: CacheSettings,
+    redis: Option<SharedRedis>,
+}
+
+impl Caches {
+    /// `redis` is the shared Redis, set when a backend uses it.
+    pub(crate) fn new(
+        families: CacheFamilies,
+        settings: &CacheSettings,
+        redis: Option<SharedRedis>,
+    ) -> Self {
+        Caches {
+            families,
+            settings: settings.clone(),
+            redis,
+        }
+    }
+
+    /// A read cache; `name` must be unique among the service's caches (the shared
+    /// backend keeps its entries under it, for every worker).
+    pub fn read_cache<K, V>(&self, name: &str) -> ReadCache<K, V>
+    where
+        K: Hash + Eq + Send + Sync + Clone + CacheKey + 'static,
+        V: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    {
+        let settings = &self.settings;
+        let ttl = Duration::from_secs(settings.ttl_seconds.get());
+        match &self.redis {
+            Some(redis) if settings.enabled && settings.backend == Backend::Redis => {
+                ReadCache::shared(&self.families, redis.clone(), name, ttl)
+            }
+            _ => ReadCache::new(&self.families, settings.enabled, ttl, settings.max_entries),
+        }
+    }
+}
+
 /// A cache key as text: the field of the entry in the shared Redis.
-pub(crate) trait CacheKey {
+pub trait CacheKey {
     /// The key as one word, unique within its cache; [`TTL_FIELD`] is never cached.
     fn field(&self) -> String;
 }
@@ -178,8 +238,10 @@ impl RedisStore {
     }
 }
 
-/// A read-through cache; `None` when caching is off (every lookup then loads).
-pub(crate) struct ReadCache<K, V> {
+/// A read-through cache (see [`Caches::read_cache`]): `rocket_cache_get_*_total` count
+/// its lookups.
+pub struct ReadCache<K, V> {
+    /// `None` when caching is off (every lookup then loads).
     store: Option<Store<K, V>>,
     counters: CacheCounters,
 }
@@ -191,12 +253,7 @@ where
 {
     /// An in-process cache: `ttl` bounds how stale an entry may get; `max_entries` how
     /// many it keeps.
-    pub(crate) fn new(
-        families: &CacheFamilies,
-        enabled: bool,
-        ttl: Duration,
-        max_entries: u64,
-    ) -> Self {
+    fn new(families: &CacheFamilies, enabled: bool, ttl: Duration, max_entries: u64) -> Self {
         let store = enabled.then(|| {
             Store::Memory(
                 moka::future::Cache::builder()
@@ -213,12 +270,7 @@ where
 
     /// A cache named `name` in the shared Redis: one for every worker. `ttl` is at least a
     /// millisecond (validation keeps `cache.ttl_seconds` between 1 s and a year).
-    pub(crate) fn shared(
-        families: &CacheFamilies,
-        redis: SharedRedis,
-        name: &str,
-        ttl: Duration,
-    ) -> Self {
+    fn shared(families: &CacheFamilies, redis: SharedRedis, name: &str, ttl: Duration) -> Self {
         ReadCache {
             store: Some(Store::Redis(Box::new(RedisStore {
                 hash: redis.key(&format!("cache:{name}")),
@@ -234,7 +286,7 @@ where
     /// counted in `rocket_cache_get_fail_total` and returned. So is a failure of Redis,
     /// but then the value is loaded: a read the database can answer never fails for the
     /// cache.
-    pub(crate) async fn get_or_load<E>(
+    pub async fn get_or_load<E>(
         &self,
         key: K,
         load: impl Future<Output = Result<Option<V>, E>>,
@@ -293,7 +345,7 @@ where
     }
 
     /// Drops `key` for every reader of this cache.
-    pub(crate) async fn invalidate(&self, key: &K) {
+    pub async fn invalidate(&self, key: &K) {
         match &self.store {
             None => {}
             Some(Store::Memory(cache)) => cache.invalidate(key).await,
@@ -307,7 +359,7 @@ where
     }
 
     /// Drops every entry for every reader of this cache.
-    pub(crate) async fn invalidate_all(&self) {
+    pub async fn invalidate_all(&self) {
         match &self.store {
             None => {}
             Some(Store::Memory(cache)) => cache.invalidate_all(),

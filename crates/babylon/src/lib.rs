@@ -1,28 +1,46 @@
 //! babylon: a Rocket web backend whose Prometheus metrics are part of the product.
 //!
-//! [`App`] reads and validates the settings; [`App::rocket`] builds the Rocket that the
-//! `babylon` binary launches and that tests drive with Rocket's local client:
+//! [`Babylon`] reads and validates the settings and registers every family;
+//! [`Babylon::attach`] adds babylon to a Rocket of your own: the database of
+//! `databases.main`, the HTTP families of every route, the deny list and the rate limit,
+//! `/api/health`, `/api/live` and `/api/metrics`, the metrics on the main port's
+//! `metrics.path` and on the export port. A complete service:
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let app = babylon::App::from_env()?;
-//! let rocket = app.rocket()?;
-//! rocket.launch().await?;
-//! # Ok(())
-//! # }
+//! use babylon::Babylon;
+//!
+//! #[rocket::get("/hello")]
+//! fn hello() -> &'static str {
+//!     "hello"
+//! }
+//!
+//! #[rocket::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Rocket.toml and the ROCKET_* and BABYLON_* variables, every problem at once.
+//!     let babylon = Babylon::from_env()?;
+//!     let rocket = rocket::custom(babylon.figment().clone())
+//!         .mount("/", babylon.instrument(rocket::routes![hello]));
+//!     babylon.attach(rocket)?.launch().await?;
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # Public surface
 //!
-//! - [`App`] and [`StartError`]: the service, and why it could not start;
+//! - [`Babylon`] and [`StartError`]: set up from the settings and attached to a Rocket,
+//!   and why that could fail;
 //! - [`settings`]: the validated settings and how they are read ([`settings::figment`],
 //!   [`settings::figment_from`]);
 //! - [`metrics`]: the registry handle [`Metrics`](metrics::Metrics), managed as Rocket
 //!   state, and its [`custom`](metrics::Metrics::custom) families for application code;
 //! - [`prometheus`]: the crate those families are built from;
-//! - [`db`]: the database under `databases.main`, for handlers of application routes;
-//! - [`JsonError`]: the JSON error body every error answer has; database errors convert
-//!   into it with `?`;
+//! - [`db`]: the database under `databases.main`, for handlers of application routes,
+//!   and the model families of their writes;
+//! - [`cache`]: read caches for application resources, in this process or in Redis;
+//! - [`JsonError`]: the JSON error body every error answer has; database and
+//!   custom-metric errors convert into it with `?`;
+//! - [`JsonBody`] and [`FieldErrors`]: the JSON body guard that names the field it
+//!   refuses, and field validation that refuses with one 422;
 //! - [`instrument`]: counts panics of application routes as `type="panic"`;
 //! - [`memory`] and [`limits`]: process set-up for a `main` (allocator, open files);
 //! - [`build`]: the version, commit and compiler of this build.
@@ -41,7 +59,7 @@ mod api;
 mod app;
 mod blocking;
 pub mod build;
-mod cache;
+pub mod cache;
 pub mod db;
 mod export;
 pub mod limits;
@@ -54,7 +72,8 @@ mod request;
 mod routing;
 pub mod settings;
 
-pub use app::{App, StartError};
+pub use api::{FieldErrors, JsonBody};
+pub use app::{Babylon, StartError};
 pub use observe::instrument;
 pub use request::JsonError;
 

@@ -1,4 +1,5 @@
-//! `JsonBody<T>`: the JSON request-body guard of our routes.
+//! `JsonBody<T>`: the JSON request-body guard for application routes, and
+//! `FieldErrors`, the 422 of field-level validation.
 //!
 //! Unlike Rocket's `Json<T>` it records how many body bytes it actually read (for
 //! `rocket_http_request_body_bytes`), and its refusals are JSON errors that name the
@@ -20,8 +21,16 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// Bodies above the `limits.json` setting (default 1 MiB) are refused with 413.
 const DEFAULT_LIMIT_BYTES: u64 = 1024 * 1024;
 
+/// A JSON request body parsed into `T`, as a data guard: `data = "<body>"` and a
+/// parameter `body: JsonBody<T>`.
+///
+/// Unlike Rocket's `Json<T>`, it records how many body bytes it read (for
+/// `rocket_http_request_body_bytes`), and it refuses with a [`JsonError`] that names the
+/// field: 413 above the `limits.json` setting (1 MiB by default), 415 for a content type
+/// that is not JSON, 422 for a body that does not fit `T` (`{"field": "items[3].name",
+/// "problem": …}`), 408 for a client that takes more than 10 s to send it.
 #[derive(Debug)]
-pub(super) struct JsonBody<T>(pub T);
+pub struct JsonBody<T>(pub T);
 
 fn reject<'r, T>(request: &'r Request<'_>, error: JsonError) -> data::Outcome<'r, T, ()> {
     let status = error.status;
@@ -166,18 +175,32 @@ fn problem(path: &str, error: serde_json::Error) -> BodyProblem {
     }
 }
 
-/// Field-level validation after parsing: collects every problem, then refuses with 422.
-#[derive(Default)]
-pub(super) struct FieldErrors(Vec<serde_json::Value>);
+/// Field-level validation after parsing: collects every problem, then refuses with one
+/// 422 that names them all.
+///
+/// ```
+/// use babylon::FieldErrors;
+///
+/// let mut problems = FieldErrors::default();
+/// problems.check(!"".is_empty(), "name", "must not be empty");
+/// problems.check(3 <= 100, "per_page", "must be at most 100");
+/// let refused = problems.into_result().unwrap_err();
+/// assert_eq!(refused.status.code, 422);
+/// assert_eq!(refused.message, "invalid fields: name");
+/// ```
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<serde_json::Value>);
 
 impl FieldErrors {
-    pub(super) fn check(&mut self, ok: bool, field: &str, problem: &str) {
+    /// Notes that `field` has `problem` unless `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, problem: &str) {
         if !ok {
             self.0.push(json!({ "field": field, "problem": problem }));
         }
     }
 
-    pub(super) fn into_result(self) -> Result<(), JsonError> {
+    /// `Ok` when no check failed; else the 422 `invalid_body` naming every field.
+    pub fn into_result(self) -> Result<(), JsonError> {
         if self.0.is_empty() {
             return Ok(());
         }

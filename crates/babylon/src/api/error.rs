@@ -1,9 +1,11 @@
 //! How errors of the layers below become answers: every status babylon gives for a
-//! database error is chosen here, in one place.
+//! database or custom-metric error is chosen here, in one place, so that a handler
+//! returning `Result<_, JsonError>` uses `?` on them.
 
 use rocket::http::Status;
 
 use crate::db::{DbError, DbErrorKind};
+use crate::metrics::CustomMetricError;
 use crate::request::JsonError;
 
 /// How a client is told of a database error: the HTTP status and a sentence; the reason
@@ -12,7 +14,7 @@ fn answer(kind: DbErrorKind) -> (Status, &'static str) {
     match kind {
         DbErrorKind::UniqueViolation => (
             Status::Conflict,
-            "a value that must be unique is already taken (for items: the name)",
+            "a value that must be unique is already taken",
         ),
         DbErrorKind::ForeignKeyViolation | DbErrorKind::CheckViolation | DbErrorKind::NotNullViolation => (
             Status::UnprocessableEntity,
@@ -63,6 +65,19 @@ impl From<DbError> for JsonError {
             DbErrorKind::Busy => answer.retry_after(1),
             _ => answer,
         }
+    }
+}
+
+/// A custom family asked for with the name of another family's type or labels: a
+/// mistake in the application's code, answered 500 and logged.
+impl From<CustomMetricError> for JsonError {
+    fn from(error: CustomMetricError) -> JsonError {
+        rocket::error!("{error}");
+        JsonError::new(
+            Status::InternalServerError,
+            "metrics_error",
+            error.to_string(),
+        )
     }
 }
 

@@ -1,9 +1,9 @@
-//! The HTTP API: health, the metrics summary as JSON, and the example resource.
+//! babylon's own HTTP API (health, liveness, the metrics summary as JSON, JSON catchers),
+//! and what application routes use: the JSON body guard and the error mapping.
 
 mod body;
 mod error;
 mod health;
-pub(crate) mod items;
 pub(crate) mod metrics_summary;
 
 use std::time::Instant;
@@ -23,18 +23,17 @@ impl Started {
     }
 }
 
+pub use body::{FieldErrors, JsonBody};
 pub(crate) use health::RedisInUse;
 
 /// The paths orchestrators probe (liveness, readiness): their answers must not depend on
 /// Redis, so the rate limit checks them in this process only.
 pub(crate) const PROBE_PATHS: [&str; 2] = ["/api/live", "/api/health"];
 
-/// Every API route. With metrics on, wrap them with [`crate::observe::instrument`]
+/// babylon's own routes. With metrics on, wrap them with [`crate::observe::instrument`]
 /// so that handler panics are counted as such.
 pub(crate) fn routes() -> Vec<Route> {
-    let mut routes = rocket::routes![health::health, health::live, metrics_summary::summary];
-    routes.extend(items::routes());
-    routes
+    rocket::routes![health::health, health::live, metrics_summary::summary]
 }
 
 /// JSON answers for every error status, including a data guard's refusal.

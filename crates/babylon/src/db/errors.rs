@@ -23,7 +23,7 @@ pub enum DbErrorKind {
     /// on the statement to resolve a conflict (SQLite `SQLITE_BUSY`, PostgreSQL `40001`,
     /// `40P01`, `55P03`): retrying may succeed.
     Busy,
-    /// A unique constraint refused the row (for items: the name).
+    /// A unique constraint refused the row.
     UniqueViolation,
     /// A foreign key refused the row.
     ForeignKeyViolation,

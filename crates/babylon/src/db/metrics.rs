@@ -249,19 +249,25 @@ impl Collector for PoolGauges {
     }
 }
 
-/// `rocket_model_{inserts,updates,deletes}_total{model}`; bulk writes count every row.
+/// `rocket_model_{inserts,updates,deletes}_total{model}`, django-prometheus' model
+/// families: the rows an application's writes changed, per model (a bulk write counts
+/// every row). Managed as Rocket state; take one model's counters with
+/// [`ModelFamilies::model`], once, and count with them after each write commits.
 #[derive(Clone)]
-pub(crate) struct ModelFamilies {
+pub struct ModelFamilies {
     inserts: IntCounterVec,
     updates: IntCounterVec,
     deletes: IntCounterVec,
 }
 
-/// One model's handles.
+/// One model's counters.
 #[derive(Clone)]
-pub(crate) struct ModelCounters {
+pub struct ModelCounters {
+    /// `rocket_model_inserts_total{model}`.
     pub inserts: IntCounter,
+    /// `rocket_model_updates_total{model}`.
     pub updates: IntCounter,
+    /// `rocket_model_deletes_total{model}`.
     pub deletes: IntCounter,
 }
 
@@ -289,7 +295,8 @@ impl ModelFamilies {
         })
     }
 
-    pub(crate) fn model(&self, name: &str) -> ModelCounters {
+    /// The counters of the model `name` (its `model` label, e.g. `"item"`).
+    pub fn model(&self, name: &str) -> ModelCounters {
         ModelCounters {
             inserts: self.inserts.with_label_values(&[name]),
             updates: self.updates.with_label_values(&[name]),

@@ -1,5 +1,6 @@
-//! Migrations from `migrations/` (embedded at build time), run at start-up, and the
-//! applied/unapplied gauges, refreshed while the service runs.
+//! The application's migrations (its `migrations/` folder, embedded at build time with
+//! `sqlx::migrate!()` and handed to [`Babylon::with_migrations`](crate::Babylon::with_migrations)),
+//! run at start-up, and the applied/unapplied gauges, refreshed while the service runs.
 
 use std::collections::HashSet;
 
@@ -8,9 +9,6 @@ use sqlx::AnyPool;
 
 use super::errors::DbError;
 
-/// Every migration shipped with this build.
-pub(super) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
-
 /// Attempts before giving up on migrations at start-up.
 const ATTEMPTS: u32 = 5;
 
@@ -18,10 +16,13 @@ const ATTEMPTS: u32 = 5;
 /// lock; SQLite has none, so when several workers start at once on one file, a worker may
 /// lose the race ("database is locked", or the version already recorded). It then retries:
 /// the next attempt finds the migration applied and has nothing to do.
-pub(super) async fn run(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
+pub(super) async fn run(
+    migrator: &Migrator,
+    pool: &AnyPool,
+) -> Result<(), sqlx::migrate::MigrateError> {
     let mut attempt = 1;
     loop {
-        match MIGRATOR.run(pool).await {
+        match migrator.run(pool).await {
             Ok(()) => return Ok(()),
             Err(error) if attempt < ATTEMPTS && retryable(&error) => {
                 rocket::warn!("migrations: attempt {attempt} failed ({error}); retrying");
@@ -52,7 +53,17 @@ pub(super) struct MigrationStatus {
     pub unapplied: usize,
 }
 
-pub(super) async fn status(pool: &AnyPool) -> Result<MigrationStatus, DbError> {
+/// How many of `migrator`'s migrations are applied to `pool` (none given: none shipped).
+pub(super) async fn status(
+    migrator: Option<&Migrator>,
+    pool: &AnyPool,
+) -> Result<MigrationStatus, DbError> {
+    let Some(migrator) = migrator else {
+        return Ok(MigrationStatus {
+            applied: 0,
+            unapplied: 0,
+        });
+    };
     let rows: Vec<(i64,)> =
         match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
@@ -64,7 +75,7 @@ pub(super) async fn status(pool: &AnyPool) -> Result<MigrationStatus, DbError> {
             Err(error) => return Err(error.into()),
         };
     let applied: HashSet<i64> = rows.into_iter().map(|(version,)| version).collect();
-    let shipped: Vec<i64> = MIGRATOR
+    let shipped: Vec<i64> = migrator
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .map(|m| m.version)

@@ -1,5 +1,6 @@
-//! The database layer: our pool type under rocket_db_pools, errors, metrics, migrations,
-//! and the SQL of the example resource.
+//! The database layer: our pool type under rocket_db_pools, errors, metrics (statements,
+//! connections, migrations, and the model families of the application's writes), and
+//! the application's migrations.
 //!
 //! Handlers take a connection with rocket_db_pools' guard:
 //!
@@ -15,7 +16,6 @@
 //! ```
 
 mod errors;
-pub(crate) mod items;
 pub(crate) mod metrics;
 mod migrations;
 mod pool;
@@ -26,9 +26,11 @@ use std::time::Duration;
 use rocket::fairing::{self, Fairing, Info, Kind};
 use rocket::{Build, Orbit, Rocket};
 use rocket_db_pools::Database;
+use sqlx::migrate::Migrator;
 
 pub use errors::{DbError, DbErrorKind};
-pub(crate) use metrics::{DbFamilies, ModelFamilies};
+pub(crate) use metrics::DbFamilies;
+pub use metrics::{ModelCounters, ModelFamilies};
 pub use pool::{DbConn, DbPool};
 
 use crate::metrics::Metrics;
@@ -41,9 +43,17 @@ pub struct Db(DbPool);
 /// How often the migration gauges are re-read while the service runs.
 const MIGRATION_REFRESH_EVERY: Duration = Duration::from_secs(60);
 
-/// Runs after `Db::init()`: wires the pool's metrics, applies migrations, and keeps the
-/// migration gauges current.
-pub struct DbSetup;
+/// Runs after `Db::init()`: wires the pool's metrics, applies the application's
+/// migrations, and keeps the migration gauges current.
+pub(crate) struct DbSetup {
+    migrations: Option<&'static Migrator>,
+}
+
+impl DbSetup {
+    pub(crate) fn new(migrations: Option<&'static Migrator>) -> Self {
+        DbSetup { migrations }
+    }
+}
 
 #[rocket::async_trait]
 impl Fairing for DbSetup {
@@ -65,7 +75,11 @@ impl Fairing for DbSetup {
         };
         let pool = &db.0;
         pool.instrument(families.instruments(Db::NAME, pool.vendor()));
-        if let Err(error) = migrations::run(pool.sqlx_pool()).await {
+        let applied = match self.migrations {
+            Some(migrator) => migrations::run(migrator, pool.sqlx_pool()).await,
+            None => Ok(()),
+        };
+        if let Err(error) = applied {
             let cause = pool.diagnose().await.unwrap_or_else(|| error.to_string());
             rocket::error!(
                 "babylon: cannot apply migrations to {} (setting databases.main.url): {cause}",
@@ -73,7 +87,10 @@ impl Fairing for DbSetup {
             );
             return Err(rocket);
         }
-        refresh_migration_gauges(pool, families).await;
+        if let Err(error) = pool.ensure_write_probe().await {
+            rocket::warn!("babylon: the write probe's table is missing and cannot be made ({error}); /api/health cannot probe writes");
+        }
+        refresh_migration_gauges(self.migrations, pool, families).await;
         match metrics::PoolGauges::new(Db::NAME, pool.sqlx_pool().clone()) {
             Ok(gauges) => {
                 if let Err(error) = metrics.registry().register(Box::new(gauges)) {
@@ -91,13 +108,14 @@ impl Fairing for DbSetup {
         };
         let (pool, families) = (db.0.sqlx_pool().clone(), families.clone());
         let url = db.0.url().clone();
+        let migrator = self.migrations;
         let mut shutdown = rocket.shutdown();
         rocket::tokio::spawn(async move {
             let mut every = rocket::tokio::time::interval(MIGRATION_REFRESH_EVERY);
             loop {
                 rocket::tokio::select! {
                     _ = every.tick() => {
-                        if let Ok(status) = migrations::status(&pool).await {
+                        if let Ok(status) = migrations::status(migrator, &pool).await {
                             set_migration_gauges(&families, status);
                         } else {
                             rocket::debug!("migration status of {url} unavailable");
@@ -110,8 +128,12 @@ impl Fairing for DbSetup {
     }
 }
 
-async fn refresh_migration_gauges(pool: &DbPool, families: &DbFamilies) {
-    match migrations::status(pool.sqlx_pool()).await {
+async fn refresh_migration_gauges(
+    migrator: Option<&Migrator>,
+    pool: &DbPool,
+    families: &DbFamilies,
+) {
+    match migrations::status(migrator, pool.sqlx_pool()).await {
         Ok(status) => set_migration_gauges(families, status),
         Err(error) => rocket::warn!("migration status unavailable: {error}"),
     }

@@ -122,6 +122,32 @@ impl DbPool {
         &self.shared.writes
     }
 
+    /// Makes the row [`DbPool::probe_write`] rewrites, if it is not there: babylon's own
+    /// table, `babylon_write_probe`, beside the application's (the same statements as the
+    /// service's migration of that name, so either may come first). Like migrations, on
+    /// the uncounted pool: start-up bookkeeping is not the application's traffic; and
+    /// nothing is written when the row exists, so a read-only database starts as before.
+    pub(crate) async fn ensure_write_probe(&self) -> Result<(), sqlx::Error> {
+        let pool = self.sqlx_pool();
+        let present = sqlx::query("SELECT probed_at FROM babylon_write_probe WHERE id = 1")
+            .fetch_optional(pool)
+            .await;
+        if matches!(present, Ok(Some(_))) {
+            return Ok(());
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS babylon_write_probe (id INTEGER PRIMARY KEY, probed_at BIGINT NOT NULL)",
+        )
+        .execute(pool)
+        .await?;
+        sqlx::query(
+            "INSERT INTO babylon_write_probe (id, probed_at) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+        )
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
     /// Writes one row of `babylon_write_probe` (a table of its own, so no data of the
     /// application's is touched): `/api/health` calls it while writes are failing, to see
     /// when they work again even if no request writes. The outcome lands in

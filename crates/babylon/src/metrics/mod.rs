@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::prometheus::core::Collector;
 use crate::prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+pub use cardinality::Capped;
 pub use custom::{CustomMetricError, CustomMetrics};
 
 use crate::settings::MetricsSettings;

@@ -1,9 +1,11 @@
 //! `/api/items`: the example resource, stored in the database and read through the cache.
 //! `create` also shows a custom metric, `babylon_items_created_total{kind}`, recorded in a
 //! few lines inside the handler.
+//!
+//! Written against babylon's public API only: the handlers, the cache and the SQL
+//! ([`store`]) are what a resource of your own has.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rocket::http::Status;
 use rocket::response::status::{Created, NoContent};
@@ -11,34 +13,36 @@ use rocket::serde::json::Json;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
-use super::body::{FieldErrors, JsonBody};
-use crate::cache::{CacheFamilies, ReadCache};
-use crate::db::items::{self, Item, ItemFields, ItemKind};
-use crate::db::metrics::ModelCounters;
-use crate::db::Db;
-use crate::db::ModelFamilies;
-use crate::metrics::Metrics;
-use crate::redis_client::SharedRedis;
-use crate::request::JsonError;
-use crate::settings::{Backend, CacheSettings};
+use babylon::cache::{Caches, ReadCache};
+use babylon::db::{Db, DbError, ModelCounters, ModelFamilies};
+use babylon::metrics::Metrics;
+use babylon::{FieldErrors, JsonBody, JsonError};
+
+use store::{Item, ItemFields, ItemKind};
+
+pub mod store;
 
 /// Longest accepted item name, in characters.
-pub(crate) const MAX_NAME_CHARS: usize = 200;
+pub const MAX_NAME_CHARS: usize = 200;
 /// Largest page of a listing.
-pub(crate) const MAX_PER_PAGE: u32 = 100;
-pub(crate) const DEFAULT_PER_PAGE: u32 = 20;
+pub const MAX_PER_PAGE: u32 = 100;
+/// The page size of a listing that names none.
+pub const DEFAULT_PER_PAGE: u32 = 20;
 /// Most items one bulk create may carry.
-pub(crate) const MAX_BULK_ITEMS: usize = 1000;
+pub const MAX_BULK_ITEMS: usize = 1000;
 
-pub(crate) fn routes() -> Vec<Route> {
+/// The resource's routes.
+pub fn routes() -> Vec<Route> {
     rocket::routes![list, get, create, create_many, update, delete]
 }
 
 /// A create or update body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct NewItem {
+pub struct NewItem {
+    /// Trimmed; 1 to 200 characters, no control characters.
     pub name: String,
+    /// What the item is.
     pub kind: ItemKind,
 }
 
@@ -66,39 +70,32 @@ impl NewItem {
     }
 }
 
+/// One page of a listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Page {
+pub struct Page {
+    /// The items of the page, oldest first.
     pub items: Vec<Item>,
+    /// The page's number, from 1.
     pub page: u32,
+    /// Items per page.
     pub per_page: u32,
+    /// Items in all.
     pub total: i64,
 }
 
 /// Read caches of the resource, invalidated by every write: for this process (the memory
-/// backend) or for every worker (the Redis one).
-pub(crate) struct ItemsCache {
+/// backend) or for every worker (the Redis one). Managed as Rocket state.
+pub struct ItemsCache {
     by_id: ReadCache<String, Item>,
     pages: ReadCache<(u32, u32), Arc<Page>>,
 }
 
 impl ItemsCache {
-    /// The caches of `cache.backend`; `redis` is the shared Redis, set when that backend
-    /// is chosen.
-    pub(crate) fn new(
-        families: &CacheFamilies,
-        settings: &CacheSettings,
-        redis: Option<SharedRedis>,
-    ) -> Self {
-        let ttl = Duration::from_secs(settings.ttl_seconds.get());
-        match redis.filter(|_| settings.enabled && settings.backend == Backend::Redis) {
-            Some(redis) => ItemsCache {
-                by_id: ReadCache::shared(families, redis.clone(), "items:by_id", ttl),
-                pages: ReadCache::shared(families, redis, "items:pages", ttl),
-            },
-            None => ItemsCache {
-                by_id: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
-                pages: ReadCache::new(families, settings.enabled, ttl, settings.max_entries),
-            },
+    /// The resource's caches, of the `cache.*` settings' backend.
+    pub fn new(caches: &Caches) -> Self {
+        ItemsCache {
+            by_id: caches.read_cache("items:by_id"),
+            pages: caches.read_cache("items:pages"),
         }
     }
 
@@ -112,7 +109,7 @@ impl ItemsCache {
 /// no item and is answered 404 before any statement runs: PostgreSQL refuses some of
 /// what a client can put in a path (a NUL) with an error, which would answer a typo
 /// with 500 and count a database error.
-pub(crate) struct ItemId(String);
+pub struct ItemId(String);
 
 impl ItemId {
     fn as_str(&self) -> &str {
@@ -138,7 +135,7 @@ impl<'a> rocket::request::FromParam<'a> for ItemId {
 }
 
 fn item_model(models: &ModelFamilies) -> ModelCounters {
-    models.model(items::MODEL)
+    models.model(store::MODEL)
 }
 
 fn not_found(id: &str) -> JsonError {
@@ -180,8 +177,8 @@ async fn list(
     let load = async {
         let mut conn = db.connection().await?;
         let offset = i64::from(page - 1) * i64::from(per_page);
-        let (items, total) = items::list(&mut conn, offset, i64::from(per_page)).await?;
-        Ok::<_, crate::db::DbError>(Some(Arc::new(Page {
+        let (items, total) = store::list(&mut conn, offset, i64::from(per_page)).await?;
+        Ok::<_, DbError>(Some(Arc::new(Page {
             items,
             page,
             per_page,
@@ -201,7 +198,7 @@ async fn get(
     let id = id.map_err(not_found)?;
     let load = async {
         let mut conn = db.connection().await?;
-        items::get(&mut conn, id.as_str()).await
+        store::get(&mut conn, id.as_str()).await
     };
     cache
         .by_id
@@ -223,7 +220,7 @@ async fn create(
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let item = items::insert(&mut conn, &item_model(models), fields).await?;
+    let item = store::insert(&mut conn, &item_model(models), fields).await?;
     cache.written(&item.id).await;
 
     // A custom metric: registered on first use, then on every metrics endpoint.
@@ -233,23 +230,19 @@ async fn create(
             "babylon_items_created_total",
             "Items created, by kind.",
             &["kind"],
-        )
-        .map_err(|error| {
-            JsonError::new(
-                Status::InternalServerError,
-                "metrics_error",
-                error.to_string(),
-            )
-        })?
+        )?
         .with_label_values(&[item.kind.as_str()])
         .inc();
 
     Ok(Created::new(format!("/api/items/{}", item.id)).body(Json(item)))
 }
 
+/// The answer to a bulk create.
 #[derive(Debug, Serialize)]
-pub(crate) struct CreatedMany {
+pub struct CreatedMany {
+    /// How many items were created.
     pub created: usize,
+    /// The items, in the order sent.
     pub items: Vec<Item>,
 }
 
@@ -276,7 +269,7 @@ async fn create_many(
         .collect();
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let created = items::insert_many(&mut conn, &item_model(models), all).await?;
+    let created = store::insert_many(&mut conn, &item_model(models), all).await?;
     cache.pages.invalidate_all().await;
     Ok(Created::new("/api/items").body(Json(CreatedMany {
         created: created.len(),
@@ -297,7 +290,7 @@ async fn update(
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let updated = items::update(&mut conn, &item_model(models), id.as_str(), fields).await?;
+    let updated = store::update(&mut conn, &item_model(models), id.as_str(), fields).await?;
     cache.written(id.as_str()).await;
     updated.map(Json).ok_or_else(|| not_found(id.as_str()))
 }
@@ -311,7 +304,7 @@ async fn delete(
 ) -> Result<NoContent, JsonError> {
     let id = id.map_err(not_found)?;
     let mut conn = db.connection().await?;
-    let deleted = items::delete(&mut conn, &item_model(models), id.as_str()).await?;
+    let deleted = store::delete(&mut conn, &item_model(models), id.as_str()).await?;
     cache.written(id.as_str()).await;
     if deleted {
         Ok(NoContent)

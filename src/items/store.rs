@@ -1,31 +1,35 @@
-//! SQL for the `items` table. Every write counts its rows in the model families.
+//! SQL for the `items` table, on both databases. Every write counts its rows in the model
+//! families.
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, FromRow};
 
-use super::errors::DbError;
-use super::metrics::ModelCounters;
-use super::pool::DbConn;
+use babylon::db::{DbConn, DbError, ModelCounters};
 
 /// The `model` label of the model families for items.
-pub(crate) const MODEL: &str = "item";
+pub const MODEL: &str = "item";
 
 /// Rows per INSERT statement of a bulk create: 5 parameters a row stays far below
 /// SQLite's and PostgreSQL's parameter limits.
 const ROWS_PER_STATEMENT: usize = 100;
 
+/// What an item is; the schema allows these three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum ItemKind {
+pub enum ItemKind {
+    /// `book`.
     Book,
+    /// `tool`.
     Tool,
+    /// `other`.
     Other,
 }
 
 impl ItemKind {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The kind as stored and sent.
+    pub fn as_str(self) -> &'static str {
         match self {
             ItemKind::Book => "book",
             ItemKind::Tool => "tool",
@@ -40,13 +44,18 @@ impl ItemKind {
     }
 }
 
+/// An item as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Item {
+pub struct Item {
+    /// A UUIDv7, hyphenated lower case.
     pub id: String,
+    /// Unique among items.
     pub name: String,
+    /// What it is.
     pub kind: ItemKind,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// Unix milliseconds.
     pub updated_at: i64,
 }
 
@@ -81,8 +90,10 @@ impl TryFrom<ItemRow> for Item {
 
 /// What a create or update writes.
 #[derive(Debug, Clone)]
-pub(crate) struct ItemFields {
+pub struct ItemFields {
+    /// The validated name.
     pub name: String,
+    /// The kind.
     pub kind: ItemKind,
 }
 
@@ -106,11 +117,7 @@ fn new_item(fields: ItemFields, now: i64) -> Item {
 }
 
 /// One page of items, oldest first (UUIDv7 ids sort by creation time).
-pub(crate) async fn list(
-    conn: &mut DbConn,
-    offset: i64,
-    limit: i64,
-) -> Result<(Vec<Item>, i64), DbError> {
+pub async fn list(conn: &mut DbConn, offset: i64, limit: i64) -> Result<(Vec<Item>, i64), DbError> {
     let sql = format!("SELECT {COLUMNS} FROM items ORDER BY id LIMIT $1 OFFSET $2");
     let rows: Vec<ItemRow> = conn
         .fetch_all(sqlx::query_as(&sql).bind(limit).bind(offset))
@@ -125,7 +132,8 @@ pub(crate) async fn list(
     Ok((items, total))
 }
 
-pub(crate) async fn get(conn: &mut DbConn, id: &str) -> Result<Option<Item>, DbError> {
+/// The item `id`, if there is one.
+pub async fn get(conn: &mut DbConn, id: &str) -> Result<Option<Item>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM items WHERE id = $1");
     let row: Option<ItemRow> = conn
         .fetch_optional(sqlx::query_as(&sql).bind(id.to_string()))
@@ -133,7 +141,8 @@ pub(crate) async fn get(conn: &mut DbConn, id: &str) -> Result<Option<Item>, DbE
     row.map(Item::try_from).transpose()
 }
 
-pub(crate) async fn insert(
+/// Inserts one item, made from `fields`, and counts it.
+pub async fn insert(
     conn: &mut DbConn,
     model: &ModelCounters,
     fields: ItemFields,
@@ -146,7 +155,7 @@ pub(crate) async fn insert(
 }
 
 /// Inserts every item or none (one transaction), in multi-row statements.
-pub(crate) async fn insert_many(
+pub async fn insert_many(
     conn: &mut DbConn,
     model: &ModelCounters,
     all: Vec<ItemFields>,
@@ -171,7 +180,7 @@ pub(crate) async fn insert_many(
 }
 
 /// Returns the updated item, or `None` when there is no such id.
-pub(crate) async fn update(
+pub async fn update(
     conn: &mut DbConn,
     model: &ModelCounters,
     id: &str,
@@ -192,11 +201,7 @@ pub(crate) async fn update(
 }
 
 /// Whether a row was deleted.
-pub(crate) async fn delete(
-    conn: &mut DbConn,
-    model: &ModelCounters,
-    id: &str,
-) -> Result<bool, DbError> {
+pub async fn delete(conn: &mut DbConn, model: &ModelCounters, id: &str) -> Result<bool, DbError> {
     let rows = conn
         .execute(sqlx::query("DELETE FROM items WHERE id = $1").bind(id.to_string()))
         .await?;
