@@ -38,7 +38,9 @@ impl App {
     /// [`babylon::settings::figment_from`] for one that ignores the working directory's
     /// Rocket.toml), refusing those that conflict with [`routes`].
     pub fn from_figment(figment: figment::Figment) -> Result<App, StartError> {
-        let babylon = Babylon::for_routes(figment, &routes())?.with_migrations(&MIGRATIONS);
+        let babylon = Babylon::for_routes(figment, &routes())?
+            .with_migrations(&MIGRATIONS)
+            .with_families::<items::ItemMetrics>()?;
         Ok(App { babylon })
     }
 

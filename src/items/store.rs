@@ -7,6 +7,7 @@ use sqlx::query::Query;
 use sqlx::{Any, FromRow};
 
 use babylon::db::{DbConn, DbError, ModelCounters};
+use babylon::metrics::LabelValue;
 
 /// The `model` label of the model families for items.
 pub const MODEL: &str = "item";
@@ -15,8 +16,9 @@ pub const MODEL: &str = "item";
 /// SQLite's and PostgreSQL's parameter limits.
 const ROWS_PER_STATEMENT: usize = 100;
 
-/// What an item is; the schema allows these three.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What an item is; the schema allows these three. As a label value (`LabelValue`), its
+/// name in snake case, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, LabelValue)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemKind {
     /// `book`.

@@ -18,7 +18,7 @@ use crate::export::{
     self, ExportError, ExportFairing, ExportListener, FileSdError, MetricsAccess, Scrapes,
     TargetFile,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{CustomMetricError, Families, Metrics};
 use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
 use crate::pipeline::RequestPipeline;
 use crate::redis_client::{RedisFamilies, SharedRedis};
@@ -40,6 +40,10 @@ pub enum StartError {
     /// A family could not be registered (a `metrics.namespace` that makes names clash).
     #[error("cannot set up the metrics registry: {0}")]
     Registry(#[from] crate::prometheus::Error),
+    /// An application family could not be registered ([`Babylon::with_families`]): its
+    /// name clashes with another family, or Prometheus refuses it; the message names it.
+    #[error("cannot register the application's metric families: {0}")]
+    Families(#[from] CustomMetricError),
     /// The Redis client could not be set up from `redis.url`.
     #[error("cannot set up the Redis client of redis.url: {:?}", .0.kind())]
     Redis(#[from] redis::RedisError),
@@ -143,7 +147,12 @@ pub struct Babylon {
     settings: Settings,
     parts: Parts,
     migrations: Option<&'static Migrator>,
+    /// The application's [`Families`], each managed as Rocket state by [`Babylon::attach`].
+    families: Vec<ManageFamilies>,
 }
+
+/// Puts one [`Families`] struct into a Rocket's state.
+type ManageFamilies = Box<dyn Fn(Rocket<Build>) -> Rocket<Build> + Send + Sync>;
 
 impl Babylon {
     /// Reads Rocket.toml (profile from `ROCKET_PROFILE`) and the environment.
@@ -178,7 +187,22 @@ impl Babylon {
             settings,
             parts,
             migrations: None,
+            families: Vec::new(),
         })
+    }
+
+    /// Registers the application's families `F` (a struct that derives
+    /// [`Families`](crate::metrics::Families) and `Clone`) now, so that a name that
+    /// clashes stops start-up naming the family, and manages them as Rocket state on
+    /// [`Babylon::attach`]: a handler takes `families: &State<F>`.
+    pub fn with_families<F>(mut self) -> Result<Babylon, StartError>
+    where
+        F: Families + Clone + Send + Sync + 'static,
+    {
+        let families = F::register(self.metrics())?;
+        self.families
+            .push(Box::new(move |rocket| rocket.manage(families.clone())));
+        Ok(self)
     }
 
     /// The migrations to apply to `databases.main` at start-up (the `migrations/` folder
@@ -265,6 +289,10 @@ impl Babylon {
         let access = MetricsAccess::new(&metrics_settings.export);
         let path = metrics_settings.path.as_str();
 
+        let rocket = self
+            .families
+            .iter()
+            .fold(rocket, |rocket, manage| manage(rocket));
         let mut rocket = rocket
             .manage(Started(Instant::now()))
             .manage(MetricsEnabled(metrics_settings.enabled))

@@ -55,6 +55,9 @@
 #![deny(unreachable_pub)]
 #![forbid(unsafe_code)]
 
+// The derives of `metrics` name `::babylon`, also inside this crate's own tests.
+extern crate self as babylon;
+
 mod api;
 mod app;
 mod blocking;

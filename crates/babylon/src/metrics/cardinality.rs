@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::prometheus::{Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec};
 
@@ -43,14 +43,42 @@ impl LabelledFamily for HistogramVec {
     }
 }
 
-/// A family with at most `limit` label sets; cheap to clone, clones share the count.
+/// A family with at most `metrics.max_series_per_family` label sets; cheap to clone,
+/// clones share the count. [`Capped::with_label_values`] works like the `prometheus`
+/// crate's own.
 #[derive(Clone)]
 pub struct Capped<F> {
     family: F,
     admitted: Arc<Mutex<HashSet<u64>>>,
     limit: usize,
     label_count: usize,
-    overflow: IntCounter,
+    overflow: Overflow,
+}
+
+/// This family's child of `babylon_metrics_series_overflow_total{family}`, made on the
+/// family's first use (so the series appears with the family's own first series, not
+/// when the family is registered).
+#[derive(Clone)]
+pub(crate) struct Overflow {
+    counters: IntCounterVec,
+    family: Arc<str>,
+    child: Arc<OnceLock<IntCounter>>,
+}
+
+impl Overflow {
+    /// The child `{family="<family>"}` of `counters`.
+    pub(crate) fn new(counters: IntCounterVec, family: &str) -> Self {
+        Overflow {
+            counters,
+            family: family.into(),
+            child: Arc::default(),
+        }
+    }
+
+    fn counter(&self) -> &IntCounter {
+        self.child
+            .get_or_init(|| self.counters.with_label_values(&[&*self.family]))
+    }
 }
 
 impl<F> std::fmt::Debug for Capped<F> {
@@ -62,8 +90,8 @@ impl<F> std::fmt::Debug for Capped<F> {
 }
 
 impl<F: LabelledFamily> Capped<F> {
-    /// `overflow` is the `babylon_metrics_series_overflow_total` child of this family.
-    pub fn new(family: F, label_count: usize, limit: usize, overflow: IntCounter) -> Self {
+    /// `overflow` counts this family's records beyond `limit` label sets.
+    pub(crate) fn new(family: F, label_count: usize, limit: usize, overflow: Overflow) -> Self {
         Capped {
             family,
             admitted: Arc::default(),
@@ -81,10 +109,11 @@ impl<F: LabelledFamily> Capped<F> {
     /// The child for `values`, or the overflow child once the family is full. Like
     /// prometheus' own `with_label_values`, the number of values must match the labels.
     pub fn with_label_values(&self, values: &[&str]) -> F::Child {
+        let overflow = self.overflow.counter();
         if self.label_count == 0 || self.admit(values) {
             return self.family.child(values);
         }
-        self.overflow.inc();
+        overflow.inc();
         self.family.child(&vec![OVERFLOW_VALUE; self.label_count])
     }
 
@@ -117,8 +146,15 @@ mod tests {
         let family =
             IntCounterVec::new(Opts::new("orders_total", "Orders."), &["customer", "kind"])
                 .unwrap();
-        let overflow = IntCounter::new("overflow_total", "Overflow.").unwrap();
-        let capped = Capped::new(family.clone(), 2, 3, overflow.clone());
+        let overflows =
+            IntCounterVec::new(Opts::new("overflow_total", "Overflow."), &["family"]).unwrap();
+        let capped = Capped::new(
+            family.clone(),
+            2,
+            3,
+            Overflow::new(overflows.clone(), "orders_total"),
+        );
+        let overflow = overflows.with_label_values(&["orders_total"]);
         for customer in 0..10 {
             capped
                 .with_label_values(&[&customer.to_string(), "a"])

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use crate::prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use super::cardinality::Capped;
+use super::cardinality::{Capped, Overflow};
 use super::register;
 
 /// Get-or-register custom families, each capped at `metrics.max_series_per_family` label sets.
@@ -117,7 +117,7 @@ impl CustomMetrics {
         family: F,
         labels: &[&str],
     ) -> Capped<F> {
-        let overflow = self.overflow.with_label_values(&[name]);
+        let overflow = Overflow::new(self.overflow.clone(), name);
         Capped::new(family, labels.len(), self.max_series_per_family, overflow)
     }
 

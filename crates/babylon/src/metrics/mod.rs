@@ -4,7 +4,9 @@
 //! - [`Metrics`]: the registry handle (managed as Rocket state) and its exposition,
 //! - `sharded`: histograms and counters each thread records into alone, summed when read,
 //! - `cardinality`: the cap on label sets a custom family may grow to,
-//! - [`CustomMetrics`]: get-or-register custom families for application code.
+//! - [`Families`]: typed custom families for application code, declared as a struct and
+//!   registered at start-up (`typed`),
+//! - [`CustomMetrics`]: get-or-register custom families by name.
 //!
 //! The families babylon records live with the subsystem that records them (`observe`,
 //! `db`, `cache`, `blocking`) and are registered into this registry by the application's
@@ -14,6 +16,7 @@
 pub(crate) mod cardinality;
 mod custom;
 pub(crate) mod sharded;
+mod typed;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +26,9 @@ use crate::prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, Tex
 
 pub use cardinality::Capped;
 pub use custom::{CustomMetricError, CustomMetrics};
+pub use typed::{
+    Counter, Families, Family, FamilyDef, Gauge, Histogram, LabelSet, LabelValue, Series,
+};
 
 use crate::settings::MetricsSettings;
 
