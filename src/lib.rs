@@ -40,6 +40,7 @@ impl App {
     pub fn from_figment(figment: figment::Figment) -> Result<App, StartError> {
         let babylon = Babylon::for_routes(figment, &routes())?
             .with_migrations(&MIGRATIONS)
+            .with_model_name("items", items::store::MODEL)
             .with_families::<items::ItemMetrics>()?;
         Ok(App { babylon })
     }

@@ -464,3 +464,174 @@ async fn two_hundred_concurrent_creates_all_land_and_are_counted_exactly() {
         assert_eq!(sample(&text, "rocket_http_requests_in_flight"), Some(0.0));
     }
 }
+
+/// Runs the body's statements through the public database API, as a resource of the
+/// application would: one by one, all in one transaction (`atomic`), or fetching their
+/// `RETURNING` rows (`fetch`).
+#[rocket::post("/sql?<atomic>&<fetch>", data = "<body>")]
+async fn run_sql(
+    atomic: bool,
+    fetch: bool,
+    body: babylon::JsonBody<Vec<String>>,
+    db: &babylon::db::Db,
+) -> Result<&'static str, babylon::JsonError> {
+    let mut conn = db.connection().await?;
+    let statements = &body.0;
+    if atomic {
+        let queries = statements.iter().map(|sql| sqlx::query(sql)).collect();
+        conn.execute_many_atomically(queries).await?;
+    } else {
+        for sql in statements {
+            if fetch {
+                conn.fetch_all(sqlx::query_as::<_, (i64,)>(sql)).await?;
+            } else {
+                conn.execute(sqlx::query(sql)).await?;
+            }
+        }
+    }
+    Ok("done")
+}
+
+/// A table the application adds has its model families with no line of code: every
+/// committed `INSERT`, `UPDATE` and `DELETE` is counted under the table's name, by rows,
+/// and nothing that failed or was rolled back is; on SQLite and PostgreSQL alike. The
+/// items table keeps the model name the service gives it.
+#[test]
+fn a_new_table_counts_its_committed_writes_with_no_line_of_code() {
+    for backend in backends() {
+        let vendor = backend.vendor();
+        let app = babylon_app::App::from_figment(backend.settings(json!({}))).unwrap();
+        let rocket = app
+            .rocket()
+            .unwrap()
+            .mount("/test", rocket::routes![run_sql]);
+        let client = Client::tracked(rocket).unwrap();
+        let run = |query: &str, statements: &[&str]| {
+            let response = client
+                .post(format!("/test/sql?{query}"))
+                .header(ContentType::JSON)
+                .body(json!(statements).to_string())
+                .dispatch();
+            response.status()
+        };
+        let one = |statements: &[&str]| run("atomic=false&fetch=false", statements);
+        let counts = || {
+            let text = scrape(&client);
+            let count = |change: &str| {
+                sample_or_zero(
+                    &text,
+                    &format!("rocket_model_{change}_total{{model=\"orders\"}}"),
+                )
+            };
+            (count("inserts"), count("updates"), count("deletes"))
+        };
+        assert_eq!(
+            one(&["CREATE TABLE orders (id BIGINT PRIMARY KEY, n BIGINT NOT NULL UNIQUE)"]),
+            Status::Ok,
+            "{vendor}"
+        );
+        let mut expected = (0.0, 0.0, 0.0);
+        // (what runs, its outcome, inserts, updates, deletes it adds)
+        let cases: &[(&str, &[&str], Status, (f64, f64, f64))] = &[
+            (
+                "atomic=false&fetch=false",
+                &["INSERT INTO orders (id, n) VALUES (1, 1), (2, 2), (3, 3)"],
+                Status::Ok,
+                (3.0, 0.0, 0.0),
+            ),
+            (
+                "atomic=false&fetch=false",
+                &["insert into Orders (id, n) values (4, 4)"],
+                Status::Ok,
+                (1.0, 0.0, 0.0),
+            ),
+            (
+                "atomic=false&fetch=false",
+                &["-- a comment\nINSERT INTO orders (id, n) VALUES (5, 1)"],
+                Status::Conflict,
+                (0.0, 0.0, 0.0),
+            ),
+            (
+                "atomic=false&fetch=false",
+                &["UPDATE orders SET n = n + 10 WHERE id <= 2"],
+                Status::Ok,
+                (0.0, 2.0, 0.0),
+            ),
+            (
+                "atomic=false&fetch=false",
+                &["UPDATE orders SET n = 0 WHERE id = 99"],
+                Status::Ok,
+                (0.0, 0.0, 0.0),
+            ),
+            (
+                "atomic=true&fetch=false",
+                &[
+                    "INSERT INTO orders (id, n) VALUES (6, 6)",
+                    "INSERT INTO orders (id, n) VALUES (7, 3)",
+                ],
+                Status::Conflict,
+                (0.0, 0.0, 0.0),
+            ),
+            (
+                "atomic=true&fetch=false",
+                &[
+                    "INSERT INTO orders (id, n) VALUES (8, 8)",
+                    "DELETE FROM orders WHERE id = 8",
+                ],
+                Status::Ok,
+                (1.0, 0.0, 1.0),
+            ),
+            (
+                "atomic=false&fetch=true",
+                &["INSERT INTO orders (id, n) VALUES (20, 20), (21, 21) RETURNING id"],
+                Status::Ok,
+                (2.0, 0.0, 0.0),
+            ),
+            (
+                "atomic=false&fetch=false",
+                &["DELETE FROM orders WHERE id = 1"],
+                Status::Ok,
+                (0.0, 0.0, 1.0),
+            ),
+            (
+                "atomic=false&fetch=false",
+                &["SELECT 1"],
+                Status::Ok,
+                (0.0, 0.0, 0.0),
+            ),
+        ];
+        for (query, statements, status, (inserts, updates, deletes)) in cases {
+            assert_eq!(run(query, statements), *status, "{vendor}: {statements:?}");
+            expected = (
+                expected.0 + inserts,
+                expected.1 + updates,
+                expected.2 + deletes,
+            );
+            assert_eq!(counts(), expected, "{vendor}: after {statements:?}");
+        }
+        // The rows left are what the counters say were inserted and not deleted.
+        let left = (expected.0 - expected.2) as usize;
+        assert_eq!(one(&["/* the rest */ DELETE FROM orders"]), Status::Ok);
+        assert_eq!(
+            counts(),
+            (expected.0, expected.1, expected.2 + left as f64),
+            "{vendor}"
+        );
+
+        // The items table keeps its model name; babylon's own table counts as no model.
+        let (status, _) = post(
+            &client,
+            "/api/items",
+            json!({ "name": "Dune", "kind": "book" }),
+        );
+        assert_eq!(status, Status::Created);
+        let text = scrape(&client);
+        assert_eq!(
+            sample(&text, "rocket_model_inserts_total{model=\"item\"}"),
+            Some(1.0),
+            "{vendor}"
+        );
+        assert!(!text.contains("model=\"items\""), "{vendor}");
+        assert!(!text.contains("model=\"babylon_write_probe\""), "{vendor}");
+    }
+}

@@ -14,7 +14,7 @@ use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
 use babylon::cache::{Caches, ReadCache};
-use babylon::db::{Db, DbError, ModelCounters, ModelFamilies};
+use babylon::db::{Db, DbError};
 use babylon::metrics::{Counter, Families, LabelSet};
 use babylon::{FieldErrors, JsonBody, JsonError};
 
@@ -149,10 +149,6 @@ impl<'a> rocket::request::FromParam<'a> for ItemId {
     }
 }
 
-fn item_model(models: &ModelFamilies) -> ModelCounters {
-    models.model(store::MODEL)
-}
-
 fn not_found(id: &str) -> JsonError {
     JsonError::new(
         Status::NotFound,
@@ -228,14 +224,13 @@ async fn create(
     body: JsonBody<NewItem>,
     db: &Db,
     cache: &State<ItemsCache>,
-    models: &State<ModelFamilies>,
     metrics: &State<ItemMetrics>,
 ) -> Result<Created<Json<Item>>, JsonError> {
     let mut problems = FieldErrors::default();
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let item = store::insert(&mut conn, &item_model(models), fields).await?;
+    let item = store::insert(&mut conn, fields).await?;
     cache.written(&item.id).await;
 
     metrics
@@ -261,7 +256,6 @@ async fn create_many(
     body: JsonBody<Vec<NewItem>>,
     db: &Db,
     cache: &State<ItemsCache>,
-    models: &State<ModelFamilies>,
 ) -> Result<Created<Json<CreatedMany>>, JsonError> {
     let mut problems = FieldErrors::default();
     let count = body.0.len();
@@ -278,7 +272,7 @@ async fn create_many(
         .collect();
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let created = store::insert_many(&mut conn, &item_model(models), all).await?;
+    let created = store::insert_many(&mut conn, all).await?;
     cache.pages.invalidate_all().await;
     Ok(Created::new("/api/items").body(Json(CreatedMany {
         created: created.len(),
@@ -292,14 +286,13 @@ async fn update(
     body: JsonBody<NewItem>,
     db: &Db,
     cache: &State<ItemsCache>,
-    models: &State<ModelFamilies>,
 ) -> Result<Json<Item>, JsonError> {
     let id = id.map_err(not_found)?;
     let mut problems = FieldErrors::default();
     let fields = body.0.validate("", &mut problems);
     problems.into_result()?;
     let mut conn = db.connection().await?;
-    let updated = store::update(&mut conn, &item_model(models), id.as_str(), fields).await?;
+    let updated = store::update(&mut conn, id.as_str(), fields).await?;
     cache.written(id.as_str()).await;
     updated.map(Json).ok_or_else(|| not_found(id.as_str()))
 }
@@ -309,11 +302,10 @@ async fn delete(
     id: Result<ItemId, &str>,
     db: &Db,
     cache: &State<ItemsCache>,
-    models: &State<ModelFamilies>,
 ) -> Result<NoContent, JsonError> {
     let id = id.map_err(not_found)?;
     let mut conn = db.connection().await?;
-    let deleted = store::delete(&mut conn, &item_model(models), id.as_str()).await?;
+    let deleted = store::delete(&mut conn, id.as_str()).await?;
     cache.written(id.as_str()).await;
     if deleted {
         Ok(NoContent)

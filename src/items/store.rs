@@ -1,15 +1,15 @@
-//! SQL for the `items` table, on both databases. Every write counts its rows in the model
-//! families.
+//! SQL for the `items` table, on both databases. The pool counts every committed write in
+//! the model families (`model="item"`, named in `App::from_figment`).
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, FromRow};
 
-use babylon::db::{DbConn, DbError, ModelCounters};
+use babylon::db::{DbConn, DbError};
 use babylon::metrics::LabelValue;
 
-/// The `model` label of the model families for items.
+/// The `model` label of the model families for the `items` table.
 pub const MODEL: &str = "item";
 
 /// Rows per INSERT statement of a bulk create: 5 parameters a row stays far below
@@ -144,24 +144,15 @@ pub async fn get(conn: &mut DbConn, id: &str) -> Result<Option<Item>, DbError> {
 }
 
 /// Inserts one item, made from `fields`, and counts it.
-pub async fn insert(
-    conn: &mut DbConn,
-    model: &ModelCounters,
-    fields: ItemFields,
-) -> Result<Item, DbError> {
+pub async fn insert(conn: &mut DbConn, fields: ItemFields) -> Result<Item, DbError> {
     let item = new_item(fields, now_millis());
     let sql = format!("INSERT INTO items ({COLUMNS}) VALUES ($1, $2, $3, $4, $5)");
-    let rows = conn.execute(bind_item(sqlx::query(&sql), &item)).await?;
-    model.inserts.inc_by(rows);
+    conn.execute(bind_item(sqlx::query(&sql), &item)).await?;
     Ok(item)
 }
 
 /// Inserts every item or none (one transaction), in multi-row statements.
-pub async fn insert_many(
-    conn: &mut DbConn,
-    model: &ModelCounters,
-    all: Vec<ItemFields>,
-) -> Result<Vec<Item>, DbError> {
+pub async fn insert_many(conn: &mut DbConn, all: Vec<ItemFields>) -> Result<Vec<Item>, DbError> {
     let now = now_millis();
     let items: Vec<Item> = all
         .into_iter()
@@ -176,15 +167,13 @@ pub async fn insert_many(
         .zip(items.chunks(ROWS_PER_STATEMENT))
         .map(|(sql, chunk)| chunk.iter().fold(sqlx::query(sql), bind_item))
         .collect();
-    let rows = conn.execute_many_atomically(queries).await?;
-    model.inserts.inc_by(rows);
+    conn.execute_many_atomically(queries).await?;
     Ok(items)
 }
 
 /// Returns the updated item, or `None` when there is no such id.
 pub async fn update(
     conn: &mut DbConn,
-    model: &ModelCounters,
     id: &str,
     fields: ItemFields,
 ) -> Result<Option<Item>, DbError> {
@@ -195,7 +184,6 @@ pub async fn update(
         .bind(now_millis())
         .bind(id.to_string());
     let rows = conn.execute(query).await?;
-    model.updates.inc_by(rows);
     if rows == 0 {
         return Ok(None);
     }
@@ -203,11 +191,10 @@ pub async fn update(
 }
 
 /// Whether a row was deleted.
-pub async fn delete(conn: &mut DbConn, model: &ModelCounters, id: &str) -> Result<bool, DbError> {
+pub async fn delete(conn: &mut DbConn, id: &str) -> Result<bool, DbError> {
     let rows = conn
         .execute(sqlx::query("DELETE FROM items WHERE id = $1").bind(id.to_string()))
         .await?;
-    model.deletes.inc_by(rows);
     Ok(rows > 0)
 }
 

@@ -2,6 +2,7 @@
 //! babylon to a Rocket (state, fairings, routes, the export port). Nothing in the crate
 //! depends on it.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use figment::Figment;
@@ -147,6 +148,8 @@ pub struct Babylon {
     settings: Settings,
     parts: Parts,
     migrations: Option<&'static Migrator>,
+    /// Tables whose `model` label is not their name: table -> model.
+    model_names: HashMap<String, String>,
     /// The application's [`Families`], each managed as Rocket state by [`Babylon::attach`].
     families: Vec<ManageFamilies>,
 }
@@ -187,8 +190,19 @@ impl Babylon {
             settings,
             parts,
             migrations: None,
+            model_names: HashMap::new(),
             families: Vec::new(),
         })
+    }
+
+    /// Names the model of `table` in `rocket_model_{inserts,updates,deletes}_total{model}`.
+    /// Without it, every table's writes count with no line of code, the model named as
+    /// the table (see [`db`](crate::db#model-metrics)); this keeps, say, the Django
+    /// model's singular name (`items` -> `item`) on existing dashboards.
+    pub fn with_model_name(mut self, table: &str, model: &str) -> Babylon {
+        self.model_names
+            .insert(table.to_string(), model.to_string());
+        self
     }
 
     /// Registers the application's families `F` (a struct that derives
@@ -302,7 +316,7 @@ impl Babylon {
             .manage(models.clone())
             .manage(api.clone())
             .attach(db::Db::init())
-            .attach(db::DbSetup::new(self.migrations))
+            .attach(db::DbSetup::new(self.migrations, self.model_names.clone()))
             .mount("/", self.instrument(api::routes()))
             .register("/", api::catchers());
 

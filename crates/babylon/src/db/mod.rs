@@ -2,6 +2,17 @@
 //! connections, migrations, and the model families of the application's writes), and
 //! the application's migrations.
 //!
+//! # Model metrics
+//!
+//! Every `INSERT`, `UPDATE` and `DELETE` that a [`DbConn`] runs counts the rows it
+//! changed in `rocket_model_{inserts,updates,deletes}_total{model}` once it is committed,
+//! the model named as its table (or as [`Babylon::with_model_name`](crate::Babylon::with_model_name)
+//! says): a new table has its model metrics with no line of code. The pool reads the
+//! table from the statement's SQL (`models` says which shapes); write other statements'
+//! counts with [`ModelFamilies`] (Rocket state) by hand.
+//!
+//! # Handlers
+//!
 //! Handlers take a connection with rocket_db_pools' guard:
 //!
 //! ```no_run
@@ -18,9 +29,11 @@
 mod errors;
 pub(crate) mod metrics;
 mod migrations;
+mod models;
 mod pool;
 mod write_health;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
@@ -31,6 +44,7 @@ use sqlx::migrate::Migrator;
 pub use errors::{DbError, DbErrorKind};
 pub(crate) use metrics::DbFamilies;
 pub use metrics::{ModelCounters, ModelFamilies};
+use models::ModelRecorder;
 pub use pool::{DbConn, DbPool};
 
 use crate::metrics::Metrics;
@@ -47,11 +61,19 @@ const MIGRATION_REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// migrations, and keeps the migration gauges current.
 pub(crate) struct DbSetup {
     migrations: Option<&'static Migrator>,
+    /// Model names of tables whose model is not named as the table.
+    model_names: HashMap<String, String>,
 }
 
 impl DbSetup {
-    pub(crate) fn new(migrations: Option<&'static Migrator>) -> Self {
-        DbSetup { migrations }
+    pub(crate) fn new(
+        migrations: Option<&'static Migrator>,
+        model_names: HashMap<String, String>,
+    ) -> Self {
+        DbSetup {
+            migrations,
+            model_names,
+        }
     }
 }
 
@@ -65,16 +87,18 @@ impl Fairing for DbSetup {
     }
 
     async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
-        let (Some(db), Some(metrics), Some(families)) = (
+        let (Some(db), Some(metrics), Some(families), Some(models)) = (
             Db::fetch(&rocket),
             rocket.state::<Metrics>(),
             rocket.state::<DbFamilies>(),
+            rocket.state::<ModelFamilies>(),
         ) else {
             rocket::error!("babylon: the database pool was not initialised");
             return Err(rocket);
         };
         let pool = &db.0;
         pool.instrument(families.instruments(Db::NAME, pool.vendor()));
+        pool.count_models(ModelRecorder::new(models.clone(), self.model_names.clone()));
         let applied = match self.migrations {
             Some(migrator) => migrations::run(migrator, pool.sqlx_pool()).await,
             None => Ok(()),

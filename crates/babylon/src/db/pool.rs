@@ -25,10 +25,11 @@ use rocket::figment::Figment;
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::query::{Query, QueryAs};
-use sqlx::{Any, AnyPool, Connection, FromRow};
+use sqlx::{Any, AnyPool, Connection, Execute, FromRow};
 
 use super::errors::DbError;
 use super::metrics::{Instruments, Statement};
+use super::models::{model_write, ModelRecorder, ModelWrite};
 use super::write_health::WriteHealth;
 use crate::settings::{state_directory, DatabaseUrl, Vendor};
 
@@ -50,10 +51,21 @@ const SQLITE_PRAGMAS: [&str; 4] = [
 struct Shared {
     /// Set once the service has wired the pool's metrics.
     instruments: OnceLock<Instruments>,
+    /// Set with them: counts committed writes by model.
+    models: OnceLock<ModelRecorder>,
     writes: WriteHealth,
 }
 
 impl Shared {
+    /// Counts the rows of committed model writes.
+    fn committed(&self, writes: &[(ModelWrite, u64)]) {
+        if let Some(models) = self.models.get() {
+            for (write, rows) in writes {
+                models.committed(write, *rows);
+            }
+        }
+    }
+
     /// Records an operation's outcome: a failure is classified and counted in
     /// `rocket_db_errors_total`, and a write's outcome goes to the write health.
     fn settled<T>(&self, access: Access, result: Result<T, sqlx::Error>) -> Result<T, DbError> {
@@ -111,6 +123,11 @@ impl DbPool {
     /// Starts recording into `instruments`; the first call wins.
     pub fn instrument(&self, instruments: Instruments) {
         let _ = self.shared.instruments.set(instruments);
+    }
+
+    /// Starts counting committed writes by model (`rocket_model_*`); the first call wins.
+    pub(crate) fn count_models(&self, models: ModelRecorder) {
+        let _ = self.shared.models.set(models);
     }
 
     fn instruments(&self) -> Option<&Instruments> {
@@ -357,15 +374,46 @@ impl DbConn {
         outcome
     }
 
-    /// Executes one writing statement; returns the rows affected.
+    /// Executes one writing statement; returns the rows affected. An `INSERT`, `UPDATE`
+    /// or `DELETE` counts them in the model families once it succeeded (see
+    /// [`models`](super::models)).
     pub async fn execute<'q>(
         &mut self,
         query: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<u64, DbError> {
+        let write = model_write(query.sql());
         let done: AnyQueryResult = self
             .single(Access::Write, |conn| query.execute(conn))
             .await?;
-        Ok(done.rows_affected())
+        let rows = done.rows_affected();
+        if let Some(write) = write {
+            self.shared.committed(&[(write, rows)]);
+        }
+        Ok(rows)
+    }
+
+    /// Runs a query that returns rows; one that writes (`INSERT … RETURNING`) counts as
+    /// a write for the write health, and its fetched rows in the model families.
+    async fn fetch<'c, T, F>(
+        &'c mut self,
+        sql: &str,
+        rows: impl FnOnce(&T) -> u64,
+        run: impl FnOnce(&'c mut sqlx::AnyConnection) -> F,
+    ) -> Result<T, DbError>
+    where
+        F: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let write = model_write(sql);
+        let access = match write {
+            Some(_) => Access::Write,
+            None => Access::Read,
+        };
+        let shared = self.shared.clone();
+        let fetched = self.single(access, run).await?;
+        if let Some(write) = write {
+            shared.committed(&[(write, rows(&fetched))]);
+        }
+        Ok(fetched)
     }
 
     /// `SELECT 1`: whether the database answers at all.
@@ -383,8 +431,13 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        self.single(Access::Read, |conn| query.fetch_all(conn))
-            .await
+        let sql = query.sql();
+        self.fetch(
+            sql,
+            |rows: &Vec<T>| rows.len() as u64,
+            |conn| query.fetch_all(conn),
+        )
+        .await
     }
 
     /// The first row of `query`, if any, counted and timed in the DB families.
@@ -395,8 +448,13 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        self.single(Access::Read, |conn| query.fetch_optional(conn))
-            .await
+        let sql = query.sql();
+        self.fetch(
+            sql,
+            |row: &Option<T>| u64::from(row.is_some()),
+            |conn| query.fetch_optional(conn),
+        )
+        .await
     }
 
     /// Exactly one row of `query` (none is [`DbErrorKind::RowNotFound`](super::DbErrorKind::RowNotFound)), counted and timed.
@@ -407,7 +465,8 @@ impl DbConn {
     where
         T: Send + Unpin + for<'r> FromRow<'r, AnyRow>,
     {
-        self.single(Access::Read, |conn| query.fetch_one(conn))
+        let sql = query.sql();
+        self.fetch(sql, |_: &T| 1, |conn| query.fetch_one(conn))
             .await
     }
 
@@ -422,15 +481,20 @@ impl DbConn {
         self.session = Session::Unknown;
         let shared = &self.shared;
         let conn = &mut *self.conn;
+        let mut writes = Vec::new();
         let result = async {
             let mut transaction = conn.begin().await?;
             let mut rows = 0;
             for statement in statements {
+                let write = model_write(statement.sql());
                 let executed = shared
                     .time(Statement::Bulk, statement.execute(&mut *transaction))
                     .await;
                 match executed {
-                    Ok(done) => rows += done.rows_affected(),
+                    Ok(done) => {
+                        rows += done.rows_affected();
+                        writes.extend(write.map(|write| (write, done.rows_affected())));
+                    }
                     Err(error) => {
                         // Now rather than when the connection closes: until then SQLite's
                         // write lock would make every other writer wait.
@@ -444,8 +508,12 @@ impl DbConn {
         }
         .await;
         let outcome = self.shared.settled(Access::Write, result);
-        if outcome.is_ok() && !self.conn.is_in_transaction() {
-            self.session = Session::Clean;
+        if outcome.is_ok() {
+            // Committed: every row of the transaction counts, and only then.
+            self.shared.committed(&writes);
+            if !self.conn.is_in_transaction() {
+                self.session = Session::Clean;
+            }
         }
         outcome
     }
