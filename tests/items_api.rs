@@ -492,6 +492,15 @@ async fn run_sql(
     Ok("done")
 }
 
+/// The query of `/test/sql`, its statements, the answer, and the inserts, updates and
+/// deletes they add.
+type WriteCase = (
+    &'static str,
+    &'static [&'static str],
+    Status,
+    (f64, f64, f64),
+);
+
 /// A table the application adds has its model families with no line of code: every
 /// committed `INSERT`, `UPDATE` and `DELETE` is counted under the table's name, by rows,
 /// and nothing that failed or was rolled back is; on SQLite and PostgreSQL alike. The
@@ -531,8 +540,7 @@ fn a_new_table_counts_its_committed_writes_with_no_line_of_code() {
             "{vendor}"
         );
         let mut expected = (0.0, 0.0, 0.0);
-        // (what runs, its outcome, inserts, updates, deletes it adds)
-        let cases: &[(&str, &[&str], Status, (f64, f64, f64))] = &[
+        let cases: &[WriteCase] = &[
             (
                 "atomic=false&fetch=false",
                 &["INSERT INTO orders (id, n) VALUES (1, 1), (2, 2), (3, 3)"],
