@@ -19,7 +19,7 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// The application's routes: each resource's.
 pub fn routes() -> Vec<Route> {
-    items::routes()
+    [items::routes()].concat()
 }
 
 /// The service: babylon set up from the settings, for the application's routes.

@@ -38,6 +38,12 @@ fn documents() -> Vec<PathBuf> {
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
         .collect();
+    chapters.extend(
+        std::fs::read_dir(root().join("docs/guide"))
+            .expect("docs/guide/ exists")
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "md")),
+    );
     chapters.sort();
     assert!(chapters.len() >= 7, "docs/ has {} chapters", chapters.len());
     files.extend(chapters);
@@ -786,4 +792,70 @@ fn series_appear_when_the_docs_say() {
         unlisted_late.is_empty(),
         "{unlisted_late:?} appear later, but docs/metrics.md says they are there from start-up"
     );
+}
+
+/// The fenced blocks of `lang` in a Markdown text, each without its fences.
+fn code_blocks(markdown: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_end() == format!("```{lang}") => current = Some(String::new()),
+            Some(block) if line.trim_end() == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// The guide's code is the code CI compiles and runs: its complete resource is
+/// docs/guide/orders.rs (tests/guide.rs and examples/shop.rs build it), its migration the
+/// one file of docs/guide/migrations/, and the lines it shows of `src/lib.rs` are there,
+/// but for the resource's own.
+#[test]
+fn the_guides_code_is_the_code_ci_builds() {
+    let guide = read("docs/guide/adding-a-resource.md");
+    let rust = code_blocks(&guide, "rust");
+    let orders = read("docs/guide/orders.rs");
+    assert!(
+        rust.contains(&orders),
+        "the guide does not show docs/guide/orders.rs as it is"
+    );
+    let migrations: Vec<PathBuf> = std::fs::read_dir(root().join("docs/guide/migrations"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(migrations.len(), 1, "{migrations:?}");
+    let sql = std::fs::read_to_string(&migrations[0]).unwrap();
+    assert_eq!(
+        code_blocks(&guide, "sql"),
+        vec![sql],
+        "the guide's migration"
+    );
+    let lib = read("src/lib.rs");
+    let lib_lines: Vec<&str> = lib.lines().map(str::trim).collect();
+    let mut checked = 0;
+    for block in rust.iter().filter(|block| **block != orders) {
+        for line in block.lines().map(str::trim) {
+            if line.is_empty() || line.contains("orders") {
+                continue;
+            }
+            checked += 1;
+            let line = line.trim_end_matches(';');
+            assert!(
+                lib_lines
+                    .iter()
+                    .any(|have| have.trim_end_matches(';') == line),
+                "the guide shows `{line}` of src/lib.rs, which src/lib.rs does not have"
+            );
+        }
+    }
+    assert!(checked >= 4, "only {checked} lines of src/lib.rs checked");
 }

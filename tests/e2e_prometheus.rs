@@ -1,6 +1,8 @@
-//! End to end: the real binary (several workers, one config), a real Prometheus started
-//! from the repository's prometheus.yml and rules, and every query the dashboards and
-//! recording rules make. A panel that queries a metric babylon does not export fails here.
+//! End to end: the real binary (several workers, one config), an application that is not
+//! babylon's service but attaches the library (examples/shop.rs), a real Prometheus
+//! started from the repository's prometheus.yml and rules, and every query the dashboards
+//! and recording rules make. A panel that queries a metric babylon does not export fails
+//! here.
 //!
 //! prometheus.yml is rewritten only where a test must differ: temporary paths, the ports
 //! the workers really got, and 1 s scrape/evaluation intervals so the test is quick.
@@ -122,12 +124,81 @@ fn recorded_series() -> Vec<String> {
         .collect()
 }
 
+/// The example application, built by `cargo test` beside the test binaries
+/// (`target/<profile>/examples/shop`).
+fn example(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+/// The example application, on the application port `ports.first()` and the export port
+/// `ports.last()` (both held by the caller), announcing itself in `file_sd`.
+struct Shop {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Shop {
+    fn start(program: &Path, ports: &PortBlock, file_sd: &Path, database: &Path) -> Shop {
+        let child = std::process::Command::new(program)
+            .env("ROCKET_CONFIG", Path::new(REPO).join("Rocket.toml"))
+            .env("ROCKET_PROFILE", "debug")
+            .env("ROCKET_PORT", ports.first().to_string())
+            .env("ROCKET_LOG_LEVEL", "off")
+            .env(
+                "BABYLON_METRICS__EXPORT__PORT_RANGE",
+                format!("{0}-{0}", ports.last()),
+            )
+            .env("BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY", file_sd)
+            .env(
+                "BABYLON_DATABASES__MAIN__URL",
+                format!("sqlite://{}", database.join("shop.sqlite").display()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let shop = Shop {
+            child,
+            port: ports.first(),
+        };
+        let live = wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, shop.port)).is_ok()
+                && http_get(shop.port, "/api/live").0 == 200
+        });
+        assert!(
+            live,
+            "the example application did not start on {}",
+            shop.port
+        );
+        shop
+    }
+}
+
 /// Traffic of every kind, until `stop` is set: plain, DB reads and writes (including a
-/// conflict), unmatched paths, invalid bodies and denied clients.
-fn send_traffic(workers: Vec<(u16, u16)>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// conflict), unmatched paths, invalid bodies and denied clients; and orders for the
+/// example application on `shop_port`.
+fn send_traffic(
+    workers: Vec<(u16, u16)>,
+    shop_port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
+            post_json(
+                shop_port,
+                "/api/orders",
+                r#"{"item":"tea","quantity":2,"kind":"retail"}"#,
+            );
             for (app_port, _) in &workers {
                 let port = *app_port;
                 http_get(port, "/api/live");
@@ -173,6 +244,12 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
     if tool("prometheus").is_none() || tool("promtool").is_none() || !redis_available() {
         return;
     }
+    let Some(shop_program) = example("shop") else {
+        common::skip::skip(
+            "examples/shop is not built (`cargo test` builds it; `--test e2e_prometheus` alone does not)",
+        );
+        return;
+    };
     let config = std::fs::read_to_string(Path::new(REPO).join("prometheus.yml")).unwrap();
     let configured = static_ports(&config);
     assert!(
@@ -221,6 +298,14 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
         .copied()
         .zip(workers.iter().map(Worker::export_port))
         .collect();
+    let shop_ports = PortBlock::reserve(2);
+    let shop_database = tempfile::tempdir().unwrap();
+    let shop = Shop::start(
+        &shop_program,
+        &shop_ports,
+        file_sd.path(),
+        shop_database.path(),
+    );
     let prometheus = Prometheus::start(
         &rewrite_config(&config, &port_map, file_sd.path()),
         Place::Loopback,
@@ -233,11 +318,13 @@ fn prometheus_scrapes_every_worker_and_every_dashboard_query_has_data() {
             .iter()
             .map(|w| (w.app_port, w.export_port()))
             .collect(),
+        shop.port,
         stop.clone(),
     );
 
-    // Every worker is a target of the static job and of the file_sd job, and all are up.
-    let expected_targets = workers.len() * 2;
+    // Every worker is a target of the static job and of the file_sd job, the example
+    // application of the file_sd job, and all are up.
+    let expected_targets = workers.len() * 2 + 1;
     let mut targets = Vec::new();
     let all_up = wait_for(Duration::from_secs(60), || {
         targets = prometheus.targets();

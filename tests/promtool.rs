@@ -3,39 +3,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use common::{client_with_routes, from, scrape, tool};
+use common::{client_with_routes, from, promtool_check_metrics, scrape, tool};
 use rocket::http::{ContentType, Status};
 use serde_json::json;
 
 #[rocket::get("/panic")]
 fn panics() -> &'static str {
     panic!("deliberate test panic")
-}
-
-fn promtool_check_metrics(promtool: &std::path::Path, text: &str) -> (bool, String) {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && report.trim().is_empty(), report)
 }
 
 #[test]

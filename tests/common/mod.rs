@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use babylon::settings::figment_from;
 use figment::Figment;
@@ -376,3 +377,28 @@ pub mod settings_keys;
 pub mod silent_proxy;
 pub mod skip;
 pub mod workers;
+
+/// Runs `promtool check metrics` on `text`: whether it passed with nothing to report,
+/// and what it reported.
+pub fn promtool_check_metrics(promtool: &std::path::Path, text: &str) -> (bool, String) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && report.trim().is_empty(), report)
+}

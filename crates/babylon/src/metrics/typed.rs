@@ -34,7 +34,7 @@
 //! // In a handler: one line each.
 //! shop.orders_total.with(&OrderLabels { kind: OrderKind::PowerTool }).inc();
 //! shop.queue_depth.set(3.0);
-//! let stored = shop.store_seconds.time(|| "stored");
+//! let stored = shop.store_seconds.time_fn(|| "stored");
 //! # assert_eq!(stored, "stored");
 //!
 //! let text = String::from_utf8(metrics.render()).unwrap();
@@ -307,14 +307,14 @@ impl Histogram {
         self.series().observe(value);
     }
 
-    /// Runs `work` and records how long it took, in seconds.
-    pub fn time<T>(&self, work: impl FnOnce() -> T) -> T {
-        self.series().time(work)
+    /// Awaits `work` and records how long it took, in seconds.
+    pub async fn time<T>(&self, work: impl Future<Output = T>) -> T {
+        self.series().time(work).await
     }
 
-    /// Awaits `work` and records how long it took, in seconds.
-    pub async fn time_async<T>(&self, work: impl Future<Output = T>) -> T {
-        self.series().time_async(work).await
+    /// Runs `work` and records how long it took, in seconds.
+    pub fn time_fn<T>(&self, work: impl FnOnce() -> T) -> T {
+        self.series().time_fn(work)
     }
 }
 
@@ -328,18 +328,18 @@ impl Series {
         self.0.observe(value);
     }
 
-    /// Runs `work` and records how long it took, in seconds.
-    pub fn time<T>(&self, work: impl FnOnce() -> T) -> T {
+    /// Awaits `work` and records how long it took, in seconds.
+    pub async fn time<T>(&self, work: impl Future<Output = T>) -> T {
         let started = std::time::Instant::now();
-        let result = work();
+        let result = work.await;
         self.0.observe(started.elapsed().as_secs_f64());
         result
     }
 
-    /// Awaits `work` and records how long it took, in seconds.
-    pub async fn time_async<T>(&self, work: impl Future<Output = T>) -> T {
+    /// Runs `work` and records how long it took, in seconds.
+    pub fn time_fn<T>(&self, work: impl FnOnce() -> T) -> T {
         let started = std::time::Instant::now();
-        let result = work.await;
+        let result = work();
         self.0.observe(started.elapsed().as_secs_f64());
         result
     }
