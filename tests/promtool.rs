@@ -49,3 +49,37 @@ fn promtool_accepts_every_family() {
         "promtool should have flagged a counter without _total: {report}"
     );
 }
+
+/// `metrics.rocket_prometheus`: off (the default), its families are absent; on, its own fairing records its two families
+/// into babylon's registry, served beside babylon's and clean for promtool.
+#[test]
+fn rocket_prometheus_families_are_recorded_only_when_asked_for() {
+    let off = client_with_routes(json!({}), vec![]);
+    assert_eq!(off.get("/api/live").dispatch().status(), Status::Ok);
+    let text = scrape(&off);
+    assert!(!text.contains("rocket_http_requests_total"), "{text}");
+
+    let on = client_with_routes(json!({ "metrics": { "rocket_prometheus": true } }), vec![]);
+    for _ in 0..3 {
+        assert_eq!(on.get("/api/live").dispatch().status(), Status::Ok);
+    }
+    let text = scrape(&on);
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"rocket_http_requests_total{endpoint="/api/live",method="GET",status="200"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"rocket_http_requests_duration_seconds_count{endpoint="/api/live",method="GET",status="200"} 3"#
+    ));
+    // babylon's own families are recorded as ever.
+    assert!(text.contains(r#"rocket_http_requests_by_method_total{method="GET"}"#));
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let (clean, report) = promtool_check_metrics(&promtool, &text);
+    assert!(clean, "promtool check metrics reported:\n{report}");
+}

@@ -92,6 +92,19 @@ struct Parts {
     redis: Option<SharedRedis>,
     policy: Option<std::sync::Arc<Policy>>,
     clients: ClientAddr,
+    /// rocket_prometheus' fairing, recording its two families into our registry, when
+    /// `metrics.rocket_prometheus` asks for it.
+    rocket_prometheus: Option<std::sync::Arc<rocket_prometheus::PrometheusMetrics>>,
+}
+
+/// rocket_prometheus' own fairing, its two families registered in `registry`.
+fn rocket_prometheus_fairing(
+    registry: &crate::prometheus::Registry,
+) -> crate::prometheus::Result<std::sync::Arc<rocket_prometheus::PrometheusMetrics>> {
+    let fairing = rocket_prometheus::PrometheusMetrics::with_registry(registry.clone());
+    registry.register(Box::new(fairing.http_requests_total().clone()))?;
+    registry.register(Box::new(fairing.http_requests_duration_seconds().clone()))?;
+    Ok(std::sync::Arc::new(fairing))
 }
 
 impl Parts {
@@ -123,7 +136,13 @@ impl Parts {
             let collector = RateLimitCollector::new(policy.clone())?;
             registry.register(Box::new(collector))?;
         }
+        let rocket_prometheus = match metrics_settings.enabled && metrics_settings.rocket_prometheus
+        {
+            true => Some(rocket_prometheus_fairing(registry)?),
+            false => None,
+        };
         Ok(Parts {
+            rocket_prometheus,
             metrics,
             http,
             api,
@@ -291,6 +310,7 @@ impl Babylon {
             redis,
             policy,
             clients,
+            rocket_prometheus,
         } = &self.parts;
         let metrics_settings = &self.settings.metrics;
         let mut problems = Problems::default();
@@ -336,6 +356,10 @@ impl Babylon {
                 api::PROBE_PATHS.map(routing::RoutedPath::new).to_vec(),
             ),
         ));
+
+        if let Some(fairing) = rocket_prometheus {
+            rocket = rocket.attach(fairing.clone());
+        }
 
         if let Some(redis) = redis.clone() {
             // Rocket awaits lift-off before it serves, so no request waits for the first

@@ -318,6 +318,10 @@ pub struct MetricsSettings {
     pub exclude_paths: Vec<String>,
     /// Most label sets a custom family may grow to; further ones record as `<overflow>`.
     pub max_series_per_family: std::num::NonZeroUsize,
+    /// Also record rocket_prometheus' two stock families (`rocket_http_requests_total`,
+    /// `rocket_http_requests_duration_seconds`) with its own fairing, for dashboards made
+    /// for it; off: its fairing is not attached.
+    pub rocket_prometheus: bool,
     /// `metrics.export.*`
     pub export: ExportSettings,
 }
@@ -333,6 +337,7 @@ impl Default for MetricsSettings {
             latency_buckets: Buckets::django_latency(),
             exclude_paths: Vec::new(),
             max_series_per_family: std::num::NonZeroUsize::new(1000).expect("nonzero"),
+            rocket_prometheus: false,
             export: ExportSettings::default(),
         }
     }
