@@ -24,7 +24,7 @@
 //!
 //! **No entry is served older than `cache.ttl_seconds`, whatever Redis accepts.** A cache's
 //! hash in Redis gets its expiry when it is created, by the script that writes entries
-//! ([`PUT`]), and an entry is written only into a hash whose expiry is set: a failed
+//! (`PUT`), and an entry is written only into a hash whose expiry is set: a failed
 //! `PEXPIRE` (an ACL user without it, say) leaves no entry behind. A read serves an entry
 //! only from a hash that expires within `ttl_seconds` and was created with this
 //! `ttl_seconds` (its marker field), so a hash left without an expiry, or by a deployment
@@ -139,7 +139,8 @@ impl Caches {
 
 /// A cache key as text: the field of the entry in the shared Redis.
 pub trait CacheKey {
-    /// The key as one word, unique within its cache; [`TTL_FIELD`] is never cached.
+    /// The key as one word, unique within its cache; the field `:ttl_ms` is babylon's
+    /// own (the cache's marker), never a key's.
     fn field(&self) -> String;
 }
 

@@ -1,29 +1,4 @@
-//! babylon: a Rocket web backend whose Prometheus metrics are part of the product.
-//!
-//! [`Babylon`] reads and validates the settings and registers every family;
-//! [`Babylon::attach`] adds babylon to a Rocket of your own: the database of
-//! `databases.main`, the HTTP families of every route, the deny list and the rate limit,
-//! `/api/health`, `/api/live` and `/api/metrics`, the metrics on the main port's
-//! `metrics.path` and on the export port. A complete service:
-//!
-//! ```no_run
-//! use babylon::Babylon;
-//!
-//! #[rocket::get("/hello")]
-//! fn hello() -> &'static str {
-//!     "hello"
-//! }
-//!
-//! #[rocket::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // Rocket.toml and the ROCKET_* and BABYLON_* variables, every problem at once.
-//!     let babylon = Babylon::from_env()?;
-//!     let rocket = rocket::custom(babylon.figment().clone())
-//!         .mount("/", babylon.instrument(rocket::routes![hello]));
-//!     babylon.attach(rocket)?.launch().await?;
-//!     Ok(())
-//! }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! # Public surface
 //!
@@ -32,7 +7,8 @@
 //! - [`settings`]: the validated settings and how they are read ([`settings::figment`],
 //!   [`settings::figment_from`]);
 //! - [`metrics`]: the registry handle [`Metrics`](metrics::Metrics), managed as Rocket
-//!   state, and its [`custom`](metrics::Metrics::custom) families for application code;
+//!   state; typed families for application code ([`Families`](metrics::Families) and
+//!   its derives), and families by name ([`custom`](metrics::Metrics::custom));
 //! - [`prometheus`]: the crate those families are built from;
 //! - [`db`]: the database under `databases.main`, for handlers of application routes,
 //!   and the model families of their writes;

@@ -376,7 +376,7 @@ impl DbConn {
 
     /// Executes one writing statement; returns the rows affected. An `INSERT`, `UPDATE`
     /// or `DELETE` counts them in the model families once it succeeded (see
-    /// [`models`](super::models)).
+    /// [model metrics](crate::db#model-metrics)).
     pub async fn execute<'q>(
         &mut self,
         query: Query<'q, Any, AnyArguments<'q>>,

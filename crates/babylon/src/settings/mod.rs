@@ -39,7 +39,7 @@ pub use types::{
 /// Prefix of the environment variables that override our settings.
 pub const ENV_PREFIX: &str = "BABYLON_";
 
-/// All of babylon's own settings, validated. Read them from [`App::settings`](crate::App::settings);
+/// All of babylon's own settings, validated. Read them from [`Babylon::settings`](crate::Babylon::settings);
 /// they are made only by [`Settings::from_figment`], so every value held is a valid one.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
