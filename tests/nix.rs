@@ -890,3 +890,132 @@ fn flake_nix_url_is_what_nix_reads() {
     let inputs = nix.eval_output(&["-E", "(import ./flake.nix).inputs"]);
     assert_eq!(inputs, json!({ "nixpkgs": { "url": NIXPKGS_URL } }));
 }
+
+/// The paths of the package's source (`crateSource` of nix/package.nix), as strings,
+/// evaluated with a `lib` that records what `lib.fileset` is given: each path, whether
+/// `maybeMissing` wraps it.
+fn package_source_paths(nix: &Nix) -> Vec<(PathBuf, bool)> {
+    let expr = format!(
+        r#"let
+  fileset = {{
+    unions = paths: paths;
+    maybeMissing = path: {{ maybeMissing = toString path; }};
+    toSource = {{ root, fileset }}: map (p: if builtins.isAttrs p then p else {{ path = toString p; }}) fileset;
+  }};
+  lib = {{
+    inherit fileset;
+    importTOML = file: builtins.fromTOML (builtins.readFile file);
+    licenses = {{ mit = "mit"; asl20 = "asl20"; }};
+    platforms = {{ linux = [ ]; darwin = [ ]; }};
+  }};
+  package = import {} {{ inherit lib; rustPlatform = {{ buildRustPackage = args: args; }}; }};
+in package.src"#,
+        nix_string(&repo().join("nix/package.nix").display().to_string())
+    );
+    let value = nix.eval_output(&["-E", &expr]);
+    value
+        .as_array()
+        .expect("a list of paths")
+        .iter()
+        .map(
+            |entry| match (entry["path"].as_str(), entry["maybeMissing"].as_str()) {
+                (Some(path), None) => (PathBuf::from(path), false),
+                (None, Some(path)) => (PathBuf::from(path), true),
+                _ => panic!("unexpected fileset entry {entry}"),
+            },
+        )
+        .collect()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// The Nix package builds from its source fileset alone, as the Nix sandbox would build
+/// it: only the paths nix/package.nix names are copied (no `.git`, no `target`), and
+/// `cargo build --offline --locked` and the package's own tests (`--workspace --lib`, its
+/// `cargoTestFlags`) run there, with the network unshared where the test may. A crate
+/// or file the build needs but the fileset leaves out fails here, not on the first
+/// `nix build`.
+#[test]
+fn the_package_builds_from_its_source_fileset_alone() {
+    let Some(nix) = Nix::find() else { return };
+    let paths = package_source_paths(&nix);
+    let relative: Vec<PathBuf> = paths
+        .iter()
+        .map(|(path, _)| path.strip_prefix(repo()).unwrap().to_path_buf())
+        .collect();
+    for needed in ["Cargo.toml", "Cargo.lock", "src", "crates", "migrations"] {
+        assert!(
+            relative.iter().any(|path| path == Path::new(needed)),
+            "the fileset lacks {needed}: {relative:?}"
+        );
+    }
+    let tree = tempfile::tempdir().unwrap();
+    for ((path, maybe_missing), relative) in paths.iter().zip(&relative) {
+        if !path.exists() {
+            assert!(
+                maybe_missing,
+                "{} is in the fileset but missing",
+                path.display()
+            );
+            continue;
+        }
+        copy_tree(path, &tree.path().join(relative));
+    }
+    // Built in a target directory of its own (the suite's is locked by the cargo that
+    // runs it), kept between runs so that only babylon's crates are rebuilt.
+    let target = repo().join("target/fileset-build");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    // A network namespace of its own, with only loopback (up, as in Nix's sandbox: the
+    // unit tests listen on 127.0.0.1).
+    let unshare = rustix::process::geteuid().is_root()
+        && common::tool("unshare").is_some()
+        && common::tool("ip").is_some();
+    for args in [
+        &["build", "--offline", "--locked"][..],
+        &["test", "--offline", "--locked", "--workspace", "--lib"][..],
+    ] {
+        let mut command = match unshare {
+            true => {
+                let mut command = Command::new("unshare");
+                command
+                    .args([
+                        "--net",
+                        "--",
+                        "sh",
+                        "-c",
+                        r#"ip link set lo up && exec "$@""#,
+                        "sh",
+                    ])
+                    .arg(&cargo);
+                command
+            }
+            false => Command::new(&cargo),
+        };
+        let output = command
+            .args(args)
+            .current_dir(tree.path())
+            .env("CARGO_TARGET_DIR", &target)
+            .env("SOURCE_COMMIT", "fileset")
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "cargo {} in the package's source alone failed:\n{}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+}

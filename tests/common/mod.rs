@@ -153,7 +153,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             "nix-instantiate" => "nix-bin",
             "mkfs.ext4" | "e2fsck" => "e2fsprogs",
             "losetup" => "mount",
-            "nsenter" => "util-linux",
+            "nsenter" | "unshare" => "util-linux",
             other => other,
         };
         skip::skip(&format!(
