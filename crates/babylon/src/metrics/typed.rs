@@ -154,37 +154,70 @@ pub trait Family: Sized {
     fn register(metrics: &Metrics, def: &FamilyDef) -> Result<Self, CustomMetricError>;
 }
 
-/// An integer counter family with the labels of `L` (none by default).
-pub struct Counter<L = ()> {
-    family: Capped<IntCounterVec>,
-    _labels: PhantomData<fn(&L)>,
-}
-
-impl<L> Clone for Counter<L> {
-    fn clone(&self) -> Self {
-        Counter {
-            family: self.family.clone(),
-            _labels: PhantomData,
+/// A family type over a capped `prometheus` vector: the struct, `Clone` (whatever `L`
+/// is: label sets need not be `Clone`), registration through [`CustomMetrics`] (so the
+/// name, type and label checks are the by-name API's), and `with`.
+///
+/// [`CustomMetrics`]: super::CustomMetrics
+macro_rules! family_type {
+    ($(#[$doc:meta])* $name:ident, $vec:ty, $child:ty, |$custom:ident, $def:ident, $labels:ident| $register:expr) => {
+        $(#[$doc])*
+        pub struct $name<L = ()> {
+            family: Capped<$vec>,
+            _labels: PhantomData<fn(&L)>,
         }
-    }
+
+        impl<L> Clone for $name<L> {
+            fn clone(&self) -> Self {
+                $name {
+                    family: self.family.clone(),
+                    _labels: PhantomData,
+                }
+            }
+        }
+
+        impl<L: LabelSet> Family for $name<L> {
+            fn register(metrics: &Metrics, $def: &FamilyDef) -> Result<Self, CustomMetricError> {
+                let ($custom, $labels) = (metrics.custom(), L::NAMES);
+                Ok($name {
+                    family: $register?,
+                    _labels: PhantomData,
+                })
+            }
+        }
+
+        impl<L: LabelSet> $name<L> {
+            /// The series of one label set.
+            pub fn with(&self, labels: &L) -> $child {
+                labels.with_values(|values| self.family.with_label_values(values)).into()
+            }
+        }
+    };
 }
 
-impl<L: LabelSet> Family for Counter<L> {
-    fn register(metrics: &Metrics, def: &FamilyDef) -> Result<Self, CustomMetricError> {
-        let family = metrics.custom().counter(def.name, def.help, L::NAMES)?;
-        Ok(Counter {
-            family,
-            _labels: PhantomData,
-        })
-    }
-}
+family_type!(
+    /// An integer counter family with the labels of `L` (none by default).
+    Counter, IntCounterVec, IntCounter,
+    |custom, def, labels| custom.counter(def.name, def.help, labels)
+);
 
-impl<L: LabelSet> Counter<L> {
-    /// The counter of one label set.
-    pub fn with(&self, labels: &L) -> IntCounter {
-        labels.with_values(|values| self.family.with_label_values(values))
-    }
-}
+family_type!(
+    /// A gauge family (a value that goes up and down) with the labels of `L`.
+    Gauge, GaugeVec, prometheus::Gauge,
+    |custom, def, labels| custom.gauge(def.name, def.help, labels)
+);
+
+family_type!(
+    /// A histogram family with the labels of `L`; without buckets of its own
+    /// ([`FamilyDef::buckets`]), Prometheus' default ones.
+    Histogram, HistogramVec, Series,
+    |custom, def, labels| custom.histogram(
+        def.name,
+        def.help,
+        labels,
+        def.buckets.unwrap_or(prometheus::DEFAULT_BUCKETS),
+    )
+);
 
 impl Counter {
     /// Adds one.
@@ -200,38 +233,6 @@ impl Counter {
     /// The current count.
     pub fn get(&self) -> u64 {
         self.family.with_label_values(&[]).get()
-    }
-}
-
-/// A gauge family (a value that goes up and down) with the labels of `L`.
-pub struct Gauge<L = ()> {
-    family: Capped<GaugeVec>,
-    _labels: PhantomData<fn(&L)>,
-}
-
-impl<L> Clone for Gauge<L> {
-    fn clone(&self) -> Self {
-        Gauge {
-            family: self.family.clone(),
-            _labels: PhantomData,
-        }
-    }
-}
-
-impl<L: LabelSet> Family for Gauge<L> {
-    fn register(metrics: &Metrics, def: &FamilyDef) -> Result<Self, CustomMetricError> {
-        let family = metrics.custom().gauge(def.name, def.help, L::NAMES)?;
-        Ok(Gauge {
-            family,
-            _labels: PhantomData,
-        })
-    }
-}
-
-impl<L: LabelSet> Gauge<L> {
-    /// The gauge of one label set.
-    pub fn with(&self, labels: &L) -> prometheus::Gauge {
-        labels.with_values(|values| self.family.with_label_values(values))
     }
 }
 
@@ -262,41 +263,6 @@ impl Gauge {
     }
 }
 
-/// A histogram family with the labels of `L`.
-pub struct Histogram<L = ()> {
-    family: Capped<HistogramVec>,
-    _labels: PhantomData<fn(&L)>,
-}
-
-impl<L> Clone for Histogram<L> {
-    fn clone(&self) -> Self {
-        Histogram {
-            family: self.family.clone(),
-            _labels: PhantomData,
-        }
-    }
-}
-
-impl<L: LabelSet> Family for Histogram<L> {
-    fn register(metrics: &Metrics, def: &FamilyDef) -> Result<Self, CustomMetricError> {
-        let buckets = def.buckets.unwrap_or(prometheus::DEFAULT_BUCKETS);
-        let family = metrics
-            .custom()
-            .histogram(def.name, def.help, L::NAMES, buckets)?;
-        Ok(Histogram {
-            family,
-            _labels: PhantomData,
-        })
-    }
-}
-
-impl<L: LabelSet> Histogram<L> {
-    /// The histogram of one label set.
-    pub fn with(&self, labels: &L) -> Series {
-        Series(labels.with_values(|values| self.family.with_label_values(values)))
-    }
-}
-
 impl Histogram {
     fn series(&self) -> Series {
         Series(self.family.with_label_values(&[]))
@@ -321,6 +287,12 @@ impl Histogram {
 /// One label set's histogram ([`Histogram::with`]).
 #[derive(Clone)]
 pub struct Series(prometheus::Histogram);
+
+impl From<prometheus::Histogram> for Series {
+    fn from(histogram: prometheus::Histogram) -> Self {
+        Series(histogram)
+    }
+}
 
 impl Series {
     /// Records one observation.
