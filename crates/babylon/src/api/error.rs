@@ -68,6 +68,14 @@ impl From<DbError> for JsonError {
     }
 }
 
+/// An error of sqlx itself, for a handler that runs a query on the pool underneath
+/// (`DbPool::sqlx_pool`): classified and answered as a [`DbError`].
+impl From<sqlx::Error> for JsonError {
+    fn from(error: sqlx::Error) -> JsonError {
+        JsonError::from(DbError::from(error))
+    }
+}
+
 /// A custom family asked for with the name of another family's type or labels: a
 /// mistake in the application's code, answered 500 and logged.
 impl From<CustomMetricError> for JsonError {
