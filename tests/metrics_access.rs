@@ -330,3 +330,51 @@ fn no_spelling_of_the_metrics_path_reads_metrics_without_permission() {
         "a spelling of the metrics path was recorded as a request"
     );
 }
+
+/// `metrics.export.basic_auth_users` on the export port, with curl as the scraper: a
+/// user's password gets in (and again, from the digest of the first success), a wrong
+/// password, an unknown user and no credentials get 401 and count like a wrong token;
+/// the bearer token still works beside the users.
+#[test]
+fn export_port_admits_basic_auth_users_as_curl_sends_them() {
+    let Some(curl) = common::tool("curl") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ports = PortBlock::reserve(1);
+    let hash = bcrypt::hash("correct horse", 4).unwrap();
+    let client = client(json!({ "metrics": { "export": {
+        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
+        "token_file": token_file(&dir, "s3cr3t"),
+        "basic_auth_users": { "prometheus": hash },
+    } } }));
+    assert_eq!(client.get("/api/live").dispatch().status(), Status::Ok);
+    let url = format!("http://127.0.0.1:{}/metrics", ports.first());
+    let scrape = |args: &[&str]| -> (u16, String) {
+        let output = std::process::Command::new(&curl)
+            .args(["-s", "-w", "\n%{http_code}"])
+            .args(args)
+            .arg(&url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse().unwrap(), body.to_string())
+    };
+    assert_eq!(scrape(&["-u", "prometheus:correct horse"]).0, 200);
+    assert_eq!(scrape(&["-u", "prometheus:correct horse"]).0, 200);
+    assert_eq!(scrape(&["-u", "prometheus:correct horsE"]).0, 401);
+    assert_eq!(scrape(&["-u", "grafana:correct horse"]).0, 401);
+    assert_eq!(scrape(&["-u", "prometheus"]).0, 401);
+    assert_eq!(scrape(&[]).0, 401);
+    let (status, body) = scrape(&["-H", "Authorization: Bearer s3cr3t"]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(
+            &body,
+            r#"api_requests_blocked_total{reason="metrics_unauthorized"}"#
+        ),
+        Some(4.0),
+        "{body}"
+    );
+}

@@ -48,7 +48,7 @@ impl Handler for MetricsHandler {
     async fn handle<'r>(&self, request: &'r Request<'_>, _: Data<'r>) -> Outcome<'r> {
         let client = self.clients.of(request);
         let authorization = request.headers().get_one("Authorization");
-        if let Err(reason) = self.access.check(client, authorization) {
+        if let Err(reason) = self.access.check(client, authorization).await {
             RequestRecord::of(request).set_blocked(reason);
             return Outcome::from(request, JsonError::from(reason));
         }

@@ -219,7 +219,7 @@ fn serve_connection(
     rocket::tokio::spawn(async move {
         let service = service_fn(move |request| {
             let scrapes = scrapes.clone();
-            async move { Ok::<_, Infallible>(scrapes.answer(&request, peer)) }
+            async move { Ok::<_, Infallible>(scrapes.answer(&request, peer).await) }
         });
         let _ = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -230,7 +230,7 @@ fn serve_connection(
 }
 
 impl Scrapes {
-    fn answer(&self, request: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         if request.uri().path() != self.path {
             return json_error(JsonError::new(
                 Status::NotFound,
@@ -255,7 +255,7 @@ impl Scrapes {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if let Err(reason) = self.access.check(Some(client), authorization) {
+        if let Err(reason) = self.access.check(Some(client), authorization).await {
             self.api.blocked(reason);
             return json_error(JsonError::new(
                 reason.status(),

@@ -363,6 +363,9 @@ pub struct ExportSettings {
     pub allow: CidrList,
     /// File holding a bearer token that scrapers must send.
     pub token_file: Option<PathBuf>,
+    /// Users who may read metrics with HTTP basic auth: user -> bcrypt hash of the
+    /// password, as the Prometheus exporter toolkit's `basic_auth_users`.
+    pub basic_auth_users: BasicAuthUsers,
     /// What to do when every port of the range is taken.
     pub when_ports_taken: WhenPortsTaken,
     /// Where this process announces its export target for Prometheus' file_sd.
@@ -385,6 +388,7 @@ impl Default for ExportSettings {
                 .map(|block| block.parse().expect("valid default"))
                 .collect(),
             token_file: None,
+            basic_auth_users: BasicAuthUsers::default(),
             when_ports_taken: WhenPortsTaken::Fail,
             file_sd: None,
             token: None,
@@ -499,6 +503,68 @@ pub enum WhenPortsTaken {
     Fail,
     /// Log a warning and serve without an export listener, as django-prometheus does.
     RunWithoutExport,
+}
+
+/// `metrics.export.basic_auth_users`: user name -> bcrypt hash of the password. `Debug`
+/// prints the user names only.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct BasicAuthUsers(std::collections::BTreeMap<String, String>);
+
+impl BasicAuthUsers {
+    /// Whether no user is configured (basic auth is then not offered).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bcrypt hash of `user`'s password.
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.0.get(user).map(String::as_str)
+    }
+
+    /// One sentence for each user name or hash that cannot be used.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (user, hash) in &self.0 {
+            if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                problems.push(format!(
+                    "user {user:?}: a user name is not empty and holds no `:` or control character"
+                ));
+            }
+            if let Err(problem) = check_bcrypt_hash(hash) {
+                problems.push(format!("user {user:?}: {problem}"));
+            }
+        }
+        problems
+    }
+}
+
+/// A bcrypt hash as `htpasswd -nbB` and Python's `bcrypt` write it: `$2a$`, `$2b$` or
+/// `$2y$`, a cost of 04 to 31, 53 characters of salt and hash. Checked here, in ASCII,
+/// before the bcrypt crate parses it.
+fn check_bcrypt_hash(hash: &str) -> Result<(), String> {
+    let explain = "is not a bcrypt hash (`$2b$12$` and 53 more characters: `htpasswd -nbBC 12 \"\" PASSWORD | tr -d ':\\n'`)";
+    let bytes = hash.as_bytes();
+    let well_formed = bytes.len() == 60
+        && bytes.is_ascii()
+        && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+        && bytes[6] == b'$'
+        && hash[4..6]
+            .parse::<u32>()
+            .is_ok_and(|cost| (4..=31).contains(&cost))
+        && bytes[7..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'/');
+    if !well_formed || hash.parse::<bcrypt::HashParts>().is_err() {
+        return Err(format!("the password hash {explain}"));
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for BasicAuthUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// The metrics bearer token. `Debug` never prints it, so it cannot leak into logs.
@@ -888,6 +954,9 @@ impl ExportSettings {
                 Err(problem) => problems.invalid("metrics.export.token_file", problem),
             }
         }
+        for problem in self.basic_auth_users.problems() {
+            problems.invalid("metrics.export.basic_auth_users", problem);
+        }
         if let Some(file_sd) = &self.file_sd {
             file_sd.validate(problems);
         }
@@ -912,4 +981,55 @@ fn read_token(path: &Path) -> Result<Token, String> {
         ));
     }
     Ok(Token(token.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_bcrypt_hashes_are_taken() {
+        let good = bcrypt::hash("pw", 4).unwrap();
+        assert_eq!(check_bcrypt_hash(&good), Ok(()));
+        let mut bad = vec![
+            String::new(),
+            "pw".to_string(),
+            good.replacen("$2b$", "$2c$", 1),
+            good.replacen("$04$", "$99$", 1),
+            good[..59].to_string(),
+            format!("{good}x"),
+            good.replacen('$', "#", 1),
+        ];
+        // RUSTSEC-2026-0199: 60 bytes with a character of several bytes across the
+        // places bcrypt slices the text at; refused before bcrypt sees it.
+        for at in [2, 5, 7, 29, 30] {
+            let mut text: Vec<char> = good.chars().collect();
+            text[at] = 'é';
+            let text: String = text.into_iter().collect();
+            bad.push(text.chars().take(59).collect());
+        }
+        for hash in bad {
+            assert!(check_bcrypt_hash(&hash).is_err(), "{hash:?} was taken");
+        }
+    }
+
+    #[test]
+    fn users_are_named_and_their_hashes_never_printed() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let users: BasicAuthUsers = serde_json::from_value(serde_json::json!({
+            "prometheus": hash, "": hash, "a:b": hash, "grafana": "plain",
+        }))
+        .unwrap();
+        let problems = users.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("\"grafana\"") && p.contains("bcrypt")));
+        assert!(problems.iter().any(|p| p.contains("\"a:b\"")));
+        let debug = format!("{users:?}");
+        assert!(
+            debug.contains("prometheus") && !debug.contains(&hash),
+            "{debug}"
+        );
+    }
 }
