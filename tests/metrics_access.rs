@@ -378,3 +378,66 @@ fn export_port_admits_basic_auth_users_as_curl_sends_them() {
         "{body}"
     );
 }
+
+/// A real Prometheus scrapes the export port with `basic_auth` and a password file, as
+/// docs/security.md tells operators to configure it: the target is up, with the
+/// worker's families; a second job with a wrong password is down with a 401.
+#[test]
+fn prometheus_scrapes_with_basic_auth() {
+    use common::prometheus::{Place, Prometheus};
+    if common::tool("prometheus").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = PortBlock::reserve(1);
+    let hash = bcrypt::hash("correct horse", 4).unwrap();
+    let client = client(json!({ "metrics": { "export": {
+        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
+        "basic_auth_users": { "prometheus": hash },
+    } } }));
+    assert_eq!(client.get("/api/live").dispatch().status(), Status::Ok);
+    let right = dir.path().join("right");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&right, "correct horse\n").unwrap();
+    std::fs::write(&wrong, "correct horsE\n").unwrap();
+    let job = |name: &str, password: &std::path::Path| {
+        format!(
+            "  - job_name: {name}\n    scrape_interval: 1s\n    basic_auth:\n      username: prometheus\n      password_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            password.display(),
+            ports.first()
+        )
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+        job("right", &right),
+        job("wrong", &wrong)
+    );
+    let prometheus = Prometheus::start(&config, Place::Loopback, &[]);
+    let mut targets = Vec::new();
+    let scraped = common::wait_for(std::time::Duration::from_secs(30), || {
+        targets = prometheus.targets();
+        targets.len() == 2 && targets.iter().all(|t| t["health"] != "unknown")
+    });
+    assert!(scraped, "{targets:#?}\n{}", prometheus.log());
+    for target in &targets {
+        let job = target["labels"]["job"].as_str().unwrap();
+        let expected = if job == "right" { "up" } else { "down" };
+        assert_eq!(target["health"], expected, "{target:#}");
+        if job == "wrong" {
+            assert!(
+                target["lastError"].as_str().unwrap().contains("401"),
+                "{target:#}"
+            );
+        }
+    }
+    let up = common::wait_for(std::time::Duration::from_secs(30), || {
+        !prometheus
+            .query(r#"api_requests_total{job="right"}"#)
+            .is_empty()
+    });
+    assert!(
+        up,
+        "no sample of the worker's families\n{}",
+        prometheus.log()
+    );
+}
