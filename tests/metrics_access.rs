@@ -331,6 +331,29 @@ fn no_spelling_of_the_metrics_path_reads_metrics_without_permission() {
     );
 }
 
+/// The password of the user `prometheus` in [`basic_auth_service`].
+const PASSWORD: &str = "correct horse";
+
+/// A service exporting on `ports` to the user `prometheus` (password [`PASSWORD`]) and,
+/// when given, to the bearer `token` (its file inside `dir`).
+fn basic_auth_service(
+    ports: &PortBlock,
+    dir: &tempfile::TempDir,
+    token: Option<&str>,
+) -> common::TestClient {
+    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    let mut export = json!({
+        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
+        "basic_auth_users": { "prometheus": hash },
+    });
+    if let Some(token) = token {
+        export["token_file"] = json!(token_file(dir, token));
+    }
+    let client = client(json!({ "metrics": { "export": export } }));
+    assert_eq!(client.get("/api/live").dispatch().status(), Status::Ok);
+    client
+}
+
 /// `metrics.export.basic_auth_users` on the export port, with curl as the scraper: a
 /// user's password gets in (and again, from the digest of the first success), a wrong
 /// password, an unknown user and no credentials get 401 and count like a wrong token;
@@ -342,13 +365,7 @@ fn export_port_admits_basic_auth_users_as_curl_sends_them() {
     };
     let dir = tempfile::tempdir().unwrap();
     let ports = PortBlock::reserve(1);
-    let hash = bcrypt::hash("correct horse", 4).unwrap();
-    let client = client(json!({ "metrics": { "export": {
-        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
-        "token_file": token_file(&dir, "s3cr3t"),
-        "basic_auth_users": { "prometheus": hash },
-    } } }));
-    assert_eq!(client.get("/api/live").dispatch().status(), Status::Ok);
+    let _service = basic_auth_service(&ports, &dir, Some("s3cr3t"));
     let url = format!("http://127.0.0.1:{}/metrics", ports.first());
     let scrape = |args: &[&str]| -> (u16, String) {
         let output = std::process::Command::new(&curl)
@@ -361,10 +378,11 @@ fn export_port_admits_basic_auth_users_as_curl_sends_them() {
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.parse().unwrap(), body.to_string())
     };
-    assert_eq!(scrape(&["-u", "prometheus:correct horse"]).0, 200);
-    assert_eq!(scrape(&["-u", "prometheus:correct horse"]).0, 200);
+    let right = format!("prometheus:{PASSWORD}");
+    assert_eq!(scrape(&["-u", &right]).0, 200);
+    assert_eq!(scrape(&["-u", &right]).0, 200);
     assert_eq!(scrape(&["-u", "prometheus:correct horsE"]).0, 401);
-    assert_eq!(scrape(&["-u", "grafana:correct horse"]).0, 401);
+    assert_eq!(scrape(&["-u", &format!("grafana:{PASSWORD}")]).0, 401);
     assert_eq!(scrape(&["-u", "prometheus"]).0, 401);
     assert_eq!(scrape(&[]).0, 401);
     let (status, body) = scrape(&["-H", "Authorization: Bearer s3cr3t"]);
@@ -390,15 +408,10 @@ fn prometheus_scrapes_with_basic_auth() {
     }
     let dir = tempfile::tempdir().unwrap();
     let ports = PortBlock::reserve(1);
-    let hash = bcrypt::hash("correct horse", 4).unwrap();
-    let client = client(json!({ "metrics": { "export": {
-        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
-        "basic_auth_users": { "prometheus": hash },
-    } } }));
-    assert_eq!(client.get("/api/live").dispatch().status(), Status::Ok);
+    let _service = basic_auth_service(&ports, &dir, None);
     let right = dir.path().join("right");
     let wrong = dir.path().join("wrong");
-    std::fs::write(&right, "correct horse\n").unwrap();
+    std::fs::write(&right, format!("{PASSWORD}\n")).unwrap();
     std::fs::write(&wrong, "correct horsE\n").unwrap();
     let job = |name: &str, password: &std::path::Path| {
         format!(
