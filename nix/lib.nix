@@ -390,13 +390,15 @@ let
 
   metricsPath = cfg: (sharedSettings cfg).metrics.path or "/metrics";
 
-  # Whether metrics readers must send a token: metrics.tokenFile, or a token_file setting.
+  # Whether metrics readers must send credentials: metrics.tokenFile, a token_file
+  # setting, or users of a basic_auth_users setting.
   metricsTokenSet =
     cfg:
     let
       c = normalize cfg;
+      export = c.settings.metrics.export or { };
     in
-    c.metrics.tokenFile != null || (c.settings.metrics.export or { }) ? token_file;
+    c.metrics.tokenFile != null || export ? token_file || (export.basic_auth_users or { }) != { };
 
   # Where the application ports and the export ports listen, as they take effect: a user's
   # `settings.address` (`settings.metrics.export.address`) wins over the option `address`
@@ -776,7 +778,7 @@ let
           message = "services.babylon.metrics.address = \"${exportAddress c}\" (metrics.export.address) makes the metrics export ports listen beyond this host: ${
             builtins.concatStringsSep " and " (
               optional (!exportedBeyondLoopback c) "set services.babylon.metrics.allow to the addresses of the Prometheus servers that scrape them (it lets in loopback only)"
-              ++ optional (!metricsTokenSet c) "set services.babylon.metrics.tokenFile (the bearer token they must send)"
+              ++ optional (!metricsTokenSet c) "set services.babylon.metrics.tokenFile (the bearer token they must send) or settings.metrics.export.basic_auth_users"
             )
           }, or keep metrics.address on loopback (127.0.0.1 or ::1)";
         }

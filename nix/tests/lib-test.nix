@@ -367,6 +367,23 @@ let
             metrics.address = "0.0.0.0";
             settings.metrics.export.address = "127.0.0.1";
           };
+          # Users of basic_auth_users are credentials too; an empty table is none.
+          settingsWithUsers = babylon.errors {
+            settings.metrics.export = {
+              address = "";
+              allow = wide;
+              basic_auth_users.prometheus = "$2b$12$GhvMmNVjRW29ulnudl.LbuAnUtN/LRfe1JsBm1Xu6LE3059z5Tr8m";
+            };
+          };
+          settingsWithNoUsers = hasMessage needsToken (
+            babylon.errors {
+              settings.metrics.export = {
+                address = "";
+                allow = wide;
+                basic_auth_users = { };
+              };
+            }
+          );
         };
         expected = {
           loopbackDefault = [ ];
@@ -392,6 +409,8 @@ let
           settingsExposed = true;
           settingsComplete = [ ];
           settingsBackToLoopback = [ ];
+          settingsWithUsers = [ ];
+          settingsWithNoUsers = true;
         };
       };
 
