@@ -1007,6 +1007,9 @@ fn the_package_builds_from_its_source_fileset_alone() {
             .current_dir(tree.path())
             .env("CARGO_TARGET_DIR", &target)
             .env("SOURCE_COMMIT", "fileset")
+            // No debug info: a third of the disk and of the link time of a copy nobody
+            // debugs (a full debug build here is gigabytes beside the suite's own).
+            .env("CARGO_PROFILE_DEV_DEBUG", "0")
             .env_remove("RUSTFLAGS")
             // As in Nix's sandbox, no Redis answers there: its unit tests skip, which
             // CI=true would make failures.

@@ -628,9 +628,11 @@ fn dashboards_are_provisionable_and_filtered_by_job_and_instance() {
 /// Families exposed by in-process services after traffic that touches every family the
 /// assets query: HTTP, blocked-reason counters, DB statements and errors and the cache of
 /// the default settings, and the Redis and rate-limiter families of a service whose cache
-/// and rate limit are in the shared Redis (its error counters are exposed from start-up).
+/// and rate limit are in the shared Redis (its error counters are exposed from start-up),
+/// and the TLS families of a service whose export port serves HTTPS.
 fn exported_names() -> BTreeSet<String> {
     let mut names = families_of(&default_service_scrape());
+    names.extend(families_of(&tls_service_scrape()));
     if !common::redis_server::redis_available() {
         return names;
     }
@@ -648,6 +650,19 @@ fn exported_names() -> BTreeSet<String> {
     );
     names.extend(families_of(&common::scrape(&client)));
     names
+}
+
+/// The exposition of a service whose export port serves TLS (`babylon_export_tls_*`).
+fn tls_service_scrape() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::ports::PortBlock::reserve(1);
+    let ca = common::pki::Ca::new("assets CA");
+    let server = ca.server(30).write(dir.path(), "server", &ca);
+    let client = common::client(json!({ "metrics": { "export": {
+        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
+        "tls": { "cert_file": server.cert, "key_file": server.key },
+    }}}));
+    common::scrape(&client)
 }
 
 /// The exposition of a service with the default settings after traffic of every kind.

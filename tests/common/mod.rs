@@ -370,6 +370,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 pub mod ledger;
 pub mod netns;
 pub mod pg;
+pub mod pki;
 pub mod ports;
 pub mod prometheus;
 pub mod redis_server;

@@ -16,8 +16,8 @@ use crate::blocking::{ClientAddr, Gatekeeper, Policy, RateLimitCollector};
 use crate::cache::{CacheFamilies, Caches};
 use crate::db::{self, DbFamilies, ModelFamilies};
 use crate::export::{
-    self, ExportError, ExportFairing, ExportListener, FileSdError, MetricsAccess, Scrapes,
-    TargetFile,
+    self, ExportError, ExportFairing, ExportListener, ExportTls, FileSdError, MetricsAccess,
+    Scheme, Scrapes, TargetFile,
 };
 use crate::metrics::{CustomMetricError, Families, Metrics};
 use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
@@ -95,6 +95,8 @@ struct Parts {
     /// rocket_prometheus' fairing, recording its two families into our registry, when
     /// `metrics.rocket_prometheus` asks for it.
     rocket_prometheus: Option<std::sync::Arc<rocket_prometheus::PrometheusMetrics>>,
+    /// The export port's TLS, when `metrics.export.tls` is set.
+    export_tls: Option<std::sync::Arc<ExportTls>>,
 }
 
 /// rocket_prometheus' own fairing, its two families registered in `registry`.
@@ -141,8 +143,16 @@ impl Parts {
             true => Some(rocket_prometheus_fairing(registry)?),
             false => None,
         };
+        let export = &metrics_settings.export;
+        let export_tls = match &export.tls {
+            Some(tls) if metrics_settings.enabled && export.enabled => {
+                Some(std::sync::Arc::new(ExportTls::new(tls, registry)?))
+            }
+            _ => None,
+        };
         Ok(Parts {
             rocket_prometheus,
+            export_tls,
             metrics,
             http,
             api,
@@ -311,6 +321,7 @@ impl Babylon {
             policy,
             clients,
             rocket_prometheus,
+            export_tls,
         } = &self.parts;
         let metrics_settings = &self.settings.metrics;
         let mut problems = Problems::default();
@@ -387,7 +398,16 @@ impl Babylon {
                     let export = &metrics_settings.export;
                     let target_file = match &export.file_sd {
                         Some(file_sd) => {
-                            Some(TargetFile::write(file_sd, export.address, listener.port())?)
+                            let scheme = match export.tls {
+                                Some(_) => Scheme::Https,
+                                None => Scheme::Http,
+                            };
+                            Some(TargetFile::write(
+                                file_sd,
+                                export.address,
+                                listener.port(),
+                                scheme,
+                            )?)
                         }
                         None => None,
                     };
@@ -397,7 +417,12 @@ impl Babylon {
                         path: path.to_string(),
                         access,
                     };
-                    rocket = rocket.attach(ExportFairing::new(listener, target_file, scrapes));
+                    rocket = rocket.attach(ExportFairing::new(
+                        listener,
+                        target_file,
+                        scrapes,
+                        export_tls.clone(),
+                    ));
                 }
             }
         }
@@ -416,8 +441,13 @@ impl Babylon {
     pub fn export_banner(&self, rocket: &Rocket<Build>) -> Option<String> {
         let addr = rocket.state::<ExportPort>()?.0?;
         let export = &self.settings.metrics.export;
+        let over = match &export.tls {
+            None => "",
+            Some(tls) if tls.client_ca_file.is_some() => " over HTTPS with client certificates",
+            Some(_) => " over HTTPS",
+        };
         Some(format!(
-            "babylon: metrics export listening on {addr}{} (port {} of {})",
+            "babylon: metrics export listening on {addr}{}{over} (port {} of {})",
             self.settings.metrics.path.as_str(),
             addr.port(),
             export.ports()

@@ -28,6 +28,15 @@ pub struct FileSdError {
     source: io::Error,
 }
 
+/// How Prometheus reaches the export port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Http,
+    /// `metrics.export.tls` is set: the target carries `__scheme__ = "https"`, so a scrape
+    /// job needs only its `tls_config`.
+    Https,
+}
+
 /// The written target file; removed when dropped.
 #[derive(Debug)]
 pub(crate) struct TargetFile {
@@ -39,6 +48,7 @@ impl TargetFile {
         settings: &FileSdSettings,
         address: ExportAddress,
         port: u16,
+        scheme: Scheme,
     ) -> Result<TargetFile, FileSdError> {
         let host = target_host(settings, address);
         let path = settings
@@ -46,6 +56,9 @@ impl TargetFile {
             .join(format!("babylon-{}-{port}.json", file_name_part(&host)));
         let mut labels = serde_json::Map::new();
         labels.insert("babylon_export_port".into(), json!(port.to_string()));
+        if scheme == Scheme::Https {
+            labels.insert("__scheme__".into(), json!("https"));
+        }
         for (name, value) in &settings.labels {
             labels.insert(name.clone(), json!(value));
         }
@@ -129,8 +142,8 @@ mod tests {
                 .into_iter()
                 .collect(),
         };
-        let file =
-            TargetFile::write(&settings, ExportAddress::Ip("::1".parse().unwrap()), 8003).unwrap();
+        let ip = ExportAddress::Ip("::1".parse().unwrap());
+        let file = TargetFile::write(&settings, ip, 8003, Scheme::Http).unwrap();
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
         assert_eq!(written[0]["targets"][0], "[::1]:8003");
@@ -141,8 +154,14 @@ mod tests {
         );
         assert_eq!(written[0]["labels"]["env"], "test");
         assert_eq!(written[0]["labels"]["babylon_export_port"], "8003");
+        assert_eq!(written[0]["labels"].get("__scheme__"), None);
         let path = file.path().to_path_buf();
         drop(file);
+        let https = TargetFile::write(&settings, ip, 8003, Scheme::Https).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(https.path()).unwrap()).unwrap();
+        assert_eq!(written[0]["labels"]["__scheme__"], "https");
+        drop(https);
         assert!(!path.exists());
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
@@ -163,7 +182,8 @@ mod tests {
             .into_iter()
             .flat_map(|host| [(host, 8001), (host, 8002)])
             .map(|(host, port)| {
-                TargetFile::write(&on(host), ExportAddress::EveryInterface, port).unwrap()
+                TargetFile::write(&on(host), ExportAddress::EveryInterface, port, Scheme::Http)
+                    .unwrap()
             })
             .collect();
         let mut targets: Vec<String> = std::fs::read_dir(dir.path())
@@ -200,7 +220,8 @@ mod tests {
             host: Some("10.0.0.5".into()),
             labels: Default::default(),
         };
-        let error = TargetFile::write(&settings, ExportAddress::EveryInterface, 8001).unwrap_err();
+        let error = TargetFile::write(&settings, ExportAddress::EveryInterface, 8001, Scheme::Http)
+            .unwrap_err();
         assert!(
             error
                 .to_string()

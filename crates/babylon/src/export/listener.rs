@@ -24,6 +24,7 @@ use rocket::{Orbit, Rocket};
 use socket2::{Domain, Socket, Type};
 
 use super::file_sd::TargetFile;
+use super::tls::{Accepted, ExportTls};
 use super::MetricsAccess;
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 use crate::observe::ApiFamilies;
@@ -31,7 +32,7 @@ use crate::request::JsonError;
 use crate::settings::{canonical_ip, ExportAddress, ExportSettings, PortRange, WhenPortsTaken};
 
 /// A slow client gets this long to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -151,6 +152,8 @@ pub(crate) struct Scrapes {
 pub(crate) struct ExportFairing {
     listener: std::sync::Mutex<Option<ExportListener>>,
     scrapes: Arc<Scrapes>,
+    /// Set: the port speaks only HTTPS.
+    tls: Option<Arc<ExportTls>>,
     /// Removed at shutdown (or when the fairing is dropped after a failed launch).
     target_file: std::sync::Mutex<Option<TargetFile>>,
 }
@@ -160,11 +163,13 @@ impl ExportFairing {
         listener: ExportListener,
         target_file: Option<TargetFile>,
         scrapes: Scrapes,
+        tls: Option<Arc<ExportTls>>,
     ) -> Self {
         ExportFairing {
             listener: std::sync::Mutex::new(Some(listener)),
             target_file: std::sync::Mutex::new(target_file),
             scrapes: Arc::new(scrapes),
+            tls,
         }
     }
 }
@@ -195,12 +200,16 @@ impl Fairing for ExportFairing {
             }
         };
         let scrapes = self.scrapes.clone();
+        let tls = self.tls.clone();
+        if let Some(tls) = &tls {
+            rocket::tokio::spawn(tls.clone().watch(rocket.shutdown()));
+        }
         let mut shutdown = rocket.shutdown();
         rocket::tokio::spawn(async move {
             loop {
                 rocket::tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => serve_connection(stream, peer, scrapes.clone()),
+                        Ok((stream, peer)) => serve_connection(stream, peer, scrapes.clone(), tls.clone()),
                         // Out of file descriptors and the like: wait instead of spinning.
                         Err(_) => rocket::tokio::time::sleep(Duration::from_millis(50)).await,
                     },
@@ -215,18 +224,46 @@ fn serve_connection(
     stream: rocket::tokio::net::TcpStream,
     peer: SocketAddr,
     scrapes: Arc<Scrapes>,
+    tls: Option<Arc<ExportTls>>,
 ) {
     rocket::tokio::spawn(async move {
         let service = service_fn(move |request| {
             let scrapes = scrapes.clone();
             async move { Ok::<_, Infallible>(scrapes.answer(&request, peer).await) }
         });
-        let _ = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
+        let Some(tls) = tls else {
+            return serve_http(TokioIo::new(stream), service).await;
+        };
+        match tls.accept(stream).await {
+            Accepted::Tls(stream) => serve_http(TokioIo::new(stream), service).await,
+            Accepted::Plaintext(stream) => {
+                let refusal = service_fn(|_| async {
+                    Ok::<_, Infallible>(json_error(JsonError::new(
+                        Status::BadRequest,
+                        "https_required",
+                        "this port speaks only HTTPS (metrics.export.tls is set): scrape it with https://",
+                    )))
+                });
+                serve_http(TokioIo::new(stream), refusal).await
+            }
+            Accepted::Nothing => {}
+        }
     });
+}
+
+/// Serves HTTP/1 on one connection until the client closes it or stalls.
+async fn serve_http<I, S>(io: I, service: S)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, service)
+        .await;
 }
 
 impl Scrapes {

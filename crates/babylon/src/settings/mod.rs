@@ -14,6 +14,7 @@ mod errors;
 mod files;
 mod redis_url;
 mod rocket_keys;
+mod tls;
 mod types;
 
 use std::num::{NonZeroU32, NonZeroU64};
@@ -32,6 +33,8 @@ pub use database_url::{DatabaseUrl, Vendor};
 pub use errors::{ConfigError, Problem};
 pub use redis_url::RedisUrl;
 pub use rocket_keys::{MAX_BLOCKING, MAX_DATABASE_CONNECTIONS, MAX_DATABASE_SECONDS, MAX_WORKERS};
+pub(crate) use tls::{unix_seconds, Fingerprint, TlsFileError, TlsIdentity};
+pub use tls::{ExportTlsSettings, TlsVersion};
 pub use types::{
     canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Ipv6Prefix, Namespace, PortRange, UrlPath,
 };
@@ -370,6 +373,8 @@ pub struct ExportSettings {
     pub when_ports_taken: WhenPortsTaken,
     /// Where this process announces its export target for Prometheus' file_sd.
     pub file_sd: Option<FileSdSettings>,
+    /// HTTPS (and, with a client CA, mutual TLS) on the export port.
+    pub tls: Option<ExportTlsSettings>,
     /// Read from `token_file` during validation; never deserialized from settings.
     #[serde(skip)]
     pub token: Option<Token>,
@@ -391,6 +396,7 @@ impl Default for ExportSettings {
             basic_auth_users: BasicAuthUsers::default(),
             when_ports_taken: WhenPortsTaken::Fail,
             file_sd: None,
+            tls: None,
             token: None,
         }
     }
@@ -959,6 +965,12 @@ impl ExportSettings {
         }
         if let Some(file_sd) = &self.file_sd {
             file_sd.validate(problems);
+        }
+        if let Some(tls) = &mut self.tls {
+            match tls.load() {
+                Ok(identity) => tls.identity = Some(identity),
+                Err(TlsFileError { key, message }) => problems.invalid(key, message),
+            }
         }
     }
 }
