@@ -66,6 +66,13 @@ let
       tokenFile = null;
       # Where the export ports listen (metrics.export.address); "" = every interface.
       address = "127.0.0.1";
+      # HTTPS on the export ports (metrics.export.tls): host paths, handed to the units
+      # as credentials. clientCaFile set: mutual TLS.
+      tls = {
+        certFile = null;
+        keyFile = null;
+        clientCaFile = null;
+      };
     };
     database = {
       type = "sqlite";
@@ -98,6 +105,20 @@ let
       fileSdDirectories = [ ];
       # services.prometheus.remoteWrite, passed on.
       remoteWrite = [ ];
+      # How the local Prometheus scrapes export ports that serve TLS: the CA that signed
+      # their certificates, its own client certificate and key (mutual TLS), and the name
+      # to check in the certificates when the targets' hosts are not in them.
+      tls = {
+        caFile = null;
+        certFile = null;
+        keyFile = null;
+        serverName = null;
+      };
+      # services.prometheus.listenAddress and webConfigFile as they take effect.
+      server = {
+        listenAddress = prometheusListenAddress;
+        webConfigFile = null;
+      };
     };
     grafana = {
       enable = false;
@@ -132,8 +153,14 @@ let
     metricsToken = "metrics-token";
     databaseUrl = "database-url";
     redisUrl = "redis-url";
+    exportTlsCert = "export-tls-cert";
+    exportTlsKey = "export-tls-key";
+    exportTlsClientCa = "export-tls-client-ca";
     # On prometheus.service and grafana.service; prefixed, since those units are shared.
     prometheusToken = "babylon-metrics-token";
+    prometheusTlsCa = "babylon-tls-ca";
+    prometheusTlsCert = "babylon-tls-cert";
+    prometheusTlsKey = "babylon-tls-key";
     grafanaAdminPassword = "babylon-admin-password";
     grafanaSecretKey = "babylon-secret-key";
   };
@@ -370,6 +397,15 @@ let
       }
       // optionalAttrs (c.metrics.tokenFile != null) {
         token_file = "${credentialsDirectory index}/${credentialNames.metricsToken}";
+      }
+      // optionalAttrs (c.metrics.tls.certFile != null) {
+        tls = {
+          cert_file = "${credentialsDirectory index}/${credentialNames.exportTlsCert}";
+          key_file = "${credentialsDirectory index}/${credentialNames.exportTlsKey}";
+        }
+        // optionalAttrs (c.metrics.tls.clientCaFile != null) {
+          client_ca_file = "${credentialsDirectory index}/${credentialNames.exportTlsClientCa}";
+        };
       };
     };
 
@@ -400,6 +436,22 @@ let
     in
     c.metrics.tokenFile != null || export ? token_file || (export.basic_auth_users or { }) != { };
 
+  # Whether the export ports serve TLS: metrics.tls, or a tls table of the user's settings.
+  exportTlsSet =
+    cfg:
+    let
+      c = normalize cfg;
+    in
+    c.metrics.tls.certFile != null || c.settings ? metrics.export.tls;
+
+  # Whether they ask for client certificates (mutual TLS).
+  exportMutualTls =
+    cfg:
+    let
+      c = normalize cfg;
+    in
+    c.metrics.tls.clientCaFile != null || c.settings ? metrics.export.tls.client_ca_file;
+
   # Where the application ports and the export ports listen, as they take effect: a user's
   # `settings.address` (`settings.metrics.export.address`) wins over the option `address`
   # (`metrics.address`); without either, babylon's export listener would take "".
@@ -426,7 +478,19 @@ let
     in
     optional (c.metrics.tokenFile != null) token
     ++ optional (c.database.type == "external" && c.database.urlFile != null) url
-    ++ optional (c.redis.urlFile != null) redis;
+    ++ optional (c.redis.urlFile != null) redis
+    ++ credentialsOf [
+      [ credentialNames.exportTlsCert c.metrics.tls.certFile ]
+      [ credentialNames.exportTlsKey c.metrics.tls.keyFile ]
+      [ credentialNames.exportTlsClientCa c.metrics.tls.clientCaFile ]
+    ];
+
+  # LoadCredential= entries "name:path" of the [ name path ] pairs whose path is set.
+  credentialsOf =
+    pairs:
+    map (pair: "${builtins.elemAt pair 0}:${toString (builtins.elemAt pair 1)}") (
+      builtins.filter (pair: builtins.elemAt pair 1 != null) pairs
+    );
 
   # Settings that hold secrets (URLs with a password), as environment variables the start
   # script reads from the unit's credentials: { variable = credential name; }.
@@ -553,11 +617,37 @@ let
     in
     "${trimmed}/*.json";
 
+  # Where prometheus.service reads the files of prometheus.tls (its credentials).
+  prometheusCredential = name: "/run/credentials/prometheus.service/${name}";
+
+  # The scrape job's `scheme` and `tls_config` when the export ports serve TLS: the CA,
+  # and for mutual TLS the client certificate and key, from Prometheus' credentials.
+  scrapeTls =
+    cfg:
+    let
+      c = normalize cfg;
+      inherit (c.prometheus) tls;
+    in
+    optionalAttrs (exportTlsSet c) {
+      scheme = "https";
+      tls_config =
+        optionalAttrs (tls.caFile != null) {
+          ca_file = prometheusCredential credentialNames.prometheusTlsCa;
+        }
+        // optionalAttrs (tls.certFile != null) {
+          cert_file = prometheusCredential credentialNames.prometheusTlsCert;
+        }
+        // optionalAttrs (tls.keyFile != null) {
+          key_file = prometheusCredential credentialNames.prometheusTlsKey;
+        }
+        // optionalAttrs (tls.serverName != null) { server_name = tls.serverName; };
+    };
+
   # The `babylon` scrape job: one static target per instance export port, labelled with
   # its unit; then the other hosts' targets (prometheus.remoteTargets, whose `instance`
   # label is their "host:port"), and the file_sd files of prometheus.fileSdDirectories,
-  # all in the same job with the same token. `tokenFile` is the path Prometheus reads the
-  # bearer token from, or null.
+  # all in the same job with the same token and TLS. `tokenFile` is the path Prometheus
+  # reads the bearer token from, or null.
   scrapeConfigWith =
     cfg: tokenFile:
     let
@@ -582,7 +672,8 @@ let
         type = "Bearer";
         credentials_file = tokenFile;
       };
-    };
+    }
+    // scrapeTls c;
 
   scrapeConfig =
     cfg:
@@ -597,9 +688,22 @@ let
   prometheusLoadCredentials =
     cfg:
     let
-      inherit ((normalize cfg).metrics) tokenFile;
+      c = normalize cfg;
+      inherit (c.prometheus) tls;
     in
-    optional (tokenFile != null) "${credentialNames.prometheusToken}:${toString tokenFile}";
+    credentialsOf (
+      [
+        [ credentialNames.prometheusToken c.metrics.tokenFile ]
+      ]
+      ++ optionals (exportTlsSet c) [
+        [ credentialNames.prometheusTlsCa tls.caFile ]
+        [ credentialNames.prometheusTlsCert tls.certFile ]
+        [ credentialNames.prometheusTlsKey tls.keyFile ]
+      ]
+    );
+
+  # promtool in the build sandbox cannot read credentials: check the syntax only then.
+  prometheusCheckSyntaxOnly = cfg: prometheusLoadCredentials cfg != [ ];
 
   # ---- Grafana ----
 
@@ -783,6 +887,32 @@ let
           }, or keep metrics.address on loopback (127.0.0.1 or ::1)";
         }
         {
+          when = (c.metrics.tls.certFile == null) != (c.metrics.tls.keyFile == null);
+          message = "services.babylon.metrics.tls.certFile and metrics.tls.keyFile go together: set both (the export ports' certificate and its private key) or neither";
+        }
+        {
+          when = c.metrics.tls.clientCaFile != null && c.metrics.tls.certFile == null;
+          message = "services.babylon.metrics.tls.clientCaFile asks scrapers for client certificates, which needs TLS: set metrics.tls.certFile and metrics.tls.keyFile too";
+        }
+        {
+          when = c.prometheus.enable && exportTlsSet c && c.prometheus.tls.caFile == null;
+          message = "services.babylon.prometheus.enable: the export ports serve HTTPS (metrics.tls), so the local Prometheus must check their certificates: set services.babylon.prometheus.tls.caFile (the CA that signed them)";
+        }
+        {
+          when =
+            c.prometheus.enable
+            && exportMutualTls c
+            && (c.prometheus.tls.certFile == null || c.prometheus.tls.keyFile == null);
+          message = "services.babylon.prometheus.enable: the export ports ask for client certificates (metrics.tls.clientCaFile), so the local Prometheus needs one: set services.babylon.prometheus.tls.certFile and prometheus.tls.keyFile (a certificate that client CA signed, and its key)";
+        }
+        {
+          when =
+            c.prometheus.enable
+            && !isLoopbackAddress c.prometheus.server.listenAddress
+            && c.prometheus.server.webConfigFile == null;
+          message = "services.prometheus.listenAddress = \"${c.prometheus.server.listenAddress}\" serves Prometheus' API, with every series it scraped from babylon, beyond this host to anyone: set services.prometheus.webConfigFile (Prometheus' web configuration, with basic_auth_users or tls_server_config) or keep listenAddress on loopback";
+        }
+        {
           when = builtins.any (
             target: builtins.match "[^/[:space:]]+:[0-9]+" target == null
           ) c.prometheus.remoteTargets;
@@ -810,6 +940,18 @@ let
         (secretInStore "grafana.adminPasswordFile" c.grafana.adminPasswordFile)
         (secretInStore "grafana.secretKeyFile" c.grafana.secretKeyFile)
         (secretInStore "redis.urlFile" c.redis.urlFile)
+        (secretInStore "metrics.tls.keyFile" c.metrics.tls.keyFile)
+        (secretInStore "prometheus.tls.keyFile" c.prometheus.tls.keyFile)
+        {
+          when = !isLoopbackAddress (exportAddress c) && !(exportTlsSet c);
+          message = "services.babylon.metrics.address = \"${exportAddress c}\": scrapes of the export ports leave this host in cleartext, series and token alike; set services.babylon.metrics.tls (and prometheus.tls on the scraping host)";
+        }
+        {
+          when =
+            !(exportTlsSet c)
+            && builtins.any (file: file != null) (builtins.attrValues c.prometheus.tls);
+          message = "services.babylon.prometheus.tls is used only when the export ports serve TLS (services.babylon.metrics.tls)";
+        }
         {
           when = c.prometheus.enable && !(loopbackAllowed c);
           message = "services.babylon.prometheus.enable: the local Prometheus scrapes from 127.0.0.1, which metrics.export.allow does not let in; its targets will answer 403";
@@ -885,6 +1027,8 @@ in
     sharedSettings
     metricsPath
     metricsTokenSet
+    exportTlsSet
+    exportMutualTls
     appAddress
     exportAddress
     environment
@@ -899,10 +1043,13 @@ in
     prometheusTokenFile
     scrapeTargets
     fileSdFiles
+    scrapeTls
     scrapeConfigWith
     scrapeConfig
     prometheusRemoteWrite
     prometheusLoadCredentials
+    prometheusCheckSyntaxOnly
+    credentialsOf
     grafanaProvisioning
     grafanaPrometheusUrl
     grafanaProvision

@@ -50,6 +50,11 @@ let
       };
       inherit (cfg.metrics) allow address;
       tokenFile = nullOrString cfg.metrics.tokenFile;
+      tls = {
+        certFile = nullOrString cfg.metrics.tls.certFile;
+        keyFile = nullOrString cfg.metrics.tls.keyFile;
+        clientCaFile = nullOrString cfg.metrics.tls.clientCaFile;
+      };
     };
     database = {
       inherit (cfg.database) type;
@@ -83,6 +88,21 @@ let
         fileSdDirectories
         remoteWrite
         ;
+      tls = {
+        caFile = nullOrString cfg.prometheus.tls.caFile;
+        certFile = nullOrString cfg.prometheus.tls.certFile;
+        keyFile = nullOrString cfg.prometheus.tls.keyFile;
+        inherit (cfg.prometheus.tls) serverName;
+      };
+      # Read only with prometheus.enable, for the check of where Prometheus listens.
+      server =
+        if cfg.prometheus.enable then
+          {
+            inherit (prometheus) listenAddress;
+            webConfigFile = nullOrString prometheus.webConfigFile;
+          }
+        else
+          { };
     };
     grafana = {
       inherit (cfg.grafana) enable;
@@ -98,7 +118,6 @@ let
   staticUser = babylonLib.staticUser plain;
   # Another host's database or Redis, or one specific address to bind, needs the network.
   waitsForNetwork = babylonLib.waitsForNetwork plain;
-  tokenSet = cfg.metrics.tokenFile != null;
   generateGrafanaKey = cfg.grafana.secretKeyFile == null;
   # Grafana's provisioning files: { datasources; dashboards; }.
   grafanaProvision =
@@ -289,6 +308,46 @@ in
           ports are then opened.
         '';
       };
+
+      tls = {
+        certFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = "/var/lib/acme/babylon.internal/cert.pem";
+          description = ''
+            PEM certificate (then any intermediates) of the metrics export ports: set,
+            they serve HTTPS only (`metrics.export.tls.cert_file`). Its subject
+            alternative names must hold the host (or address) Prometheus scrapes. Handed
+            to the units with `LoadCredential=`, like `keyFile`, so the units read a copy
+            made when they start: after renewing the files, restart the units
+            (`systemctl restart babylon.target`, or list `babylon.target` in
+            `security.acme.certs.<name>.reloadServices`).
+          '';
+        };
+
+        keyFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = "/var/lib/acme/babylon.internal/key.pem";
+          description = ''
+            PEM private key of `certFile` (`metrics.export.tls.key_file`); set both or
+            neither. A credential: give a path outside the Nix store, as a string.
+          '';
+        };
+
+        clientCaFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = "/etc/babylon/scrapers-ca.pem";
+          description = ''
+            PEM certificates of the CAs that sign scrapers' client certificates: set,
+            every scraper must present one (mutual TLS,
+            `metrics.export.tls.client_ca_file`); the allow-list and token still apply.
+            Needs `certFile` and `keyFile`; the local Prometheus then needs
+            `prometheus.tls.certFile` and `prometheus.tls.keyFile`.
+          '';
+        };
+      };
     };
 
     settings = mkOption {
@@ -433,6 +492,52 @@ in
         '';
       };
 
+      tls = {
+        caFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = "/etc/prometheus/babylon-ca.pem";
+          description = ''
+            PEM certificate of the CA that signed the export ports' certificates
+            (`metrics.tls.certFile` here, and on the hosts of `remoteTargets`): required
+            when they serve TLS. The scrape job then uses `scheme: https` and a
+            `tls_config`; the files of this group reach Prometheus as `LoadCredential=`
+            of `prometheus.service`.
+          '';
+        };
+
+        certFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = "/etc/prometheus/babylon-client.pem";
+          description = ''
+            Prometheus' client certificate, signed by a CA of `metrics.tls.clientCaFile`:
+            required when the export ports ask for one (mutual TLS).
+          '';
+        };
+
+        keyFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = "/run/secrets/prometheus-babylon-client.key";
+          description = ''
+            The private key of `prometheus.tls.certFile`; a path outside the Nix store,
+            as a string.
+          '';
+        };
+
+        serverName = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "babylon.internal";
+          description = ''
+            The name Prometheus checks in the export ports' certificates
+            (`tls_config.server_name`), when the targets' hosts (127.0.0.1 for this
+            host's instances) are not among their subject alternative names.
+          '';
+        };
+      };
+
       remoteWrite = mkOption {
         type = types.listOf (types.attrsOf types.anything);
         default = [ ];
@@ -492,8 +597,12 @@ in
         default = "localhost";
         example = "babylon.example.org";
         description = ''
-          Name of the nginx virtual host (`services.nginx.virtualHosts.<name>`); set TLS
-          and other options on that virtual host directly.
+          Name of the nginx virtual host (`services.nginx.virtualHosts.<name>`). The
+          module defines only its `locations`: give it HTTPS by setting TLS options on
+          the same virtual host in your configuration, which NixOS merges with the
+          module's, e.g. `services.nginx.virtualHosts."babylon.example.org" = {
+          forceSSL = true; enableACME = true; };` (or `sslCertificate` and
+          `sslCertificateKey`).
         '';
       };
     };
@@ -560,8 +669,9 @@ in
           "${share}/prometheus/recording_rules.yml"
           "${share}/prometheus/alerts.yml"
         ];
-        # promtool runs in the build sandbox, where the token credential does not exist.
-        checkConfig = mkIf tokenSet "syntax-only";
+        # promtool runs in the build sandbox, where the credentials (token, TLS files) do
+        # not exist.
+        checkConfig = mkIf (babylonLib.prometheusCheckSyntaxOnly plain) "syntax-only";
       };
       systemd.services.prometheus.serviceConfig.LoadCredential =
         babylonLib.prometheusLoadCredentials plain;

@@ -434,6 +434,68 @@ fn scrape_job_for_two_instances_passes_promtool() {
     promtool_check_config(&promtool, &config, &["--syntax-only"]);
 }
 
+/// The scrape job of export ports that serve mutual TLS, as the module renders it:
+/// `scheme: https` and a `tls_config` naming Prometheus' credentials. promtool takes it
+/// with `--syntax-only` (as the module runs it, the credentials not existing at build
+/// time), and in full once the files it names exist, and refuses it in full while they
+/// do not.
+#[test]
+fn tls_scrape_job_passes_promtool() {
+    let Some(nix) = Nix::find() else { return };
+    let Some(promtool) = common::tool("promtool") else {
+        return;
+    };
+    let cfg = r#"{
+      metrics.tls = {
+        certFile = "/var/lib/acme/app/cert.pem";
+        keyFile = "/var/lib/acme/app/key.pem";
+        clientCaFile = "/etc/babylon/scrapers-ca.pem";
+      };
+      prometheus = {
+        enable = true;
+        tls = {
+          caFile = "/etc/babylon/ca.pem";
+          certFile = "/etc/prometheus/client.pem";
+          keyFile = "/run/secrets/prometheus-client.key";
+          serverName = "babylon.internal";
+        };
+      };
+    }"#;
+    let config = prometheus_config(&nix, cfg, None);
+    let job = &config["scrape_configs"][0];
+    assert_eq!(job["scheme"], "https", "{job}");
+    assert_eq!(job["tls_config"]["server_name"], "babylon.internal");
+    promtool_check_config(&promtool, &config, &["--syntax-only"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("scrape job CA");
+    let client = ca.client("prometheus").write(dir.path(), "client", &ca);
+    let mut rendered = serde_json::to_string(&config).unwrap();
+    for (credential, file) in [
+        ("babylon-tls-ca", &client.ca),
+        ("babylon-tls-cert", &client.cert),
+        ("babylon-tls-key", &client.key),
+    ] {
+        let path = format!("/run/credentials/prometheus.service/{credential}");
+        assert!(rendered.contains(&path), "{rendered}");
+        rendered = rendered.replace(&path, &file.display().to_string());
+    }
+    promtool_check_config(&promtool, &serde_json::from_str(&rendered).unwrap(), &[]);
+
+    let missing_dir = tempfile::tempdir().unwrap();
+    let file = missing_dir.path().join("prometheus.yml");
+    std::fs::write(&file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let output = Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "promtool took TLS files that do not exist"
+    );
+}
+
 #[test]
 fn fleet_scrape_job_passes_promtool() {
     let Some(nix) = Nix::find() else { return };

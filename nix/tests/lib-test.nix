@@ -32,6 +32,21 @@ let
     databases.main.url = "sqlite://babylon.sqlite";
   };
 
+  # The export ports' certificate and key (metrics.tls), and a client CA (mutual TLS).
+  exportTls = {
+    certFile = "/var/lib/acme/app/cert.pem";
+    keyFile = "/var/lib/acme/app/key.pem";
+  };
+  mutualTls = exportTls // {
+    clientCaFile = "/etc/babylon/scrapers-ca.pem";
+  };
+  # The local Prometheus' side of mutual TLS.
+  prometheusTls = {
+    caFile = "/etc/babylon/ca.pem";
+    certFile = "/etc/prometheus/client.pem";
+    keyFile = "/run/secrets/prometheus-client.key";
+  };
+
   # A metrics token file, for configurations that export beyond this host.
   token = {
     tokenFile = "/run/secrets/metrics-token";
@@ -559,6 +574,165 @@ let
         credentials = [ "metrics-token:/run/secrets/metrics-token" ];
         prometheusCredentials = [ "babylon-metrics-token:/run/secrets/metrics-token" ];
         warnings = [ ];
+      };
+    };
+
+    exportTlsFilesAreTheUnitsCredentials = {
+      actual =
+        let
+          cfg = {
+            instances = 2;
+            metrics.tls = mutualTls;
+          };
+        in
+        {
+          tls = (babylon.instanceSettings cfg 2).metrics.export.tls;
+          credentials = babylon.loadCredentials cfg;
+          serverOnly = (babylon.instanceSettings { metrics.tls = exportTls; } 1).metrics.export.tls;
+          without = (babylon.instanceSettings { } 1).metrics.export ? tls;
+        };
+      expected = {
+        tls = {
+          cert_file = "/run/credentials/babylon-2.service/export-tls-cert";
+          key_file = "/run/credentials/babylon-2.service/export-tls-key";
+          client_ca_file = "/run/credentials/babylon-2.service/export-tls-client-ca";
+        };
+        credentials = [
+          "export-tls-cert:/var/lib/acme/app/cert.pem"
+          "export-tls-key:/var/lib/acme/app/key.pem"
+          "export-tls-client-ca:/etc/babylon/scrapers-ca.pem"
+        ];
+        serverOnly = {
+          cert_file = "/run/credentials/babylon-1.service/export-tls-cert";
+          key_file = "/run/credentials/babylon-1.service/export-tls-key";
+        };
+        without = false;
+      };
+    };
+
+    scrapeJobSpeaksTlsWhenTheExportPortsDo = {
+      actual =
+        let
+          mutual = {
+            metrics = {
+              tls = mutualTls;
+            }
+            // token;
+            prometheus = {
+              enable = true;
+              tls = prometheusTls // {
+                serverName = "app.internal";
+              };
+            };
+          };
+          job = babylon.scrapeConfig mutual;
+        in
+        {
+          inherit (job) scheme tls_config;
+          credentials = babylon.prometheusLoadCredentials mutual;
+          syntaxOnly = babylon.prometheusCheckSyntaxOnly mutual;
+          # A tls table of the user's settings makes it HTTPS as well.
+          bySettings =
+            (babylon.scrapeConfig {
+              settings.metrics.export.tls = {
+                cert_file = "/etc/babylon/cert.pem";
+                key_file = "/etc/babylon/key.pem";
+              };
+              prometheus.tls.caFile = "/etc/babylon/ca.pem";
+            }).scheme;
+          plain = babylon.scrapeConfig { } ? scheme || babylon.scrapeConfig { } ? tls_config;
+          plainSyntaxOnly = babylon.prometheusCheckSyntaxOnly { };
+          errors = babylon.errors mutual;
+        };
+      expected = {
+        scheme = "https";
+        tls_config = {
+          ca_file = "/run/credentials/prometheus.service/babylon-tls-ca";
+          cert_file = "/run/credentials/prometheus.service/babylon-tls-cert";
+          key_file = "/run/credentials/prometheus.service/babylon-tls-key";
+          server_name = "app.internal";
+        };
+        credentials = [
+          "babylon-metrics-token:/run/secrets/metrics-token"
+          "babylon-tls-ca:/etc/babylon/ca.pem"
+          "babylon-tls-cert:/etc/prometheus/client.pem"
+          "babylon-tls-key:/run/secrets/prometheus-client.key"
+        ];
+        syntaxOnly = true;
+        bySettings = "https";
+        plain = false;
+        plainSyntaxOnly = false;
+        errors = [ ];
+      };
+    };
+
+    tlsConfigurationErrors = {
+      actual =
+        let
+          check = cfg: babylon.errors cfg;
+        in
+        {
+          certWithoutKey = hasMessage "certFile and metrics.tls.keyFile go together" (
+            check { metrics.tls.certFile = exportTls.certFile; }
+          );
+          keyWithoutCert = hasMessage "certFile and metrics.tls.keyFile go together" (
+            check { metrics.tls.keyFile = exportTls.keyFile; }
+          );
+          clientCaWithoutCert = hasMessage "clientCaFile asks scrapers for client certificates" (
+            check { metrics.tls.clientCaFile = mutualTls.clientCaFile; }
+          );
+          prometheusWithoutCa = hasMessage "set services.babylon.prometheus.tls.caFile" (
+            check {
+              metrics.tls = exportTls;
+              prometheus.enable = true;
+            }
+          );
+          prometheusWithoutClientCertificate = hasMessage "set services.babylon.prometheus.tls.certFile and prometheus.tls.keyFile" (
+            check {
+              metrics.tls = mutualTls;
+              prometheus = {
+                enable = true;
+                tls.caFile = prometheusTls.caFile;
+              };
+            }
+          );
+          # Prometheus' API beyond loopback needs its web configuration.
+          prometheusOpenWithoutWebConfig = hasMessage "set services.prometheus.webConfigFile" (
+            check {
+              prometheus = {
+                enable = true;
+                server.listenAddress = "0.0.0.0";
+              };
+            }
+          );
+          prometheusOpenWithWebConfig = check {
+            prometheus = {
+              enable = true;
+              server = {
+                listenAddress = "10.0.0.5";
+                webConfigFile = "/etc/prometheus/web.yml";
+              };
+            };
+          };
+          prometheusOnLoopback = check {
+            prometheus = {
+              enable = true;
+              server.listenAddress = "::1";
+            };
+          };
+          # Without the local Prometheus, its side is not asked for.
+          noPrometheus = check { metrics.tls = mutualTls; };
+        };
+      expected = {
+        certWithoutKey = true;
+        keyWithoutCert = true;
+        clientCaWithoutCert = true;
+        prometheusWithoutCa = true;
+        prometheusWithoutClientCertificate = true;
+        prometheusOpenWithoutWebConfig = true;
+        prometheusOpenWithWebConfig = [ ];
+        prometheusOnLoopback = [ ];
+        noPrometheus = [ ];
       };
     };
 
@@ -1379,13 +1553,36 @@ let
           }
         );
         prometheusAllowedEverywhere = babylon.warnings {
-          prometheus.enable = true;
+          prometheus = {
+            enable = true;
+            tls.caFile = "/etc/babylon/ca.pem";
+          };
           metrics = {
             allow = [ "0.0.0.0/0" ];
             address = "";
+            tls = exportTls;
           }
           // token;
         };
+        cleartextBeyondLoopback = hasMessage "leave this host in cleartext" (
+          babylon.warnings {
+            metrics = {
+              allow = [ "10.0.0.0/8" ];
+              address = "10.0.0.7";
+            }
+            // token;
+          }
+        );
+        prometheusTlsWithoutExportTls = hasMessage "prometheus.tls is used only when" (
+          babylon.warnings { prometheus.tls.caFile = "/etc/babylon/ca.pem"; }
+        );
+        storeTlsKey = hasMessage "metrics.tls.keyFile .* is in the Nix store" (
+          babylon.warnings {
+            metrics.tls = exportTls // {
+              keyFile = "${builtins.storeDir}/abc-key.pem";
+            };
+          }
+        );
         allowedButOnLoopback = hasMessage "the export ports listen on 127.0.0.1 only" (
           babylon.warnings { metrics.allow = [ "10.0.0.0/8" ]; }
         );
@@ -1407,6 +1604,9 @@ let
         storeToken = true;
         prometheusLockedOut = true;
         prometheusAllowedEverywhere = [ ];
+        cleartextBeyondLoopback = true;
+        prometheusTlsWithoutExportTls = true;
+        storeTlsKey = true;
         allowedButOnLoopback = true;
         storeRedisUrl = true;
         passwordInRedisUrl = true;

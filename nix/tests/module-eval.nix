@@ -128,6 +128,7 @@ let
       listenAddress = "0.0.0.0";
       port = 9090;
       remoteWrite = [ ];
+      webConfigFile = null;
     };
     # A server's defaults depend on its name; the module only defines `babylon`.
     services.redis.servers.babylon = {

@@ -132,6 +132,116 @@ let
       };
     };
 
+    # Prometheus' API beyond loopback: an assertion until its web configuration is set.
+    prometheusBeyondLoopbackNeedsItsWebConfig = {
+      actual = {
+        open = asserts "set services.prometheus.webConfigFile" (
+          configWith withPrometheus { services.prometheus.listenAddress = "0.0.0.0"; }
+        );
+        protected = failedAssertions (
+          configWith withPrometheus {
+            services.prometheus = {
+              listenAddress = "0.0.0.0";
+              webConfigFile = "/etc/prometheus/web.yml";
+            };
+          }
+        );
+        loopback = failedAssertions (configOf withPrometheus);
+      };
+      expected = {
+        open = true;
+        protected = [ ];
+        loopback = [ ];
+      };
+    };
+
+    # metrics.tls with mutual TLS: the units read the files as credentials and the
+    # settings name them; Prometheus scrapes over HTTPS with its own certificate, from its
+    # credentials, and promtool checks the syntax only (the build cannot read them).
+    exportPortsServeMutualTls = {
+      actual =
+        let
+          config = configOf (
+            withPrometheus
+            // {
+              metrics.tls = {
+                certFile = "/var/lib/acme/app/cert.pem";
+                keyFile = "/var/lib/acme/app/key.pem";
+                clientCaFile = "/etc/babylon/scrapers-ca.pem";
+              };
+              prometheus = {
+                enable = true;
+                tls = {
+                  caFile = "/etc/babylon/ca.pem";
+                  certFile = "/etc/prometheus/client.pem";
+                  keyFile = "/run/secrets/prometheus-client.key";
+                };
+              };
+            }
+          );
+          job = builtins.head config.services.prometheus.scrapeConfigs;
+        in
+        {
+          tls = (settingsOf config 1).metrics.export.tls;
+          unitCredentials = config.systemd.services.babylon-1.serviceConfig.LoadCredential;
+          inherit (job) scheme tls_config;
+          prometheusCredentials = config.systemd.services.prometheus.serviceConfig.LoadCredential;
+          inherit (config.services.prometheus) checkConfig;
+          assertions = failedAssertions config;
+        };
+      expected = {
+        tls = {
+          cert_file = "/run/credentials/babylon-1.service/export-tls-cert";
+          key_file = "/run/credentials/babylon-1.service/export-tls-key";
+          client_ca_file = "/run/credentials/babylon-1.service/export-tls-client-ca";
+        };
+        unitCredentials = [
+          "export-tls-cert:/var/lib/acme/app/cert.pem"
+          "export-tls-key:/var/lib/acme/app/key.pem"
+          "export-tls-client-ca:/etc/babylon/scrapers-ca.pem"
+        ];
+        scheme = "https";
+        tls_config = {
+          ca_file = "/run/credentials/prometheus.service/babylon-tls-ca";
+          cert_file = "/run/credentials/prometheus.service/babylon-tls-cert";
+          key_file = "/run/credentials/prometheus.service/babylon-tls-key";
+        };
+        prometheusCredentials = [
+          "babylon-tls-ca:/etc/babylon/ca.pem"
+          "babylon-tls-cert:/etc/prometheus/client.pem"
+          "babylon-tls-key:/run/secrets/prometheus-client.key"
+        ];
+        checkConfig = "syntax-only";
+        assertions = [ ];
+      };
+    };
+
+    # nginx over HTTPS: the user's TLS options on the module's virtual host merge with
+    # the module's locations.
+    nginxVirtualHostTakesTheUsersTls = {
+      actual =
+        let
+          host =
+            (configWith (enabled // { nginx.enable = true; }) {
+              services.nginx.virtualHosts.localhost = {
+                forceSSL = true;
+                enableACME = true;
+              };
+            }).services.nginx.virtualHosts.localhost;
+        in
+        {
+          inherit (host) forceSSL enableACME;
+          proxied = host.locations."/".proxyPass;
+          metricsRefused = host.locations."= /metrics".return or host.locations."/metrics".return or null;
+        };
+      expected = {
+        forceSSL = true;
+        enableACME = true;
+        proxied = "http://babylon";
+        metricsRefused = "403";
+      };
+    };
+
     grafanaReachesPrometheusWhereverItListens = {
       actual = {
         default = datasourceUrl (configOf withGrafana);
