@@ -6,14 +6,19 @@
 //! VictoriaMetrics). Each host is a network namespace of this test's own
 //! ([`common::netns`]); nothing leaves the machine.
 //!
-//! What it shows: every worker is up; a scrape from outside the allow-list or without the
-//! token is refused; one client gets one rate limit across both hosts; a write through
+//! Every export port serves mutual TLS (`metrics.export.tls` with a client CA), and
+//! Prometheus scrapes with a client certificate.
+//!
+//! What it shows: every worker is up, scraped over TLS; a packet capture of those scrapes
+//! on the monitoring host's link holds neither the token nor a family name, where the same
+//! capture of a plain-HTTP scrape holds both; a scrape from outside the allow-list, without
+//! the token or without a client certificate is refused; one client gets one rate limit across both hosts; a write through
 //! one host is read fresh through the other; the per-host and fleet recording rules hold
 //! real data; the receiver holds babylon's series; and a host whose workers are killed
 //! shows as down, with `BabylonHostDown` firing for that host alone.
 //!
-//! Needs root, `ip` (iproute2), `nsenter` (util-linux), `prometheus`, `redis-server` and
-//! the PostgreSQL server programs; without them the test prints SKIPPED, except under CI=true where it fails.
+//! Needs root, `ip` (iproute2), `nsenter` (util-linux), `tcpdump`, `prometheus`,
+//! `redis-server` and the PostgreSQL server programs; without them the test prints SKIPPED, except under CI=true where it fails.
 
 mod common;
 
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::{Host, Network};
 use common::pg::TempCluster;
+use common::pki::{self, Ca, Files, Versions};
 use common::prometheus::{value, Place, Prometheus};
 use common::wait_for;
 use common::workers::{base, start_command, Worker};
@@ -76,12 +82,40 @@ struct FleetSettings {
     token_file: std::path::PathBuf,
     file_sd: std::path::PathBuf,
     prometheus: Host,
+    /// Where each host's export certificate and key are written (`<host>.crt`,
+    /// `<host>.key`), signed by `ca`, which also signs the scrapers' certificates.
+    tls_dir: std::path::PathBuf,
+    ca: Ca,
 }
 
-/// A worker on `host`, exporting on 8001-8002 of the host's address to `prometheus` only.
+impl FleetSettings {
+    /// The export certificate of `host` (naming its address), written on first use.
+    fn server_files(&self, host: &Host) -> Files {
+        let files = Files {
+            cert: self.tls_dir.join(format!("{}.crt", host.name)),
+            key: self.tls_dir.join(format!("{}.key", host.name)),
+            ca: self.tls_dir.join(format!("{}-ca.crt", host.name)),
+        };
+        if !files.cert.exists() {
+            self.ca.server_for(&[&host.address.to_string()]).write(
+                &self.tls_dir,
+                &host.name,
+                &self.ca,
+            );
+        }
+        files
+    }
+}
+
+/// A worker on `host`, exporting on 8001-8002 of the host's address to `prometheus` only,
+/// over mutual TLS.
 fn start_worker(host: &Host, fleet: &FleetSettings) -> Worker {
+    let tls = fleet.server_files(host);
     let mut command = base();
     command
+        .env("BABYLON_METRICS__EXPORT__TLS__CERT_FILE", &tls.cert)
+        .env("BABYLON_METRICS__EXPORT__TLS__KEY_FILE", &tls.key)
+        .env("BABYLON_METRICS__EXPORT__TLS__CLIENT_CA_FILE", &tls.ca)
         .env("ROCKET_ADDRESS", host.address.to_string())
         .env("BABYLON_DATABASES__MAIN__URL", &fleet.database_url)
         .env("BABYLON_METRICS__EXPORT__PORT_RANGE", "8001-8002")
@@ -111,6 +145,105 @@ fn start_worker(host: &Host, fleet: &FleetSettings) -> Worker {
     start_command(host.wrap(&command))
 }
 
+/// A packet capture (tcpdump) on a host's link, of the packets `filter` selects.
+struct Capture {
+    tcpdump: Child,
+    /// The pcap stream tcpdump writes to its standard output, as far as it has come.
+    pcap: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Capture {
+    /// Starts capturing on `host`'s eth0 and waits until tcpdump listens (at most 10 s).
+    fn start(host: &Host, filter: &str) -> Capture {
+        use std::io::{BufRead, Read};
+        let program = common::tool("tcpdump").expect("checked by the caller");
+        let mut tcpdump = host
+            .command(program)
+            .args(["-i", "eth0", "-n", "-U", "-s", "0", "-w", "-", filter])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = tcpdump.stdout.take().unwrap();
+        let pcap = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let written = pcap.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 64 * 1024];
+            while let Ok(read @ 1..) = stdout.read(&mut chunk) {
+                written.lock().unwrap().extend_from_slice(&chunk[..read]);
+            }
+        });
+        let stderr = tcpdump.stderr.take().unwrap();
+        let (lines, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut heard = Vec::new();
+        loop {
+            match said.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("listening on") => break,
+                Ok(line) => heard.push(line),
+                Err(_) => {
+                    let _ = tcpdump.kill();
+                    panic!("tcpdump did not start capturing: {heard:?}");
+                }
+            }
+        }
+        Capture {
+            tcpdump,
+            pcap,
+            reader,
+        }
+    }
+
+    /// Stops the capture (SIGINT: tcpdump writes out what it holds) once what it has
+    /// written satisfies `seen`, or after 10 s, and returns it: tcpdump writes a packet
+    /// some time after it crossed the link.
+    fn stop_once(mut self, seen: impl Fn(&Pcap) -> bool) -> Pcap {
+        wait_for(Duration::from_secs(10), || {
+            seen(&Pcap(self.pcap.lock().unwrap().clone()))
+        });
+        let pid = rustix::process::Pid::from_raw(self.tcpdump.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        let _ = self.tcpdump.wait();
+        self.reader.join().unwrap();
+        let bytes = std::mem::take(&mut *self.pcap.lock().unwrap());
+        Pcap(bytes)
+    }
+}
+
+/// A capture file, as tcpdump wrote it.
+struct Pcap(Vec<u8>);
+
+impl Pcap {
+    /// How many packets it holds (pcap: a 24-byte header, then records of a 16-byte
+    /// header whose third field is the captured length, and the packet).
+    fn packets(&self) -> usize {
+        let mut at = 24;
+        let mut count = 0;
+        while at + 16 <= self.0.len() {
+            let length = u32::from_le_bytes(self.0[at + 8..at + 12].try_into().unwrap()) as usize;
+            at += 16 + length;
+            count += 1;
+        }
+        count
+    }
+
+    fn contains(&self, text: &str) -> bool {
+        self.0
+            .windows(text.len())
+            .any(|window| window == text.as_bytes())
+    }
+}
+
 /// The main port of `worker` on `host`.
 fn app(host: &Host, worker: &Worker) -> SocketAddr {
     SocketAddr::from((host.address, worker.app_port))
@@ -136,11 +269,13 @@ fn fast_alerts() -> String {
         .join("\n")
 }
 
-/// The fleet Prometheus: static targets and file_sd, both through the token, the shipped
-/// rules, remote write into the receiver.
+/// The fleet Prometheus: static targets and file_sd, both through the token and mutual
+/// TLS with `client`'s certificate, the shipped rules, remote write into the receiver.
+/// The file_sd job sets no `scheme`: the target files carry `__scheme__: https`.
 fn prometheus_config(
     static_targets: &[SocketAddr],
     fleet: &FleetSettings,
+    client: &Files,
     alerts: &std::path::Path,
     receiver: SocketAddr,
 ) -> String {
@@ -149,8 +284,11 @@ fn prometheus_config(
         .map(|target| format!("\"{target}\""))
         .collect();
     let authorization = format!(
-        "authorization: {{ type: Bearer, credentials_file: \"{}\" }}",
-        fleet.token_file.display()
+        "authorization: {{ type: Bearer, credentials_file: \"{}\" }}\n    tls_config: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+        fleet.token_file.display(),
+        client.ca.display(),
+        client.cert.display(),
+        client.key.display(),
     );
     format!(
         r#"global:
@@ -162,6 +300,7 @@ rule_files:
   - "{alerts}"
 scrape_configs:
   - job_name: babylon
+    scheme: https
     {authorization}
     static_configs:
       - targets: [{targets}]
@@ -216,7 +355,7 @@ fn by_label(prometheus: &Prometheus, promql: &str, by: &str) -> Vec<(String, f64
 
 #[test]
 fn two_hosts_share_one_database_redis_and_prometheus() {
-    for tool in ["prometheus", "redis-server", "psql"] {
+    for tool in ["prometheus", "redis-server", "psql", "tcpdump"] {
         if common::tool(tool).is_none() {
             return;
         }
@@ -242,13 +381,20 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
     std::fs::write(&token_file, TOKEN).unwrap();
     let file_sd = state.path().join("file_sd");
     std::fs::create_dir(&file_sd).unwrap();
+    let tls_dir = state.path().join("tls");
+    std::fs::create_dir(&tls_dir).unwrap();
     let fleet = FleetSettings {
         database_url: postgres.network_url("fleet"),
         redis_url: format!("redis://{}:{REDIS_PORT}", db.address),
         token_file,
         file_sd,
         prometheus: monitor.clone(),
+        tls_dir,
+        ca: Ca::new("fleet CA"),
     };
+    // The scrapers' client certificate (Prometheus', and the test's own reads).
+    let scraper = fleet.ca.client("prometheus");
+    let scraper_files = scraper.write(&fleet.tls_dir, "prometheus", &fleet.ca);
 
     let hosts = [app1, app2];
     let mut workers: Vec<(&Host, Worker)> = hosts
@@ -263,27 +409,37 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
         "each host's workers take the first free ports of the range"
     );
 
-    // Who may read metrics: only the monitoring host, and only with the token.
+    // Who may read metrics: only the monitoring host, only over TLS with a client
+    // certificate of the fleet's CA, and only with the token.
     let first = exports[0];
     let bearer = format!("Bearer {TOKEN}");
+    let authorization = format!("Authorization: {bearer}");
+    let with_certificate = pki::client_config(&fleet.ca, Some(&scraper), Versions::Both);
+    let without_certificate = pki::client_config(&fleet.ca, None, Versions::Both);
+    let read = |host: &Host, config: &std::sync::Arc<rustls::ClientConfig>, headers: &[&str]| {
+        host.run(|| pki::get_at(first, config, "/metrics", headers))
+            .map(|response| response.status)
+    };
     assert_eq!(
-        client.get(first, "/metrics", &[]).0,
-        403,
+        read(client, &with_certificate, &[]),
+        Ok(403),
         "outside the allow-list"
     );
     assert_eq!(
-        client
-            .get(first, "/metrics", &[("Authorization", &bearer)])
-            .0,
-        403,
+        read(client, &with_certificate, &[&authorization]),
+        Ok(403),
         "the token does not open the allow-list"
     );
-    assert_eq!(monitor.get(first, "/metrics", &[]).0, 401, "no token");
+    assert_eq!(read(monitor, &with_certificate, &[]), Ok(401), "no token");
+    assert!(
+        read(monitor, &without_certificate, &[&authorization]).is_err(),
+        "no client certificate"
+    );
+    assert_eq!(read(monitor, &with_certificate, &[&authorization]), Ok(200));
     assert_eq!(
-        monitor
-            .get(first, "/metrics", &[("Authorization", &bearer)])
-            .0,
-        200
+        monitor.get(first, "/metrics", &[]).0,
+        400,
+        "plain HTTP to the TLS port"
     );
 
     let alerts = state.path().join("alerts.yml");
@@ -295,7 +451,13 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
         &["--web.enable-remote-write-receiver"],
     );
     let prometheus = Prometheus::start(
-        &prometheus_config(&exports, &fleet, &alerts, receiver.address()),
+        &prometheus_config(
+            &exports,
+            &fleet,
+            &scraper_files,
+            &alerts,
+            receiver.address(),
+        ),
         Place::On(monitor, PROMETHEUS_PORT),
         &[],
     );
@@ -321,6 +483,41 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
             jobs.len(),
             2,
             "{export} scraped by the static and the file_sd job: {seen:?}"
+        );
+    }
+
+    // What crosses the monitoring host's link while Prometheus scrapes the eight targets
+    // over TLS: neither the token nor a family name. The control: the same capture of a
+    // plain-HTTP scrape (a main port, which serves metrics in the debug profile) holds
+    // both, so the search would find them.
+    let secrets = [
+        TOKEN,
+        "babylon_build_info",
+        "api_requests_total",
+        "process_threads",
+    ];
+    let capture = Capture::start(monitor, "tcp port 8001 or tcp port 8002");
+    std::thread::sleep(Duration::from_secs(3));
+    let over_tls = capture.stop_once(|_| true);
+    assert!(
+        over_tls.packets() >= 24 && over_tls.0.len() >= 24 * 1024,
+        "too little captured to judge: {} packets, {} bytes",
+        over_tls.packets(),
+        over_tls.0.len()
+    );
+    let main_port = app(app1, &workers[0].1);
+    let capture = Capture::start(monitor, &format!("tcp port {}", main_port.port()));
+    let (status, body) = monitor.get(main_port, "/metrics", &[("Authorization", &bearer)]);
+    let in_cleartext = capture.stop_once(|pcap| secrets.iter().all(|secret| pcap.contains(secret)));
+    assert_eq!(status, 200, "{body}");
+    for secret in secrets {
+        assert!(
+            in_cleartext.contains(secret),
+            "the plain-HTTP capture lacks {secret:?}: the search cannot see cleartext"
+        );
+        assert!(
+            !over_tls.contains(secret),
+            "{secret:?} crossed the link in cleartext during the TLS scrapes"
         );
     }
 
@@ -462,7 +659,10 @@ fn two_hosts_share_one_database_redis_and_prometheus() {
     );
     eprintln!(
         "fleet: 2 hosts x 2 workers, burst {BURST}: one client allowed {allowed} of {requests} in {elapsed:?}; \
-         8 targets up; receiver got the series; BabylonHostDown fired for {} alone",
+         8 targets up over mutual TLS ({} packets, {} bytes captured, no secret in them); \
+         receiver got the series; BabylonHostDown fired for {} alone",
+        over_tls.packets(),
+        over_tls.0.len(),
         app2.address
     );
 }

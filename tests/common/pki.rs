@@ -193,15 +193,31 @@ pub fn get(
     path: &str,
     headers: &[&str],
 ) -> Result<Response, String> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    get_at(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        config,
+        path,
+        headers,
+    )
+}
+
+/// [`get`] to any address, whose IP the server's certificate must name.
+pub fn get_at(
+    address: std::net::SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &[&str],
+) -> Result<Response, String> {
+    let tcp =
+        TcpStream::connect_timeout(&address, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let name = ServerName::from(address.ip());
     let connection =
         rustls::ClientConnection::new(config.clone(), name).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(connection, tcp);
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     for header in headers {
         request.push_str(header);
         request.push_str("\r\n");
