@@ -387,6 +387,17 @@ fn broken_values(dir: &std::path::Path) -> Vec<(&'static str, String, &'static s
         "{{directory=\"{}\",labels={{instance=\"x\"}}}}",
         dir.display()
     );
+    // An export certificate, the key of another, and a good pair for a wrong version.
+    let ca = common::pki::Ca::new("config test CA");
+    let server = ca.server(30).write(dir, "server", &ca);
+    let other = ca.server(30).write(dir, "other", &ca);
+    let tls = |extra: &str, key: &std::path::Path| {
+        format!(
+            "{{cert_file=\"{}\",key_file=\"{}\"{extra}}}",
+            server.cert.display(),
+            key.display()
+        )
+    };
     vec![
         ("ROCKET_WORKERS", "0".into(), "workers"),
         ("ROCKET_WORKERS", "100000".into(), "workers"),
@@ -456,6 +467,21 @@ fn broken_values(dir: &std::path::Path) -> Vec<(&'static str, String, &'static s
             "BABYLON_METRICS__EXPORT__FILE_SD",
             labels,
             "metrics.export.file_sd.labels",
+        ),
+        (
+            "BABYLON_METRICS__EXPORT__TLS",
+            tls("", &other.key),
+            "metrics.export.tls.key_file",
+        ),
+        (
+            "BABYLON_METRICS__EXPORT__TLS",
+            tls(",min_version=\"1.4\"", &server.key),
+            "metrics.export.tls.min_version",
+        ),
+        (
+            "BABYLON_METRICS__EXPORT__TLS",
+            tls("", std::path::Path::new("/dev/zero")),
+            "metrics.export.tls.key_file",
         ),
         ("ROCKET_CONFIG", "/etc/passwd".into(), ""),
         ("ROCKET_CONFIG", "/dev/zero".into(), ""),

@@ -282,18 +282,21 @@ fn a_replacement_that_does_not_load_keeps_the_certificate_in_use() {
         "expiry {old_expiry} is not 30 days from {now}"
     );
 
+    // Scrapes until `done` holds of a response (at most 15 s), and returns that one.
+    let scrape_until = |done: &dyn Fn(&pki::Response) -> bool| {
+        let mut response = scrape();
+        let held = common::wait_for(Duration::from_secs(15), || {
+            response = scrape();
+            done(&response)
+        });
+        assert!(held, "{}", response.body);
+        response
+    };
+
     let garbage = dir.path().join("garbage");
     std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
     std::fs::rename(&garbage, &server.cert).unwrap();
-    let mut response = scrape();
-    assert!(
-        common::wait_for(Duration::from_secs(15), || {
-            response = scrape();
-            reloads(&response.body, "refused") == 1.0
-        }),
-        "{}",
-        response.body
-    );
+    let response = scrape_until(&|r| reloads(&r.body, "refused") == 1.0);
     assert_eq!(response.server_cert, old.der);
     // Counted once, not at every look at the unchanged files.
     std::thread::sleep(Duration::from_secs(3));
@@ -306,28 +309,12 @@ fn a_replacement_that_does_not_load_keeps_the_certificate_in_use() {
     let other = ca.server(60);
     std::fs::write(&server.key, &other.key_pem).unwrap();
     std::fs::write(&server.cert, &old.cert_pem).unwrap();
-    let mut response = scrape();
-    assert!(
-        common::wait_for(Duration::from_secs(15), || {
-            response = scrape();
-            reloads(&response.body, "refused") == 2.0
-        }),
-        "{}",
-        response.body
-    );
+    let response = scrape_until(&|r| reloads(&r.body, "refused") == 2.0);
     assert_eq!(response.server_cert, old.der);
     assert_eq!(reloads(&response.body, "loaded"), 0.0);
 
     other.replace(&server);
-    let mut response = scrape();
-    assert!(
-        common::wait_for(Duration::from_secs(15), || {
-            response = scrape();
-            response.server_cert == other.der
-        }),
-        "{}",
-        response.body
-    );
+    let response = scrape_until(&|r| r.server_cert == other.der);
     assert!(reloads(&response.body, "loaded") >= 1.0);
     assert!((expiry(&response.body) - (old_expiry + 30.0 * 86400.0)).abs() < 120.0);
 }

@@ -367,17 +367,22 @@ fn prometheus_config(nix: &Nix, cfg: &str, token_file: Option<&Path>) -> Value {
     ))
 }
 
-fn promtool_check_config(promtool: &Path, config: &Value, extra: &[&str]) {
+/// `promtool check config` of `config` written to a file of its own.
+fn promtool_check(promtool: &Path, config: &Value, extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     // JSON is YAML.
     let file = dir.path().join("prometheus.yml");
     std::fs::write(&file, serde_json::to_string_pretty(config).unwrap()).unwrap();
-    let output = Command::new(promtool)
+    Command::new(promtool)
         .args(["check", "config"])
         .args(extra)
         .arg(&file)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn promtool_check_config(promtool: &Path, config: &Value, extra: &[&str]) {
+    let output = promtool_check(promtool, config, extra);
     assert!(
         output.status.success(),
         "promtool check config {extra:?} refused\n{}\n{}{}",
@@ -482,16 +487,8 @@ fn tls_scrape_job_passes_promtool() {
     }
     promtool_check_config(&promtool, &serde_json::from_str(&rendered).unwrap(), &[]);
 
-    let missing_dir = tempfile::tempdir().unwrap();
-    let file = missing_dir.path().join("prometheus.yml");
-    std::fs::write(&file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let output = Command::new(&promtool)
-        .args(["check", "config"])
-        .arg(&file)
-        .output()
-        .unwrap();
     assert!(
-        !output.status.success(),
+        !promtool_check(&promtool, &config, &[]).status.success(),
         "promtool took TLS files that do not exist"
     );
 }
@@ -560,16 +557,8 @@ fn fleet_scrape_job_passes_promtool() {
 
     // A target file promtool refuses: the check reads the file_sd directory.
     std::fs::write(targets.join("broken.json"), "not json").unwrap();
-    let dir2 = tempfile::tempdir().unwrap();
-    let file = dir2.path().join("prometheus.yml");
-    std::fs::write(&file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let output = Command::new(&promtool)
-        .args(["check", "config"])
-        .arg(&file)
-        .output()
-        .unwrap();
     assert!(
-        !output.status.success(),
+        !promtool_check(&promtool, &config, &[]).status.success(),
         "promtool accepted a broken file_sd file"
     );
 
