@@ -16,32 +16,56 @@ use serde_json::{json, Value};
 const TOKEN: &str = "s3cr3t";
 const BEARER: &str = "Authorization: Bearer s3cr3t";
 
-/// A service exporting over TLS on `ports` with `tls` (merged over the certificate and
-/// key of `server`), to holders of [`TOKEN`].
-fn tls_service(
-    ports: &PortBlock,
-    dir: &tempfile::TempDir,
-    server: &Files,
-    tls: Value,
-) -> common::TestClient {
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    let mut settings = json!({
-        "cert_file": server.cert, "key_file": server.key,
-    });
-    settings
-        .as_object_mut()
-        .unwrap()
-        .extend(tls.as_object().unwrap().clone());
-    let service = client(json!({ "metrics": { "export": {
-        "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
-        "token_file": token, "tls": settings,
-    }}}));
-    assert_eq!(
-        service.get("/api/live").dispatch().status(),
-        rocket::http::Status::Ok
-    );
-    service
+/// A service whose export port serves TLS to holders of [`TOKEN`], with its own CA,
+/// certificate and files.
+struct TlsPort {
+    dir: tempfile::TempDir,
+    _ports: PortBlock,
+    port: u16,
+    ca: Ca,
+    /// The certificate served at start-up.
+    cert: pki::Pair,
+    /// Where the settings read it (and the CA, as `client_ca_file` when mutual).
+    files: Files,
+    _service: common::TestClient,
+}
+
+impl TlsPort {
+    /// A certificate valid for `days`; with `mutual`, `client_ca_file` is its CA; `extra`
+    /// is merged into `metrics.export.tls`.
+    fn start(days: i64, mutual: bool, extra: Value) -> TlsPort {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = PortBlock::reserve(1);
+        let ca = Ca::new("babylon test CA");
+        let cert = ca.server(days);
+        let files = cert.write(dir.path(), "server", &ca);
+        let token = dir.path().join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        let mut tls = json!({ "cert_file": files.cert, "key_file": files.key });
+        if mutual {
+            tls["client_ca_file"] = json!(files.ca);
+        }
+        tls.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let service = client(json!({ "metrics": { "export": {
+            "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1",
+            "token_file": token, "tls": tls,
+        }}}));
+        assert_eq!(
+            service.get("/api/live").dispatch().status(),
+            rocket::http::Status::Ok
+        );
+        TlsPort {
+            dir,
+            port: ports.first(),
+            _ports: ports,
+            ca,
+            cert,
+            files,
+            _service: service,
+        }
+    }
 }
 
 /// The export port's metrics, read over TLS by a client of `ca` presenting `identity`.
@@ -80,19 +104,10 @@ fn reloads(body: &str, result: &str) -> f64 {
 /// reason, the others staying at zero.
 #[test]
 fn mutual_tls_admits_only_clients_of_its_ca_and_counts_each_refusal() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = PortBlock::reserve(1);
-    let port = ports.first();
-    let ca = Ca::new("babylon test CA");
-    let server = ca.server(90).write(dir.path(), "server", &ca);
-    let _service = tls_service(
-        &ports,
-        &dir,
-        &server,
-        json!({ "client_ca_file": server.ca, "min_version": "1.3" }),
-    );
+    let tls = TlsPort::start(90, true, json!({ "min_version": "1.3" }));
+    let (port, ca) = (tls.port, &tls.ca);
     let prometheus = ca.client("prometheus");
-    let body = metrics(port, &ca, Some(&prometheus));
+    let body = metrics(port, ca, Some(&prometheus));
     assert!(body.contains("babylon_export_tls_cert_expiry_timestamp_seconds"));
     for reason in [
         "no_client_certificate",
@@ -110,7 +125,7 @@ fn mutual_tls_admits_only_clients_of_its_ca_and_counts_each_refusal() {
 
     let unauthorized = pki::get(
         port,
-        &client_config(&ca, Some(&prometheus), Versions::Both),
+        &client_config(ca, Some(&prometheus), Versions::Both),
         "/metrics",
         &[],
     )
@@ -121,19 +136,19 @@ fn mutual_tls_admits_only_clients_of_its_ca_and_counts_each_refusal() {
     let refused = [
         (
             "no_client_certificate",
-            client_config(&ca, None, Versions::Both),
+            client_config(ca, None, Versions::Both),
         ),
         (
             "unknown_ca",
-            client_config(&ca, Some(&other.client("prometheus")), Versions::Both),
+            client_config(ca, Some(&other.client("prometheus")), Versions::Both),
         ),
         (
             "expired",
-            client_config(&ca, Some(&ca.expired_client("prometheus")), Versions::Both),
+            client_config(ca, Some(&ca.expired_client("prometheus")), Versions::Both),
         ),
         (
             "protocol",
-            client_config(&ca, Some(&prometheus), Versions::Tls12Only),
+            client_config(ca, Some(&prometheus), Versions::Tls12Only),
         ),
         (
             "refused_by_client",
@@ -151,7 +166,7 @@ fn mutual_tls_admits_only_clients_of_its_ca_and_counts_each_refusal() {
     // The server counts after it has answered the handshake: wait for the last ones.
     let mut body = String::new();
     let counted = common::wait_for(Duration::from_secs(10), || {
-        body = metrics(port, &ca, Some(&prometheus));
+        body = metrics(port, ca, Some(&prometheus));
         refused
             .iter()
             .all(|(reason, _)| handshake_errors(&body, reason) == 1.0)
@@ -167,15 +182,11 @@ fn mutual_tls_admits_only_clients_of_its_ca_and_counts_each_refusal() {
 /// trusts the CA reads metrics over TLS 1.2 and 1.3 alike.
 #[test]
 fn without_a_client_ca_any_client_that_trusts_the_server_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = PortBlock::reserve(1);
-    let ca = Ca::new("babylon test CA");
-    let server = ca.server(90).write(dir.path(), "server", &ca);
-    let _service = tls_service(&ports, &dir, &server, json!({}));
+    let tls = TlsPort::start(90, false, json!({}));
     for versions in [Versions::Both, Versions::Tls12Only] {
         let response = pki::get(
-            ports.first(),
-            &client_config(&ca, None, versions),
+            tls.port,
+            &client_config(&tls.ca, None, versions),
             "/metrics",
             &[BEARER],
         )
@@ -189,20 +200,10 @@ fn without_a_client_ca_any_client_that_trusts_the_server_reads() {
 /// then only the new one, and the reload is counted.
 #[test]
 fn a_certificate_rotated_under_scrapes_every_100ms_loses_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = PortBlock::reserve(1);
-    let port = ports.first();
-    let ca = Ca::new("babylon test CA");
-    let old = ca.server(30);
-    let server = old.write(dir.path(), "server", &ca);
-    let _service = tls_service(
-        &ports,
-        &dir,
-        &server,
-        json!({ "client_ca_file": server.ca }),
-    );
+    let tls = TlsPort::start(30, true, json!({}));
+    let (port, ca, old, server) = (tls.port, &tls.ca, &tls.cert, &tls.files);
     let prometheus = ca.client("prometheus");
-    let config = client_config(&ca, Some(&prometheus), Versions::Both);
+    let config = client_config(ca, Some(&prometheus), Versions::Both);
     let stop = Arc::new(AtomicBool::new(false));
     let scraper = {
         let (stop, config) = (stop.clone(), config.clone());
@@ -218,7 +219,7 @@ fn a_certificate_rotated_under_scrapes_every_100ms_loses_none() {
     };
     std::thread::sleep(Duration::from_millis(500));
     let new = ca.server(365);
-    new.replace(&server);
+    new.replace(server);
     let served_new = common::wait_for(Duration::from_secs(15), || {
         pki::get(port, &config, "/metrics", &[BEARER]).is_ok_and(|r| r.server_cert == new.der)
     });
@@ -260,14 +261,9 @@ fn a_certificate_rotated_under_scrapes_every_100ms_loses_none() {
 /// the certificate served.
 #[test]
 fn a_replacement_that_does_not_load_keeps_the_certificate_in_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = PortBlock::reserve(1);
-    let port = ports.first();
-    let ca = Ca::new("babylon test CA");
-    let old = ca.server(30);
-    let server = old.write(dir.path(), "server", &ca);
-    let _service = tls_service(&ports, &dir, &server, json!({}));
-    let config = client_config(&ca, None, Versions::Both);
+    let tls = TlsPort::start(30, false, json!({}));
+    let (port, ca, old, server, dir) = (tls.port, &tls.ca, &tls.cert, &tls.files, &tls.dir);
+    let config = client_config(ca, None, Versions::Both);
     let scrape = || pki::get(port, &config, "/metrics", &[BEARER]).unwrap();
     let expiry =
         |body: &str| sample(body, "babylon_export_tls_cert_expiry_timestamp_seconds").unwrap();
@@ -313,7 +309,7 @@ fn a_replacement_that_does_not_load_keeps_the_certificate_in_use() {
     assert_eq!(response.server_cert, old.der);
     assert_eq!(reloads(&response.body, "loaded"), 0.0);
 
-    other.replace(&server);
+    other.replace(server);
     let response = scrape_until(&|r| r.server_cert == other.der);
     assert!(reloads(&response.body, "loaded") >= 1.0);
     assert!((expiry(&response.body) - (old_expiry + 30.0 * 86400.0)).abs() < 120.0);
@@ -361,18 +357,9 @@ fn prometheus_and_curl_scrape_over_mutual_tls() {
     if common::tool("prometheus").is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let ports = PortBlock::reserve(1);
-    let port = ports.first();
-    let ca = Ca::new("babylon test CA");
-    let server = ca.server(90).write(dir.path(), "server", &ca);
-    let _service = tls_service(
-        &ports,
-        &dir,
-        &server,
-        json!({ "client_ca_file": server.ca }),
-    );
-    let client = ca.client("prometheus").write(dir.path(), "prometheus", &ca);
+    let tls = TlsPort::start(90, true, json!({}));
+    let (port, ca, server, dir) = (tls.port, &tls.ca, &tls.files, &tls.dir);
+    let client = ca.client("prometheus").write(dir.path(), "prometheus", ca);
     let token = dir.path().join("prometheus-token");
     std::fs::write(&token, TOKEN).unwrap();
 
@@ -427,13 +414,7 @@ fn prometheus_and_curl_scrape_over_mutual_tls() {
         job("no_certificate", &without_certificate)
     );
     let prometheus = Prometheus::start(&config, Place::Loopback, &[]);
-    let mut targets = Vec::new();
-    let scraped = common::wait_for(Duration::from_secs(30), || {
-        targets = prometheus.targets();
-        targets.len() == 2 && targets.iter().all(|t| t["health"] != "unknown")
-    });
-    assert!(scraped, "{config}\n{targets:#?}\n{}", prometheus.log());
-    for target in &targets {
+    for target in &prometheus.scraped_targets(2, &config) {
         let job = target["labels"]["job"].as_str().unwrap();
         let expected = if job == "mtls" { "up" } else { "down" };
         assert_eq!(target["health"], expected, "{config}\n{target:#}");
@@ -447,7 +428,7 @@ fn prometheus_and_curl_scrape_over_mutual_tls() {
             );
         }
     }
-    let body = metrics(port, &ca, Some(&ca.client("reader")));
+    let body = metrics(port, ca, Some(&ca.client("reader")));
     assert!(
         handshake_errors(&body, "no_client_certificate") >= 2.0,
         "{body}"

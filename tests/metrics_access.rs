@@ -426,13 +426,7 @@ fn prometheus_scrapes_with_basic_auth() {
         job("wrong", &wrong)
     );
     let prometheus = Prometheus::start(&config, Place::Loopback, &[]);
-    let mut targets = Vec::new();
-    let scraped = common::wait_for(std::time::Duration::from_secs(30), || {
-        targets = prometheus.targets();
-        targets.len() == 2 && targets.iter().all(|t| t["health"] != "unknown")
-    });
-    assert!(scraped, "{targets:#?}\n{}", prometheus.log());
-    for target in &targets {
+    for target in &prometheus.scraped_targets(2, &config) {
         let job = target["labels"]["job"].as_str().unwrap();
         let expected = if job == "right" { "up" } else { "down" };
         assert_eq!(target["health"], expected, "{target:#}");

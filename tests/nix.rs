@@ -450,23 +450,20 @@ fn tls_scrape_job_passes_promtool() {
     let Some(promtool) = common::tool("promtool") else {
         return;
     };
-    let cfg = r#"{
-      metrics.tls = {
-        certFile = "/var/lib/acme/app/cert.pem";
-        keyFile = "/var/lib/acme/app/key.pem";
-        clientCaFile = "/etc/babylon/scrapers-ca.pem";
-      };
-      prometheus = {
-        enable = true;
-        tls = {
-          caFile = "/etc/babylon/ca.pem";
-          certFile = "/etc/prometheus/client.pem";
-          keyFile = "/run/secrets/prometheus-client.key";
-          serverName = "babylon.internal";
-        };
-      };
-    }"#;
-    let config = prometheus_config(&nix, cfg, None);
+    let fixture = nix_string(
+        &repo()
+            .join("nix/tests/mutual-tls.nix")
+            .display()
+            .to_string(),
+    );
+    let cfg = format!(
+        r#"(let host = import {fixture}; in host // {{
+          prometheus = host.prometheus // {{
+            tls = host.prometheus.tls // {{ serverName = "babylon.internal"; }};
+          }};
+        }})"#
+    );
+    let config = prometheus_config(&nix, &cfg, None);
     let job = &config["scrape_configs"][0];
     assert_eq!(job["scheme"], "https", "{job}");
     assert_eq!(job["tls_config"]["server_name"], "babylon.internal");

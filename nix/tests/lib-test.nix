@@ -32,20 +32,12 @@ let
     databases.main.url = "sqlite://babylon.sqlite";
   };
 
-  # The export ports' certificate and key (metrics.tls), and a client CA (mutual TLS).
-  exportTls = {
-    certFile = "/var/lib/acme/app/cert.pem";
-    keyFile = "/var/lib/acme/app/key.pem";
-  };
-  mutualTls = exportTls // {
-    clientCaFile = "/etc/babylon/scrapers-ca.pem";
-  };
-  # The local Prometheus' side of mutual TLS.
-  prometheusTls = {
-    caFile = "/etc/babylon/ca.pem";
-    certFile = "/etc/prometheus/client.pem";
-    keyFile = "/run/secrets/prometheus-client.key";
-  };
+  # The export ports' certificate and key (metrics.tls), a client CA (mutual TLS), and
+  # the local Prometheus' side of it.
+  mutualTlsHost = import ./mutual-tls.nix;
+  mutualTls = mutualTlsHost.metrics.tls;
+  exportTls = removeAttrs mutualTls [ "clientCaFile" ];
+  prometheusTls = mutualTlsHost.prometheus.tls;
 
   # A metrics token file, for configurations that export beyond this host.
   token = {

@@ -161,24 +161,7 @@ let
     exportPortsServeMutualTls = {
       actual =
         let
-          config = configOf (
-            withPrometheus
-            // {
-              metrics.tls = {
-                certFile = "/var/lib/acme/app/cert.pem";
-                keyFile = "/var/lib/acme/app/key.pem";
-                clientCaFile = "/etc/babylon/scrapers-ca.pem";
-              };
-              prometheus = {
-                enable = true;
-                tls = {
-                  caFile = "/etc/babylon/ca.pem";
-                  certFile = "/etc/prometheus/client.pem";
-                  keyFile = "/run/secrets/prometheus-client.key";
-                };
-              };
-            }
-          );
+          config = configOf (withPrometheus // import ./mutual-tls.nix);
           job = builtins.head config.services.prometheus.scrapeConfigs;
         in
         {

@@ -135,6 +135,18 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
+    /// The active targets once there are `count` and each has been scraped (health not
+    /// `unknown`), waiting at most 30 s; panics with `context` and the log otherwise.
+    pub fn scraped_targets(&self, count: usize, context: &str) -> Vec<Value> {
+        let mut targets = Vec::new();
+        let scraped = super::wait_for(Duration::from_secs(30), || {
+            targets = self.targets();
+            targets.len() == count && targets.iter().all(|t| t["health"] != "unknown")
+        });
+        assert!(scraped, "{context}\n{targets:#?}\n{}", self.log());
+        targets
+    }
+
     /// The active targets.
     pub fn targets(&self) -> Vec<Value> {
         let (_, body) = self.get("/api/v1/targets?state=active");
