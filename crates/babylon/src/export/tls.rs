@@ -164,6 +164,8 @@ pub(crate) enum Accepted {
 pub(crate) struct ExportTls {
     settings: ExportTlsSettings,
     current: RwLock<Arc<ServerConfig>>,
+    /// The files as they were when the identity in use at start-up was read.
+    files_at_start: Fingerprint,
     families: TlsFamilies,
 }
 
@@ -185,19 +187,25 @@ impl ExportTls {
         Ok(ExportTls {
             settings: settings.clone(),
             current: RwLock::new(identity.config),
+            files_at_start: identity.files,
             families,
         })
     }
 
-    /// Accepts one connection: a TLS handshake within the timeout, or a refusal counted
-    /// by reason.
+    /// Accepts one connection: a TLS handshake completed within the timeout (its first
+    /// byte included), or a refusal counted by reason.
     pub(crate) async fn accept(&self, stream: TcpStream) -> Accepted {
+        rocket::tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(stream))
+            .await
+            .unwrap_or_else(|_| self.failed(HandshakeFailure::Timeout))
+    }
+
+    async fn handshake(&self, stream: TcpStream) -> Accepted {
         let mut first = [0u8; 1];
-        match rocket::tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
-            Err(_) => return self.failed(HandshakeFailure::Timeout),
+        match stream.peek(&mut first).await {
             // Closed before sending anything (a port check): not a handshake.
-            Ok(Ok(0)) | Ok(Err(_)) => return Accepted::Nothing,
-            Ok(Ok(_)) => {}
+            Ok(0) | Err(_) => return Accepted::Nothing,
+            Ok(_) => {}
         }
         if first[0] != TLS_HANDSHAKE_RECORD {
             return match first[0].is_ascii_uppercase() {
@@ -209,11 +217,9 @@ impl ExportTls {
                 false => self.failed(HandshakeFailure::Protocol),
             };
         }
-        let acceptor = TlsAcceptor::from(self.config());
-        match rocket::tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Err(_) => self.failed(HandshakeFailure::Timeout),
-            Ok(Err(error)) => self.failed(HandshakeFailure::of(&error)),
-            Ok(Ok(stream)) => Accepted::Tls(Box::new(stream)),
+        match TlsAcceptor::from(self.config()).accept(stream).await {
+            Err(error) => self.failed(HandshakeFailure::of(&error)),
+            Ok(stream) => Accepted::Tls(Box::new(stream)),
         }
     }
 
@@ -236,21 +242,21 @@ impl ExportTls {
     /// Watches the files until `shutdown`, swapping in each replacement that loads.
     pub(crate) async fn watch(self: Arc<Self>, shutdown: rocket::Shutdown) {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut in_use = self.settings.identity.as_ref().map(|i| i.files.clone());
-        let mut pending = None;
+        let mut in_use = self.files_at_start.clone();
+        let mut pending: Option<Fingerprint> = None;
         loop {
             rocket::tokio::select! {
                 _ = rocket::tokio::time::sleep(POLL_INTERVAL) => {}
                 _ = &mut shutdown => return,
             }
-            let now = Some(Fingerprint::of(self.settings.files()));
+            let now = Fingerprint::of(self.settings.files());
             if now == in_use {
                 pending = None;
                 continue;
             }
             // Changed: read it once it has stayed the same for one poll.
-            if now != pending {
-                pending = now;
+            if pending.as_ref() != Some(&now) {
+                pending = Some(now);
                 continue;
             }
             pending = None;
