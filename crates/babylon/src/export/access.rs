@@ -92,8 +92,9 @@ impl MetricsAccess {
         if known.is_some_and(|known| bool::from(known.ct_eq(&digest))) {
             return true;
         }
-        let hash = self.users.hash_of(&user).unwrap_or(NOBODY).to_string();
-        let is_user = self.users.hash_of(&user).is_some();
+        let stored = self.users.hash_of(&user);
+        let is_user = stored.is_some();
+        let hash = stored.unwrap_or(NOBODY).to_string();
         let verified = rocket::tokio::task::spawn_blocking(move || {
             bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false)
         })
