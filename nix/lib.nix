@@ -472,14 +472,14 @@ let
     cfg:
     let
       c = normalize cfg;
-      token = "${credentialNames.metricsToken}:${toString c.metrics.tokenFile}";
-      url = "${credentialNames.databaseUrl}:${toString c.database.urlFile}";
-      redis = "${credentialNames.redisUrl}:${toString c.redis.urlFile}";
     in
-    optional (c.metrics.tokenFile != null) token
-    ++ optional (c.database.type == "external" && c.database.urlFile != null) url
-    ++ optional (c.redis.urlFile != null) redis
-    ++ credentialsOf [
+    credentialsOf [
+      [ credentialNames.metricsToken c.metrics.tokenFile ]
+      [
+        credentialNames.databaseUrl
+        (if c.database.type == "external" then c.database.urlFile else null)
+      ]
+      [ credentialNames.redisUrl c.redis.urlFile ]
       [ credentialNames.exportTlsCert c.metrics.tls.certFile ]
       [ credentialNames.exportTlsKey c.metrics.tls.keyFile ]
       [ credentialNames.exportTlsClientCa c.metrics.tls.clientCaFile ]
@@ -755,12 +755,10 @@ let
 
   grafanaLoadCredentials =
     cfg:
-    let
-      inherit ((normalize cfg).grafana) adminPasswordFile;
-      password = "${credentialNames.grafanaAdminPassword}:${toString adminPasswordFile}";
-      secretKey = "${credentialNames.grafanaSecretKey}:${toString (grafanaSecretKeyFile cfg)}";
-    in
-    optional (adminPasswordFile != null) password ++ [ secretKey ];
+    credentialsOf [
+      [ credentialNames.grafanaAdminPassword (normalize cfg).grafana.adminPasswordFile ]
+      [ credentialNames.grafanaSecretKey (grafanaSecretKeyFile cfg) ]
+    ];
 
   # The unit that generates Grafana's secret key. Nothing but systemd reads the key (as
   # root, for grafana.service's LoadCredential=), so a dynamic user may own it; the unit
