@@ -17,10 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
+
+/// The certificates and client configurations of the TLS tests (the HTTPS client there is
+/// not used here).
+#[allow(dead_code)]
+#[path = "../tests/common/pki.rs"]
+mod pki;
 
 /// The export ports of the two servers (a benchmark holds them for its run; tests never
 /// use fixed ports).
@@ -232,39 +235,22 @@ fn main() {
     assert!(rounds >= 2, "--rounds: at least 2, for an interval");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let (cert_file, key_file) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let ca = pki::Ca::new("benchmark CA");
+    let files = ca.server(30).write(dir.path(), "server", &ca);
 
     let plain = Server::start(dir.path(), "plain", PLAIN_PORT, None);
     let tls = Server::start(
         dir.path(),
         "tls",
         TLS_PORT,
-        Some((cert_file.to_str().unwrap(), key_file.to_str().unwrap())),
+        Some((files.cert.to_str().unwrap(), files.key.to_str().unwrap())),
     );
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
-    let client = || {
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth()
-    };
-    let mut no_resumption = client();
+    let resumption = pki::client_config(&ca, None, pki::Versions::Both);
+    let mut no_resumption = (*resumption).clone();
     no_resumption.resumption = rustls::client::Resumption::disabled();
     let clients = Clients {
-        resumption: Arc::new(client()),
+        resumption,
         no_resumption: Arc::new(no_resumption),
     };
 

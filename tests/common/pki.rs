@@ -61,57 +61,46 @@ impl Ca {
 
     /// A server certificate for 127.0.0.1, ::1 and localhost, valid for `days` from now.
     pub fn server(&self, days: i64) -> Pair {
-        let mut params = CertificateParams::new(vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ])
-        .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "babylon");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let now = time_now();
-        params.not_before = now - rcgen_days(1);
-        params.not_after = now + rcgen_days(days);
+        let mut params = leaf(
+            &["localhost", "127.0.0.1", "::1"],
+            "babylon",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let now = rocket::time::OffsetDateTime::now_utc();
+        params.not_before = now - rocket::time::Duration::days(1);
+        params.not_after = now + rocket::time::Duration::days(days);
         self.sign(params)
     }
 
     /// A server certificate for the given host names and addresses.
     pub fn server_for(&self, names: &[&str]) -> Pair {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params)
+        self.sign(leaf(names, names[0], ExtendedKeyUsagePurpose::ServerAuth))
     }
 
     /// A client certificate named `name`, valid now.
     pub fn client(&self, name: &str) -> Pair {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params)
+        self.sign(leaf(&[], name, ExtendedKeyUsagePurpose::ClientAuth))
     }
 
     /// A client certificate that expired in 2021.
     pub fn expired_client(&self, name: &str) -> Pair {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params = leaf(&[], name, ExtendedKeyUsagePurpose::ClientAuth);
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(2021, 1, 1);
         self.sign(params)
     }
 }
 
-fn time_now() -> rocket::time::OffsetDateTime {
-    rocket::time::OffsetDateTime::now_utc()
-}
-
-fn rcgen_days(days: i64) -> rocket::time::Duration {
-    rocket::time::Duration::days(days)
+/// The parameters of an end-entity certificate: its subject alternative names, common
+/// name and one extended key usage.
+fn leaf(names: &[&str], common_name: &str, usage: ExtendedKeyUsagePurpose) -> CertificateParams {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.extended_key_usages = vec![usage];
+    params
 }
 
 impl Pair {
