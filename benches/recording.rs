@@ -5,8 +5,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use babylon::__internal::{http_families, Exchange, HttpFamilies, Transport};
-use babylon::metrics::Metrics;
+use babylon::__internal::{http_families, new_trace, Exchange, HttpFamilies, Transport};
+use babylon::metrics::ExemplarSource;
+use babylon::metrics::{Format, Metrics};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rocket::http::Method;
 use rocket::local::blocking::Client;
@@ -17,20 +18,22 @@ use serde_json::json;
 static ALLOCATOR: babylon::memory::Allocator = babylon::memory::Allocator;
 
 /// A registry with the HTTP families, and room for the 10,000-series registry of the
-/// render benchmark.
+/// render benchmark (rendered in every exposition format).
 fn metrics() -> (Metrics, HttpFamilies) {
     let figment = babylon::settings::figment_from(json!({
         "metrics": { "max_series_per_family": 100_000 },
     }));
     let settings = babylon::settings::Settings::from_figment(&figment).unwrap();
     let metrics = Metrics::new(&settings.metrics).unwrap();
-    let http = http_families(&metrics, &settings.metrics).unwrap();
+    let http = http_families(&metrics, &settings.metrics, true).unwrap();
     (metrics, http)
 }
 
-/// Recording one finished request into every HTTP family.
+/// Recording one finished request into every HTTP family, with its exemplar (kept once a
+/// second per bucket, so almost every call only compares timestamps, as in a busy worker).
 fn observe(c: &mut Criterion) {
     let (_metrics, http) = metrics();
+    let exemplar = ExemplarSource::new(&new_trace(), std::time::Instant::now());
     let exchange = Exchange {
         route: "/api/items/<id>",
         method: Method::Get,
@@ -40,6 +43,7 @@ fn observe(c: &mut Criterion) {
         request_body_bytes: 0,
         response_body_bytes: Some(120),
         exception: None,
+        exemplar: Some(exemplar),
     };
     c.bench_function("observe one request (all HTTP families)", |b| {
         b.iter(|| http.observe(black_box(&exchange)))
@@ -137,6 +141,7 @@ fn render(c: &mut Criterion) {
                 request_body_bytes: 10,
                 response_body_bytes: Some(100),
                 exception: None,
+                exemplar: Some(ExemplarSource::new(&new_trace(), std::time::Instant::now())),
             });
         }
     }
@@ -158,14 +163,18 @@ fn render(c: &mut Criterion) {
             n += 1;
         }
     }
-    let bytes = metrics.render().len();
-    println!(
-        "registry: {} series, {bytes} bytes per scrape",
-        series(&metrics)
-    );
-    c.bench_function("render 10k series", |b| {
-        b.iter(|| black_box(metrics.render()))
-    });
+    println!("registry: {} series", series(&metrics));
+    // One render per second is a scrape interval of 1 s; its share of one core is the
+    // time per render divided by that second.
+    let mut group = c.benchmark_group("render 10k series");
+    for format in Format::ALL {
+        let bytes = metrics.render_as(format).len();
+        println!("{format}: {bytes} bytes per scrape");
+        group.bench_function(format.to_string(), |b| {
+            b.iter(|| black_box(metrics.render_as(format)))
+        });
+    }
+    group.finish();
 }
 
 criterion_group! {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
-        &["build", "settings", "routing", "limits", "memory"],
+        &["build", "settings", "routing", "limits", "memory", "trace"],
     ),
     ("metrics core", &["metrics"]),
     ("request context", &["request"]),

@@ -668,6 +668,20 @@ fn what_ci_installs_is_documented() {
             "README.md does not name `{package}`, which .ci/run installs"
         );
     }
+    // Packages installed for a library rather than a command.
+    let packages: Vec<&str> = ci
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("apt_get_install "))
+        .flat_map(|list| list.split_whitespace())
+        .filter(|word| word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .collect();
+    assert!(!packages.is_empty());
+    for package in packages {
+        assert!(
+            testing.contains(&format!("`{package}`")) && readme.contains(&format!("`{package}`")),
+            "docs/testing.md and README.md must name `{package}`, which .ci/run installs"
+        );
+    }
     for tool in ["cargo-audit", "cargo-deny"] {
         assert!(
             ci.contains(tool) && testing.contains(tool) && readme.contains(tool),

@@ -163,6 +163,28 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// A Python 3 that has `prometheus_client`, whose OpenMetrics parser is strict: Debian's
+/// `/usr/bin/python3` with `python3-prometheus-client` (what `.ci/run` installs), else a
+/// `python3` on `PATH` that has it. Missing: skipped, as [`tool`] does.
+pub fn python_with_prometheus_client() -> Option<PathBuf> {
+    let has_client = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import prometheus_client.openmetrics.parser"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let found = std::iter::once(PathBuf::from("/usr/bin/python3"))
+        .chain(tool("python3"))
+        .find(|python| has_client(python));
+    if found.is_none() {
+        skip::skip(
+            "no python3 with prometheus_client (Debian: apt-get install -y python3-prometheus-client); `bash .ci/run` installs it",
+        );
+    }
+    found
+}
+
 /// Polls `done` every 50 ms until it holds or `limit` passes; whether it held.
 pub fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;

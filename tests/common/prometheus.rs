@@ -135,6 +135,24 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
+    /// The exemplars of the series `promql` selects over the last hour: the `data` array
+    /// of `/api/v1/query_exemplars`, one entry per series with its `exemplars`.
+    pub fn query_exemplars(&self, promql: &str) -> Vec<Value> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (status, body) = self.get(&format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            percent_encode(promql),
+            now - 3600,
+            now + 60
+        ));
+        assert_eq!(status, 200, "exemplars of `{promql}` failed: {body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        answer["data"].as_array().cloned().unwrap_or_default()
+    }
+
     /// The active targets once there are `count` and each has been scraped (health not
     /// `unknown`), waiting at most 30 s; panics with `context` and the log otherwise.
     pub fn scraped_targets(&self, count: usize, context: &str) -> Vec<Value> {

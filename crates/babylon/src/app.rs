@@ -21,7 +21,7 @@ use crate::export::{
 };
 use crate::metrics::{CustomMetricError, Families, Metrics};
 use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
-use crate::pipeline::RequestPipeline;
+use crate::pipeline::{RequestPipeline, Tracing};
 use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
 use crate::settings::{self, ConfigError, MetricsSettings, Problems, Settings};
@@ -118,8 +118,9 @@ impl Parts {
         } = settings;
         let metrics = Metrics::new(metrics_settings)?;
         let registry = metrics.registry();
-        let http = HttpFamilies::register(registry, metrics_settings)?;
-        let api = ApiFamilies::register(registry)?;
+        let exemplars = settings.tracing.enabled;
+        let http = HttpFamilies::register(registry, metrics_settings, exemplars)?;
+        let api = ApiFamilies::register(registry, exemplars)?;
         let db = DbFamilies::register(registry)?;
         let models = ModelFamilies::register(registry)?;
         let cache_families = CacheFamilies::register(registry)?;
@@ -358,8 +359,13 @@ impl Babylon {
         // The metrics route checks its readers itself; the policy leaves scrapes to it, so
         // that a flood that fills the rate limiter cannot hide itself by refusing scrapes.
         let scrapes = on_main_port.then(|| routing::RoutedPath::new(path));
+        let tracing_settings = &self.settings.tracing;
+        let tracing = tracing_settings
+            .enabled
+            .then(|| Tracing::new(tracing_settings.continue_traceparent_from, clients.clone()));
         rocket = rocket.attach(RequestPipeline::new(
             observer,
+            tracing,
             Gatekeeper::new(
                 clients.clone(),
                 policy.clone(),

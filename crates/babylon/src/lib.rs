@@ -50,6 +50,7 @@ mod redis_client;
 mod request;
 mod routing;
 pub mod settings;
+pub mod trace;
 
 pub use api::{FieldErrors, JsonBody};
 pub use app::{Babylon, StartError};
@@ -66,6 +67,6 @@ pub use prometheus;
 pub mod __internal {
     pub use crate::blocking::ClientAddr;
     pub use crate::export::MetricsAccess;
-    pub use crate::metrics::sharded::ShardedHistogram;
+    pub use crate::metrics::sharded::{Recording, ShardedHistogram};
     pub use crate::observe::bench::*;
 }

@@ -1,5 +1,6 @@
-//! The one request fairing: the HTTP observer sees each request as it arrived, then the
-//! gatekeeper screens it; at the response, the observer records it.
+//! The one request fairing: each request gets its trace context, the HTTP observer sees
+//! it as it arrived, then the gatekeeper screens it; at the response, the observer records
+//! it and the answer gets the request's `traceparent` and `X-Request-Id`.
 //!
 //! One fairing rather than one per concern, for two reasons:
 //! - the order is a property of this type, not of `attach` calls: a refused request is
@@ -9,21 +10,57 @@
 //!   per hook instead of one per fairing and hook (measured in BENCHMARKS.md).
 
 use rocket::fairing::{Fairing, Info, Kind};
+use rocket::http::Header;
 use rocket::{Build, Data, Orbit, Request, Response, Rocket};
 
-use crate::blocking::Gatekeeper;
+use crate::blocking::{ClientAddr, Gatekeeper};
 use crate::observe::HttpObserver;
+use crate::request::RequestRecord;
+use crate::settings::TraceparentSenders;
+use crate::trace::TraceContext;
 
 pub(crate) struct RequestPipeline {
-    /// `None` when metrics are off: then the fairing asks for no response callback at all.
+    /// `None` when metrics are off.
     observer: Option<HttpObserver>,
+    /// `None` when tracing is off; with metrics off too, the fairing asks for no response
+    /// callback at all.
+    tracing: Option<Tracing>,
     gatekeeper: Gatekeeper,
 }
 
+/// Gives each request its trace context (`tracing.*`).
+pub(crate) struct Tracing {
+    senders: TraceparentSenders,
+    /// Which peers are trusted proxies, for `continue_traceparent_from = "trusted_proxies"`.
+    clients: ClientAddr,
+}
+
+impl Tracing {
+    pub(crate) fn new(senders: TraceparentSenders, clients: ClientAddr) -> Self {
+        Tracing { senders, clients }
+    }
+
+    /// The context of `request`: its `traceparent` continued if its sender may set one.
+    fn context_of(&self, request: &Request<'_>) -> TraceContext {
+        let may_continue = match self.senders {
+            TraceparentSenders::Anyone => true,
+            TraceparentSenders::TrustedProxies => request
+                .remote()
+                .is_some_and(|peer| self.clients.is_trusted_proxy(peer.ip())),
+        };
+        TraceContext::start(request.headers().get("traceparent"), may_continue)
+    }
+}
+
 impl RequestPipeline {
-    pub(crate) fn new(observer: Option<HttpObserver>, gatekeeper: Gatekeeper) -> Self {
+    pub(crate) fn new(
+        observer: Option<HttpObserver>,
+        tracing: Option<Tracing>,
+        gatekeeper: Gatekeeper,
+    ) -> Self {
         RequestPipeline {
             observer,
+            tracing,
             gatekeeper,
         }
     }
@@ -33,14 +70,15 @@ impl RequestPipeline {
 impl Fairing for RequestPipeline {
     fn info(&self) -> Info {
         let mut kind = Kind::Ignite | Kind::Liftoff;
-        if self.observer.is_some() || !self.gatekeeper.is_idle() {
+        let answers = self.observer.is_some() || self.tracing.is_some();
+        if answers || !self.gatekeeper.is_idle() {
             kind = kind | Kind::Request;
         }
-        if self.observer.is_some() {
+        if answers {
             kind = kind | Kind::Response;
         }
         Info {
-            name: "babylon request pipeline (metrics, blocking)",
+            name: "babylon request pipeline (tracing, metrics, blocking)",
             kind,
         }
     }
@@ -54,8 +92,17 @@ impl Fairing for RequestPipeline {
     }
 
     async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
-        if let Some(observer) = &self.observer {
-            observer.arrive(request);
+        let trace = self
+            .tracing
+            .as_ref()
+            .map(|tracing| tracing.context_of(request));
+        match &self.observer {
+            Some(observer) => observer.arrive(request, trace),
+            None if trace.is_some() => {
+                // A record made here is one no layer made before: the pipeline runs first.
+                let _ = RequestRecord::start(request, None, trace);
+            }
+            None => {}
         }
         if let Err(reason) = self.gatekeeper.verdict(request).await {
             self.gatekeeper.refuse(request, reason);
@@ -63,6 +110,12 @@ impl Fairing for RequestPipeline {
     }
 
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+        if self.tracing.is_some() {
+            if let Some(trace) = RequestRecord::of(request).trace() {
+                response.set_header(Header::new("traceparent", trace.traceparent()));
+                response.set_header(Header::new("X-Request-Id", trace.request_id()));
+            }
+        }
         if let Some(observer) = &self.observer {
             observer.finish(request, response).await;
         }
@@ -80,8 +133,8 @@ mod tests {
     fn observer() -> HttpObserver {
         let settings = MetricsSettings::default();
         let metrics = Metrics::new(&settings).unwrap();
-        let http = HttpFamilies::register(metrics.registry(), &settings).unwrap();
-        let api = ApiFamilies::register(metrics.registry()).unwrap();
+        let http = HttpFamilies::register(metrics.registry(), &settings, true).unwrap();
+        let api = ApiFamilies::register(metrics.registry(), true).unwrap();
         HttpObserver::new(http, api, ClientAddr::default(), &settings)
     }
 
@@ -97,22 +150,33 @@ mod tests {
 
     #[test]
     fn with_everything_off_rocket_calls_no_babylon_code_per_request() {
-        let kind = kind(RequestPipeline::new(None, gatekeeper(false)));
+        let kind = kind(RequestPipeline::new(None, None, gatekeeper(false)));
         assert!(!kind.is(Kind::Request) && !kind.is(Kind::Response));
         assert!(kind.is(Kind::Ignite), "the blocked route is still mounted");
     }
 
     #[test]
     fn blocking_alone_screens_requests_but_records_no_responses() {
-        let kind = kind(RequestPipeline::new(None, gatekeeper(true)));
+        let kind = kind(RequestPipeline::new(None, None, gatekeeper(true)));
         assert!(kind.is(Kind::Request) && !kind.is(Kind::Response));
     }
 
     #[test]
     fn metrics_observe_both_ends_of_a_request() {
         for blocking in [false, true] {
-            let kind = kind(RequestPipeline::new(Some(observer()), gatekeeper(blocking)));
+            let kind = kind(RequestPipeline::new(
+                Some(observer()),
+                None,
+                gatekeeper(blocking),
+            ));
             assert!(kind.is(Kind::Request) && kind.is(Kind::Response));
         }
+    }
+
+    #[test]
+    fn tracing_alone_sees_both_ends_of_a_request() {
+        let tracing = Tracing::new(TraceparentSenders::TrustedProxies, ClientAddr::default());
+        let kind = kind(RequestPipeline::new(None, Some(tracing), gatekeeper(false)));
+        assert!(kind.is(Kind::Request) && kind.is(Kind::Response));
     }
 }

@@ -7,13 +7,13 @@
 //! checked. A refusal is noted in the request's record, so `api_requests_blocked_total`
 //! counts it and the HTTP families label it `<blocked>`.
 
-use rocket::http::{ContentType, Method};
+use rocket::http::{Header, Method};
 use rocket::route::{Handler, Outcome};
 use rocket::{Data, Request, Route};
 
 use super::MetricsAccess;
 use crate::blocking::ClientAddr;
-use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
+use crate::metrics::{Format, Metrics};
 use crate::request::JsonError;
 use crate::request::RequestRecord;
 
@@ -52,7 +52,25 @@ impl Handler for MetricsHandler {
             RequestRecord::of(request).set_blocked(reason);
             return Outcome::from(request, JsonError::from(reason));
         }
-        let content_type = ContentType::parse_flexible(TEXT_CONTENT_TYPE).expect("valid constant");
-        Outcome::from(request, (content_type, self.metrics.render()))
+        let accept = request.headers().get_one("Accept");
+        let format = Format::negotiate(accept, request.uri().query().map(|query| query.as_str()));
+        let body = self.metrics.render_as(format);
+        Outcome::from(request, Negotiated { format, body })
+    }
+}
+
+/// The exposition in the format the request asked for, with that format's exact
+/// `Content-Type` (Prometheus picks its parser by it) and `Vary: Accept`.
+struct Negotiated {
+    format: Format,
+    body: Vec<u8>,
+}
+
+impl<'r> rocket::response::Responder<'r, 'static> for Negotiated {
+    fn respond_to(self, request: &'r Request<'_>) -> rocket::response::Result<'static> {
+        let mut response = self.body.respond_to(request)?;
+        response.set_header(Header::new("Content-Type", self.format.content_type()));
+        response.set_header(Header::new("Vary", "Accept"));
+        Ok(response)
     }
 }

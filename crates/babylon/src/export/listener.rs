@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, VARY};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,7 +26,7 @@ use socket2::{Domain, Socket, Type};
 use super::file_sd::TargetFile;
 use super::tls::{Accepted, ExportTls};
 use super::MetricsAccess;
-use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
+use crate::metrics::{Format, Metrics};
 use crate::observe::ApiFamilies;
 use crate::request::JsonError;
 use crate::settings::{canonical_ip, ExportAddress, ExportSettings, PortRange, WhenPortsTaken};
@@ -304,15 +304,20 @@ impl Scrapes {
                 reason.message(),
             ));
         }
+        let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        let format = Format::negotiate(accept, request.uri().query());
         let body = if request.method() == Method::HEAD {
             Vec::new()
         } else {
-            self.metrics.render()
+            self.metrics.render_as(format)
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        headers.insert(VARY, HeaderValue::from_static("Accept"));
         response
     }
 }

@@ -15,6 +15,9 @@
 
 pub(crate) mod cardinality;
 mod custom;
+pub(crate) mod exemplar;
+pub(crate) mod exposition;
+pub(crate) mod native;
 pub(crate) mod sharded;
 mod typed;
 
@@ -26,14 +29,13 @@ use crate::prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, Tex
 
 pub use cardinality::Capped;
 pub use custom::{CustomMetricError, CustomMetrics};
+pub use exemplar::ExemplarSource;
+pub use exposition::Format;
 pub use typed::{
     Counter, Families, Family, FamilyDef, Gauge, Histogram, LabelSet, LabelValue, Series,
 };
 
 use crate::settings::MetricsSettings;
-
-/// The `Content-Type` of the Prometheus text exposition format.
-pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The service's registry. Cheap to clone; every clone is the same registry. Managed as
 /// Rocket state, so handlers take `&State<Metrics>` to reach [`Metrics::custom`].
@@ -44,8 +46,11 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
+    /// `metrics.namespace`, which the registry puts before the names it gathers.
+    namespace: Option<String>,
     custom: CustomMetrics,
-    last_render_bytes: AtomicUsize,
+    /// Per [`Format`]: the size of the last exposition in it, and some headroom.
+    last_render_bytes: [AtomicUsize; 3],
 }
 
 impl Metrics {
@@ -56,7 +61,7 @@ impl Metrics {
             .namespace
             .as_ref()
             .map(|ns| ns.as_str().to_string());
-        let registry = Registry::new_custom(prefix, None)?;
+        let registry = Registry::new_custom(prefix.clone(), None)?;
         register_build_info(&registry)?;
         registry.register(Box::new(
             crate::prometheus::process_collector::ProcessCollector::for_self(),
@@ -64,8 +69,9 @@ impl Metrics {
         Ok(Metrics {
             inner: Arc::new(Inner {
                 custom: CustomMetrics::new(registry.clone(), settings.max_series_per_family.get())?,
-                last_render_bytes: AtomicUsize::new(16 * 1024),
+                last_render_bytes: Format::ALL.map(|_| AtomicUsize::new(16 * 1024)),
                 registry,
+                namespace: prefix,
             }),
         })
     }
@@ -80,17 +86,32 @@ impl Metrics {
         &self.inner.custom
     }
 
-    /// Every family in the text exposition format. The buffer starts at the size of the
-    /// previous exposition, so a scrape encodes without growing it step by step.
+    /// Every family in the text exposition format 0.0.4.
     pub fn render(&self) -> Vec<u8> {
-        let mut buffer = Vec::with_capacity(self.inner.last_render_bytes.load(Ordering::Relaxed));
-        TextEncoder::new()
-            .encode(&self.inner.registry.gather(), &mut buffer)
-            .expect("encoding into a Vec cannot fail");
+        self.render_as(Format::Text)
+    }
+
+    /// Every family in `format`. The buffer starts at the size of the previous exposition
+    /// in that format, so a scrape encodes without growing it step by step.
+    pub fn render_as(&self, format: Format) -> Vec<u8> {
+        let last_bytes = &self.inner.last_render_bytes[format as usize];
+        let mut buffer = Vec::with_capacity(last_bytes.load(Ordering::Relaxed));
+        match format {
+            Format::Text => TextEncoder::new()
+                .encode(&self.inner.registry.gather(), &mut buffer)
+                .expect("encoding into a Vec cannot fail"),
+            Format::OpenMetrics | Format::Protobuf => {
+                let families =
+                    exposition::gather(&self.inner.registry, self.inner.namespace.as_deref());
+                if format == Format::OpenMetrics {
+                    exposition::encode_openmetrics(&families, &mut buffer);
+                } else {
+                    exposition::encode_protobuf(&families, &mut buffer);
+                }
+            }
+        }
         // A little headroom for series that appear before the next scrape.
-        self.inner
-            .last_render_bytes
-            .store(buffer.len() + buffer.len() / 8, Ordering::Relaxed);
+        last_bytes.store(buffer.len() + buffer.len() / 8, Ordering::Relaxed);
         buffer
     }
 }
@@ -101,6 +122,16 @@ pub(crate) fn register<C: Collector + Clone + 'static>(
     collector: C,
 ) -> crate::prometheus::Result<C> {
     registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+/// Registers `collector`, whose families hold more than the `prometheus` crate's model
+/// (see [`exposition::FullCollector`]), and hands it back.
+pub(crate) fn register_full<C: exposition::FullCollector + Clone>(
+    registry: &Registry,
+    collector: C,
+) -> crate::prometheus::Result<C> {
+    registry.register(Box::new(exposition::FullModel(collector.clone())))?;
     Ok(collector)
 }
 

@@ -18,25 +18,45 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crossbeam_utils::CachePadded;
 use thread_local::ThreadLocal;
 
+use super::exemplar::{ExemplarCell, ExemplarSource, Kept};
+use super::exposition::{model, Detail, FullCollector};
+use super::native::{NativeConfig, NativeShard, NativeSnapshot};
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto;
 use crate::settings::Buckets;
 
-/// A histogram with fixed upper bounds, recorded per thread.
+/// What a histogram records besides its classic buckets and sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Recording {
+    /// Native (exponential) buckets, when `metrics.native_histograms` is on.
+    pub(crate) native: Option<NativeConfig>,
+    /// An exemplar per bucket, when `tracing` is on.
+    pub(crate) exemplars: bool,
+}
+
+/// A histogram with fixed upper bounds, recorded per thread, with native (exponential)
+/// buckets and exemplars beside them as its [`Recording`] says.
 pub struct ShardedHistogram {
     /// A value above the last bound lands in the `+Inf` bucket.
     bounds: Buckets,
+    recording: Recording,
+    /// When the histogram was made: its `_created`.
+    created: SystemTime,
     shards: ThreadLocal<CachePadded<Shard>>,
 }
 
-/// One thread's part: a count per bucket (not cumulative; the last is `+Inf`) and the sum.
+/// One thread's part: a count per bucket (not cumulative; the last is `+Inf`), the sum,
+/// the native buckets and an exemplar per bucket.
 struct Shard {
     buckets: Box<[AtomicU64]>,
     sum_bits: AtomicU64,
+    native: Option<NativeShard>,
+    exemplars: Option<Box<[ExemplarCell]>>,
 }
 
 /// Adds to a cell only this thread writes: a load and a store, no locked instruction.
@@ -45,22 +65,39 @@ fn add_as_sole_writer(cell: &AtomicU64, add: impl FnOnce(u64) -> u64) {
 }
 
 impl ShardedHistogram {
-    /// An empty histogram with these upper bounds.
+    /// An empty histogram with these upper bounds, and nothing else.
     pub fn new(bounds: Buckets) -> Self {
+        ShardedHistogram::with(bounds, Recording::default())
+    }
+
+    /// An empty histogram with these upper bounds, recording what `recording` says.
+    pub fn with(bounds: Buckets, recording: Recording) -> Self {
         ShardedHistogram {
             bounds,
+            recording,
+            created: SystemTime::now(),
             shards: ThreadLocal::new(),
         }
     }
 
     /// Records one value into the calling thread's shard.
     pub fn observe(&self, value: f64) {
+        self.observe_with(value, None);
+    }
+
+    /// Records one value into the calling thread's shard, with the request it came from
+    /// as its bucket's exemplar if the bucket has none younger than a second.
+    pub fn observe_with(&self, value: f64, exemplar: Option<&ExemplarSource>) {
         let shard = self.shards.get_or(|| {
+            let buckets = self.bounds.bounds().len() + 1;
             CachePadded::new(Shard {
-                buckets: (0..=self.bounds.bounds().len())
-                    .map(|_| AtomicU64::new(0))
-                    .collect(),
+                buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
                 sum_bits: AtomicU64::new(0f64.to_bits()),
+                native: self.recording.native.map(|_| NativeShard::new()),
+                exemplars: self
+                    .recording
+                    .exemplars
+                    .then(|| (0..buckets).map(|_| ExemplarCell::default()).collect()),
             })
         });
         let bounds = self.bounds.bounds();
@@ -72,14 +109,41 @@ impl ShardedHistogram {
         add_as_sole_writer(&shard.sum_bits, |sum| {
             (f64::from_bits(sum) + value).to_bits()
         });
+        // After the classic bucket: a reader that sees the native count sees the classic
+        // one too, so a snapshot's count is never below its native buckets' sum.
+        if let (Some(native), Some(config)) = (&shard.native, &self.recording.native) {
+            native.observe(value, config);
+        }
+        if let (Some(cells), Some(source)) = (&shard.exemplars, exemplar) {
+            cells[bucket].offer(value, source);
+        }
     }
 
-    /// The histogram as every thread has recorded it so far.
+    /// The classic buckets as every thread has recorded them so far.
     pub fn snapshot(&self) -> Snapshot {
-        let mut snapshot = Snapshot::empty(self.bounds.bounds().len());
+        self.snapshot_with(Detail::Text)
+    }
+
+    /// The histogram as every thread has recorded it so far, with the native buckets when
+    /// `detail` asks for them.
+    pub(crate) fn snapshot_with(&self, detail: Detail) -> Snapshot {
+        let mut snapshot = Snapshot::empty(self.bounds.bounds().len(), self.created);
+        let full = detail == Detail::Full;
+        let native = self.recording.native.filter(|_| full);
+        snapshot.native = native.as_ref().map(NativeSnapshot::empty);
         for shard in self.shards.iter() {
+            // Native first: what it counted, the classic buckets read next hold too.
+            if let (Some(total), Some(native)) = (&mut snapshot.native, &shard.native) {
+                total.add(native);
+            }
+            if let Some(cells) = shard.exemplars.as_ref().filter(|_| full) {
+                snapshot.exemplars.resize(cells.len(), None);
+                for (newest, cell) in snapshot.exemplars.iter_mut().zip(cells.iter()) {
+                    *newest = Kept::newest(*newest, cell.read());
+                }
+            }
             for (total, count) in snapshot.buckets.iter_mut().zip(shard.buckets.iter()) {
-                *total += count.load(Ordering::Relaxed);
+                *total += count.load(Ordering::Acquire);
             }
             snapshot.sum += f64::from_bits(shard.sum_bits.load(Ordering::Relaxed));
         }
@@ -98,13 +162,21 @@ pub struct Snapshot {
     /// Per bucket, not cumulative; the last is `+Inf`.
     buckets: Vec<u64>,
     sum: f64,
+    /// When the first of the histograms summed here was made.
+    created: SystemTime,
+    native: Option<NativeSnapshot>,
+    /// The newest exemplar per bucket (the last is `+Inf`'s); empty when none are kept.
+    exemplars: Vec<Option<Kept>>,
 }
 
 impl Snapshot {
-    fn empty(finite_buckets: usize) -> Self {
+    fn empty(finite_buckets: usize, created: SystemTime) -> Self {
         Snapshot {
             buckets: vec![0; finite_buckets + 1],
             sum: 0.0,
+            created,
+            native: None,
+            exemplars: Vec::new(),
         }
     }
 
@@ -117,12 +189,27 @@ impl Snapshot {
         self.sum
     }
 
+    /// When the first histogram summed here was made.
+    pub(crate) fn created(&self) -> SystemTime {
+        self.created
+    }
+
     /// Adds another snapshot of a histogram with the same bounds.
     pub fn merge(&mut self, other: &Snapshot) {
         for (total, count) in self.buckets.iter_mut().zip(&other.buckets) {
             *total += count;
         }
         self.sum += other.sum;
+        self.created = self.created.min(other.created);
+        if let (Some(total), Some(native)) = (&mut self.native, &other.native) {
+            total.merge(native);
+        }
+        if self.exemplars.len() < other.exemplars.len() {
+            self.exemplars.resize(other.exemplars.len(), None);
+        }
+        for (newest, other) in self.exemplars.iter_mut().zip(&other.exemplars) {
+            *newest = Kept::newest(*newest, *other);
+        }
     }
 
     /// The exposition's form: cumulative buckets for the finite bounds (the encoder adds
@@ -147,6 +234,60 @@ impl Snapshot {
         histogram.set_sample_sum(self.sum);
         histogram
     }
+
+    /// The full model's form: cumulative classic buckets for the finite bounds with their
+    /// exemplars (and a `+Inf` bucket when it has one), the creation time, and the native
+    /// buckets if the snapshot has them, with every exemplar beside them.
+    pub(crate) fn to_model(&self, bounds: &Buckets) -> model::Histogram {
+        let exemplar = |index: usize| {
+            self.exemplars
+                .get(index)
+                .copied()
+                .flatten()
+                .map(Kept::to_model)
+        };
+        let mut cumulative = 0;
+        let mut bucket: Vec<model::Bucket> = bounds
+            .bounds()
+            .iter()
+            .zip(&self.buckets)
+            .enumerate()
+            .map(|(index, (bound, count))| {
+                cumulative += count;
+                model::Bucket {
+                    cumulative_count: cumulative,
+                    upper_bound: *bound,
+                    exemplar: exemplar(index),
+                }
+            })
+            .collect();
+        if let Some(exemplar) = exemplar(bounds.bounds().len()) {
+            bucket.push(model::Bucket {
+                cumulative_count: self.count(),
+                upper_bound: f64::INFINITY,
+                exemplar: Some(exemplar),
+            });
+        }
+        let mut histogram = model::Histogram {
+            sample_count: self.count(),
+            sample_sum: self.sum,
+            bucket,
+            created_timestamp: Some(model::Timestamp::of(self.created)),
+            ..model::Histogram::default()
+        };
+        if let Some(native) = &self.native {
+            // Read native first, classic second (see `snapshot_with`).
+            debug_assert!(native.count() <= histogram.sample_count);
+            native.clone().write_into(&mut histogram);
+            histogram.exemplars = self
+                .exemplars
+                .iter()
+                .flatten()
+                .map(|kept| kept.to_model())
+                .collect();
+        }
+        histogram
+    }
 }
 
 /// An unlabelled [`ShardedHistogram`] registered as a family of its own. Cheap to clone;
@@ -158,10 +299,15 @@ pub struct HistogramFamily {
 }
 
 impl HistogramFamily {
-    pub fn new(name: &str, help: &str, bounds: Buckets) -> crate::prometheus::Result<Self> {
+    pub(crate) fn new(
+        name: &str,
+        help: &str,
+        bounds: Buckets,
+        recording: Recording,
+    ) -> crate::prometheus::Result<Self> {
         Ok(HistogramFamily {
             desc: Arc::new(unlabelled_desc(name, help)?),
-            histogram: Arc::new(ShardedHistogram::new(bounds)),
+            histogram: Arc::new(ShardedHistogram::with(bounds, recording)),
         })
     }
 
@@ -170,18 +316,20 @@ impl HistogramFamily {
     }
 }
 
-impl Collector for HistogramFamily {
-    fn desc(&self) -> Vec<&Desc> {
+impl FullCollector for HistogramFamily {
+    fn descs(&self) -> Vec<&Desc> {
         vec![&self.desc]
     }
 
-    fn collect(&self) -> Vec<proto::MetricFamily> {
-        let snapshot = self.histogram.snapshot();
-        let mut metric = proto::Metric::default();
-        metric.set_histogram(snapshot.to_proto(self.histogram.bounds()));
-        vec![family(
+    fn collect_model(&self, detail: Detail) -> Vec<model::MetricFamily> {
+        let snapshot = self.histogram.snapshot_with(detail);
+        let metric = model::Metric {
+            histogram: Some(snapshot.to_model(self.histogram.bounds())),
+            ..model::Metric::default()
+        };
+        vec![model_family(
             &self.desc,
-            proto::MetricType::HISTOGRAM,
+            model::MetricType::Histogram,
             vec![metric],
         )]
     }
@@ -232,19 +380,39 @@ impl SumFamily {
 
 /// An unlabelled counter recorded per thread. Cheap to clone; clones count together.
 #[derive(Clone)]
-pub(crate) struct CounterFamily(SumFamily);
+pub(crate) struct CounterFamily {
+    sum: SumFamily,
+    /// When the counter was made: its `_created`.
+    created: SystemTime,
+    /// Each thread's exemplar, when exemplars are kept.
+    exemplars: Option<Arc<ThreadLocal<CachePadded<ExemplarCell>>>>,
+}
 
 impl CounterFamily {
-    pub(crate) fn new(name: &str, help: &str) -> crate::prometheus::Result<Self> {
-        SumFamily::new(name, help).map(CounterFamily)
+    pub(crate) fn new(name: &str, help: &str, exemplars: bool) -> crate::prometheus::Result<Self> {
+        Ok(CounterFamily {
+            sum: SumFamily::new(name, help)?,
+            created: SystemTime::now(),
+            exemplars: exemplars.then(Arc::default),
+        })
     }
 
+    #[cfg(test)]
     pub(crate) fn inc(&self) {
-        self.0.sum.add(1);
+        self.inc_with(None);
+    }
+
+    /// Adds one, with the request it came from as the thread's exemplar if it has none
+    /// younger than a second.
+    pub(crate) fn inc_with(&self, exemplar: Option<&ExemplarSource>) {
+        self.sum.sum.add(1);
+        if let (Some(cells), Some(source)) = (&self.exemplars, exemplar) {
+            cells.get_or_default().offer(1.0, source);
+        }
     }
 
     pub(crate) fn get(&self) -> u64 {
-        self.0.sum.total() as u64
+        self.sum.sum.total() as u64
     }
 }
 
@@ -275,14 +443,31 @@ impl InFlightGauge {
     }
 }
 
-impl Collector for CounterFamily {
-    fn desc(&self) -> Vec<&Desc> {
-        vec![&self.0.desc]
+impl FullCollector for CounterFamily {
+    fn descs(&self) -> Vec<&Desc> {
+        vec![&self.sum.desc]
     }
 
-    fn collect(&self) -> Vec<proto::MetricFamily> {
-        let metric = with_counter(proto::Metric::default(), self.get());
-        self.0.collect(proto::MetricType::COUNTER, metric)
+    fn collect_model(&self, detail: Detail) -> Vec<model::MetricFamily> {
+        let exemplar = match (&self.exemplars, detail) {
+            (Some(cells), Detail::Full) => cells
+                .iter()
+                .fold(None, |newest, cell| Kept::newest(newest, cell.read())),
+            _ => None,
+        };
+        let metric = model::Metric {
+            counter: Some(model::Counter {
+                value: self.get() as f64,
+                exemplar: exemplar.map(Kept::to_model),
+                created_timestamp: Some(model::Timestamp::of(self.created)),
+            }),
+            ..model::Metric::default()
+        };
+        vec![model_family(
+            &self.sum.desc,
+            model::MetricType::Counter,
+            vec![metric],
+        )]
     }
 }
 
@@ -299,14 +484,6 @@ impl Collector for InFlightGauge {
     }
 }
 
-/// `metric` (with whatever labels it has) holding a counter of `value`.
-pub(crate) fn with_counter(mut metric: proto::Metric, value: u64) -> proto::Metric {
-    let mut counter = proto::Counter::default();
-    counter.set_value(value as f64);
-    metric.set_counter(counter);
-    metric
-}
-
 fn unlabelled_desc(name: &str, help: &str) -> crate::prometheus::Result<Desc> {
     Desc::new(
         name.to_string(),
@@ -314,6 +491,22 @@ fn unlabelled_desc(name: &str, help: &str) -> crate::prometheus::Result<Desc> {
         Vec::new(),
         Default::default(),
     )
+}
+
+/// A family of the full model, of `kind`, named and described by `desc`, holding
+/// `metrics`.
+pub(crate) fn model_family(
+    desc: &Desc,
+    kind: model::MetricType,
+    metric: Vec<model::Metric>,
+) -> model::MetricFamily {
+    model::MetricFamily {
+        name: desc.fq_name.clone(),
+        help: desc.help.clone(),
+        r#type: kind as i32,
+        metric,
+        unit: String::new(),
+    }
 }
 
 /// A family of `kind` named and described by `desc`, holding `metrics`.
@@ -398,14 +591,14 @@ mod tests {
 
     #[test]
     fn a_counter_counts_every_thread() {
-        let counter = CounterFamily::new("requests_total", "help").unwrap();
+        let counter = CounterFamily::new("requests_total", "help", false).unwrap();
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| (0..1000).for_each(|_| counter.inc()));
             }
         });
         assert_eq!(counter.get(), 4000);
-        let collected = counter.collect();
+        let collected = super::super::exposition::FullModel(counter.clone()).collect();
         assert_eq!(collected[0].get_field_type(), proto::MetricType::COUNTER);
         assert_eq!(
             collected[0].get_metric()[0].get_counter().get_value(),

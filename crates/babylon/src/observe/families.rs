@@ -6,8 +6,10 @@ use crate::prometheus::{IntCounterVec, Registry};
 use rocket::http::Method;
 
 use super::per_request::{RequestFamilies, RequestKind};
-use crate::metrics::sharded::{CounterFamily, HistogramFamily, InFlightGauge};
-use crate::metrics::{counter_vec, register};
+use crate::metrics::native::NativeConfig;
+use crate::metrics::sharded::{CounterFamily, HistogramFamily, InFlightGauge, Recording};
+use crate::metrics::ExemplarSource;
+use crate::metrics::{counter_vec, register, register_full};
 use crate::request::BlockReason;
 use crate::settings::{Buckets, MetricsSettings};
 
@@ -51,20 +53,33 @@ pub struct Exchange<'a> {
     pub response_body_bytes: Option<u64>,
     /// Why the handler failed, for a server error of a matched route.
     pub exception: Option<&'a str>,
+    /// The request, as the exemplar of its duration (when exemplars are kept).
+    pub exemplar: Option<ExemplarSource>,
 }
 
 impl HttpFamilies {
-    /// Registers the HTTP families, with `metrics.latency_buckets` for the durations.
+    /// Registers the HTTP families, with `metrics.latency_buckets` for the durations,
+    /// native buckets as `metrics.native_histograms` says, and exemplars of the durations
+    /// if `exemplars`.
     pub fn register(
         registry: &Registry,
         settings: &MetricsSettings,
+        exemplars: bool,
     ) -> crate::prometheus::Result<Self> {
         // Powers of two from 64 B to 16 MiB, like django-prometheus' body-size buckets.
         let body_buckets = || Buckets::exponential(64.0, 2.0, 19).expect("valid constant buckets");
+        let native = NativeConfig::from_settings(&settings.native_histograms);
+        let sizes = Recording {
+            native,
+            exemplars: false,
+        };
         Ok(HttpFamilies {
-            requests: register(
+            requests: register_full(
                 registry,
-                RequestFamilies::new(settings.latency_buckets.clone())?,
+                RequestFamilies::new(
+                    settings.latency_buckets.clone(),
+                    Recording { native, exemplars },
+                )?,
             )?,
             exceptions_by_type: counter_vec(
                 registry,
@@ -78,20 +93,22 @@ impl HttpFamilies {
                 "Handler errors and panics answered with a server error, by route template.",
                 &["route"],
             )?,
-            request_body_bytes: register(
+            request_body_bytes: register_full(
                 registry,
                 HistogramFamily::new(
                     "rocket_http_request_body_bytes",
                     "Request body bytes actually read by the handler.",
                     body_buckets(),
+                    sizes,
                 )?,
             )?,
-            response_body_bytes: register(
+            response_body_bytes: register_full(
                 registry,
                 HistogramFamily::new(
                     "rocket_http_response_body_bytes",
                     "Response body bytes actually sent.",
                     body_buckets(),
+                    sizes,
                 )?,
             )?,
             requests_in_flight: register(
@@ -112,7 +129,12 @@ impl HttpFamilies {
             status: exchange.status,
             transport: exchange.transport,
         };
-        self.requests.record(exchange.route, kind, exchange.seconds);
+        self.requests.record(
+            exchange.route,
+            kind,
+            exchange.seconds,
+            exchange.exemplar.as_ref(),
+        );
         if let Some(kind) = exchange.exception {
             self.exceptions_by_type.with_label_values(&[kind]).inc();
             self.exceptions_by_route
@@ -154,7 +176,11 @@ pub(crate) struct ApiFamilies {
 }
 
 impl ApiFamilies {
-    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+    /// Registers the API families; `api_requests_total` keeps exemplars if `exemplars`.
+    pub(crate) fn register(
+        registry: &Registry,
+        exemplars: bool,
+    ) -> crate::prometheus::Result<Self> {
         let requests_blocked_total = counter_vec(
             registry,
             "api_requests_blocked_total",
@@ -166,11 +192,12 @@ impl ApiFamilies {
             requests_blocked_total.with_label_values(&[reason]);
         }
         Ok(ApiFamilies {
-            requests_total: register(
+            requests_total: register_full(
                 registry,
                 CounterFamily::new(
                     "api_requests_total",
                     "API requests received (blocked ones included; metrics scrapes not).",
+                    exemplars,
                 )?,
             )?,
             requests_blocked_total,

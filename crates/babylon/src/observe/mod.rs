@@ -22,11 +22,18 @@ pub use panics::instrument;
 pub(crate) mod bench {
     pub use super::families::{Exchange, HttpFamilies, Transport};
 
-    /// The HTTP families, registered in `metrics`' registry with `settings`' buckets.
+    /// The HTTP families, registered in `metrics`' registry with `settings`' buckets and
+    /// native histograms, keeping exemplars if `exemplars`.
     pub fn http_families(
         metrics: &crate::metrics::Metrics,
         settings: &crate::settings::MetricsSettings,
+        exemplars: bool,
     ) -> crate::prometheus::Result<HttpFamilies> {
-        HttpFamilies::register(metrics.registry(), settings)
+        HttpFamilies::register(metrics.registry(), settings, exemplars)
+    }
+
+    /// A new trace, as a request without a `traceparent` gets.
+    pub fn new_trace() -> crate::trace::TraceContext {
+        crate::trace::TraceContext::start(std::iter::empty(), false)
     }
 }

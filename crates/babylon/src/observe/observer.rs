@@ -16,9 +16,11 @@ use super::families::{
 };
 use crate::blocking::ClientAddr;
 use crate::metrics::sharded::HistogramFamily;
+use crate::metrics::ExemplarSource;
 use crate::request::{Arrival, RequestRecord};
 use crate::routing::{self, RoutedPath};
 use crate::settings::MetricsSettings;
+use crate::trace::TraceContext;
 
 pub(crate) struct HttpObserver {
     http: HttpFamilies,
@@ -81,18 +83,19 @@ impl HttpObserver {
                 .any(|prefix| routing::starts_with(request, prefix))
     }
 
-    /// Starts observing a request that has just arrived, unless it is excluded.
-    pub(crate) fn arrive(&self, request: &Request<'_>) {
-        if !self.observes(request) {
-            return;
-        }
-        let arrival = Arrival {
+    /// Starts observing a request that has just arrived, unless it is excluded, and
+    /// records its trace context either way.
+    pub(crate) fn arrive(&self, request: &Request<'_>, trace: Option<TraceContext>) {
+        let arrival = self.observes(request).then(|| Arrival {
             started: Instant::now(),
             method: request.method(),
-        };
-        if RequestRecord::start(request, arrival) {
-            self.api.requests_total.inc();
-            self.http.requests_in_flight.inc();
+        });
+        if RequestRecord::start(request, arrival, trace) {
+            if let Some(arrival) = arrival {
+                let exemplar = trace.map(|trace| ExemplarSource::new(&trace, arrival.started));
+                self.api.requests_total.inc_with(exemplar.as_ref());
+                self.http.requests_in_flight.inc();
+            }
         }
     }
 
@@ -128,15 +131,17 @@ impl HttpObserver {
                 }
             }
         };
+        let now = Instant::now();
         http.observe(&Exchange {
             route,
             method: arrival.method,
             transport: self.transport(request),
             status,
-            seconds: arrival.started.elapsed().as_secs_f64(),
+            seconds: now.saturating_duration_since(arrival.started).as_secs_f64(),
             request_body_bytes: record.body_bytes_read(),
             response_body_bytes,
             exception,
+            exemplar: record.trace().map(|trace| ExemplarSource::new(trace, now)),
         });
     }
 }

@@ -11,14 +11,16 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use rocket::http::Method;
 use thread_local::ThreadLocal;
 
 use super::families::Transport;
-use crate::metrics::sharded::{family, with_counter, ShardedHistogram, Snapshot};
-use crate::prometheus::core::{Collector, Desc};
-use crate::prometheus::proto;
+use crate::metrics::exposition::{model, Detail, FullCollector};
+use crate::metrics::sharded::{model_family, Recording, ShardedHistogram, Snapshot};
+use crate::metrics::ExemplarSource;
+use crate::prometheus::core::Desc;
 use crate::settings::Buckets;
 
 /// What, besides the route, tells kinds of request apart.
@@ -43,6 +45,7 @@ pub(super) struct RequestFamilies {
 struct Inner {
     descs: Descs,
     latency_buckets: Buckets,
+    recording: Recording,
     /// Every histogram, for scrapes and for threads that meet a kind for the first time.
     histograms: RwLock<ByRoute>,
     /// Each thread's copy of the handles it has used, so that it finds them without a lock.
@@ -68,7 +71,10 @@ fn desc(name: &str, help: &str, labels: &[&str]) -> crate::prometheus::Result<De
 }
 
 impl RequestFamilies {
-    pub(super) fn new(latency_buckets: Buckets) -> crate::prometheus::Result<Self> {
+    pub(super) fn new(
+        latency_buckets: Buckets,
+        recording: Recording,
+    ) -> crate::prometheus::Result<Self> {
         let descs = Descs {
             by_method: desc(
                 "rocket_http_requests_by_method_total",
@@ -105,21 +111,29 @@ impl RequestFamilies {
             inner: Arc::new(Inner {
                 descs,
                 latency_buckets,
+                recording,
                 histograms: RwLock::default(),
                 known_to_thread: ThreadLocal::new(),
             }),
         })
     }
 
-    /// Records one request of `kind` to `route` that took `seconds`.
-    pub(super) fn record(&self, route: &str, kind: RequestKind, seconds: f64) {
+    /// Records one request of `kind` to `route` that took `seconds`, with `exemplar` as
+    /// the request it was.
+    pub(super) fn record(
+        &self,
+        route: &str,
+        kind: RequestKind,
+        seconds: f64,
+        exemplar: Option<&ExemplarSource>,
+    ) {
         let known = self.inner.known_to_thread.get_or_default();
         if let Some(histogram) = known.borrow().get(route).and_then(|kinds| kinds.get(&kind)) {
-            histogram.observe(seconds);
+            histogram.observe_with(seconds, exemplar);
             return;
         }
         let histogram = self.inner.shared_histogram(route, kind);
-        histogram.observe(seconds);
+        histogram.observe_with(seconds, exemplar);
         known
             .borrow_mut()
             .entry(route.into())
@@ -139,12 +153,17 @@ impl Inner {
             .entry(route.into())
             .or_default()
             .entry(kind)
-            .or_insert_with(|| Arc::new(ShardedHistogram::new(self.latency_buckets.clone())))
+            .or_insert_with(|| {
+                Arc::new(ShardedHistogram::with(
+                    self.latency_buckets.clone(),
+                    self.recording,
+                ))
+            })
             .clone()
     }
 
     /// Every histogram's snapshot, with its route and kind.
-    fn snapshots(&self) -> Vec<(Box<str>, RequestKind, Snapshot)> {
+    fn snapshots(&self, detail: Detail) -> Vec<(Box<str>, RequestKind, Snapshot)> {
         let histograms = self
             .histograms
             .read()
@@ -152,44 +171,68 @@ impl Inner {
         histograms
             .iter()
             .flat_map(|(route, kinds)| {
-                kinds
-                    .iter()
-                    .map(|(kind, histogram)| (route.clone(), *kind, histogram.snapshot()))
+                kinds.iter().map(|(kind, histogram)| {
+                    (route.clone(), *kind, histogram.snapshot_with(detail))
+                })
             })
             .collect()
     }
 }
 
-/// Sums counts per label set; ordered, so that the exposition is too.
-type Tally<'a, const N: usize> = BTreeMap<[&'a str; N], u64>;
-
-fn counter_family<const N: usize>(desc: &Desc, tally: Tally<'_, N>) -> proto::MetricFamily {
-    let metrics = tally
-        .into_iter()
-        .map(|(values, count)| with_counter(labelled(desc, &values), count))
-        .collect();
-    family(desc, proto::MetricType::COUNTER, metrics)
+/// A counter's value and when its first contributor began.
+#[derive(Clone, Copy)]
+struct Count {
+    value: u64,
+    created: SystemTime,
 }
 
-/// A metric with `desc`'s labels set to `values`, in the order the exposition wants.
-fn labelled(desc: &Desc, values: &[&str]) -> proto::Metric {
-    let mut pairs: Vec<proto::LabelPair> = desc
+/// Sums counts per label set; ordered, so that the exposition is too.
+type Tally<'a, const N: usize> = BTreeMap<[&'a str; N], Count>;
+
+fn tally<'a, const N: usize>(tally: &mut Tally<'a, N>, key: [&'a str; N], snapshot: &Snapshot) {
+    let count = tally.entry(key).or_insert(Count {
+        value: 0,
+        created: snapshot.created(),
+    });
+    count.value += snapshot.count();
+    count.created = count.created.min(snapshot.created());
+}
+
+fn counter_family<const N: usize>(desc: &Desc, tally: Tally<'_, N>) -> model::MetricFamily {
+    let metrics = tally
+        .into_iter()
+        .map(|(values, count)| model::Metric {
+            counter: Some(model::Counter {
+                value: count.value as f64,
+                exemplar: None,
+                created_timestamp: Some(model::Timestamp::of(count.created)),
+            }),
+            ..labelled(desc, &values)
+        })
+        .collect();
+    model_family(desc, model::MetricType::Counter, metrics)
+}
+
+/// A series with `desc`'s labels set to `values`, in the order the exposition wants.
+fn labelled(desc: &Desc, values: &[&str]) -> model::Metric {
+    let mut label: Vec<model::LabelPair> = desc
         .variable_labels
         .iter()
         .zip(values)
-        .map(|(name, value)| {
-            let mut pair = proto::LabelPair::default();
-            pair.set_name(name.clone());
-            pair.set_value(value.to_string());
-            pair
+        .map(|(name, value)| model::LabelPair {
+            name: name.clone(),
+            value: value.to_string(),
         })
         .collect();
-    pairs.sort_by(|a, b| a.name().cmp(b.name()));
-    proto::Metric::from_label(pairs)
+    label.sort_by(|a, b| a.name.cmp(&b.name));
+    model::Metric {
+        label,
+        ..model::Metric::default()
+    }
 }
 
-impl Collector for RequestFamilies {
-    fn desc(&self) -> Vec<&Desc> {
+impl FullCollector for RequestFamilies {
+    fn descs(&self) -> Vec<&Desc> {
         let descs = &self.inner.descs;
         vec![
             &descs.by_method,
@@ -201,8 +244,8 @@ impl Collector for RequestFamilies {
         ]
     }
 
-    fn collect(&self) -> Vec<proto::MetricFamily> {
-        let snapshots = self.inner.snapshots();
+    fn collect_model(&self, detail: Detail) -> Vec<model::MetricFamily> {
+        let snapshots = self.inner.snapshots(detail);
         let statuses: Vec<String> = snapshots
             .iter()
             .map(|(_, kind, _)| kind.status.to_string())
@@ -216,16 +259,19 @@ impl Collector for RequestFamilies {
         for ((route, kind, snapshot), status) in snapshots.iter().zip(&statuses) {
             let (route, method) = (&**route, kind.method.as_str());
             let transport = kind.transport.label();
-            let count = snapshot.count();
-            *by_method.entry([method]).or_default() += count;
-            *by_transport.entry([transport]).or_default() += count;
-            *by_route_transport_method
-                .entry([route, transport, method])
-                .or_default() += count;
-            *by_status.entry([status.as_str()]).or_default() += count;
-            *by_status_route_method
-                .entry([status.as_str(), route, method])
-                .or_default() += count;
+            tally(&mut by_method, [method], snapshot);
+            tally(&mut by_transport, [transport], snapshot);
+            tally(
+                &mut by_route_transport_method,
+                [route, transport, method],
+                snapshot,
+            );
+            tally(&mut by_status, [status.as_str()], snapshot);
+            tally(
+                &mut by_status_route_method,
+                [status.as_str(), route, method],
+                snapshot,
+            );
             durations
                 .entry([route, method])
                 .and_modify(|total| total.merge(snapshot))
@@ -234,17 +280,16 @@ impl Collector for RequestFamilies {
         let descs = &self.inner.descs;
         let durations = durations
             .into_iter()
-            .map(|(values, snapshot)| {
-                let mut metric = labelled(&descs.duration, &values);
-                metric.set_histogram(snapshot.to_proto(&self.inner.latency_buckets));
-                metric
+            .map(|(values, snapshot)| model::Metric {
+                histogram: Some(snapshot.to_model(&self.inner.latency_buckets)),
+                ..labelled(&descs.duration, &values)
             })
             .collect();
         vec![
             counter_family(&descs.by_method, by_method),
             counter_family(&descs.by_transport, by_transport),
             counter_family(&descs.by_route_transport_method, by_route_transport_method),
-            family(&descs.duration, proto::MetricType::HISTOGRAM, durations),
+            model_family(&descs.duration, model::MetricType::Histogram, durations),
             counter_family(&descs.by_status, by_status),
             counter_family(&descs.by_status_route_method, by_status_route_method),
         ]
@@ -254,6 +299,9 @@ impl Collector for RequestFamilies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::exposition::FullModel;
+    use crate::prometheus::core::Collector;
+    use crate::prometheus::proto;
 
     fn kind(method: Method, status: u16) -> RequestKind {
         RequestKind {
@@ -285,14 +333,15 @@ mod tests {
 
     #[test]
     fn each_family_sums_the_kinds_it_does_not_label() {
-        let families = RequestFamilies::new(Buckets::django_latency()).unwrap();
-        families.record("/a", kind(Method::Get, 200), 0.01);
-        families.record("/a", kind(Method::Get, 404), 0.01);
-        families.record("/b", kind(Method::Post, 200), 0.2);
+        let families =
+            RequestFamilies::new(Buckets::django_latency(), Recording::default()).unwrap();
+        families.record("/a", kind(Method::Get, 200), 0.01, None);
+        families.record("/a", kind(Method::Get, 404), 0.01, None);
+        families.record("/b", kind(Method::Post, 200), 0.2, None);
         std::thread::scope(|scope| {
-            scope.spawn(|| families.record("/a", kind(Method::Get, 200), 0.3));
+            scope.spawn(|| families.record("/a", kind(Method::Get, 200), 0.3, None));
         });
-        let collected = families.collect();
+        let collected = FullModel(families.clone()).collect();
         let l = |pairs: &[&str]| pairs.iter().map(|p| p.to_string()).collect::<Vec<_>>();
         assert_eq!(
             samples(&collected, "rocket_http_requests_by_method_total"),

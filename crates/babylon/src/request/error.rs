@@ -49,8 +49,14 @@ impl JsonError {
         self
     }
 
-    /// The JSON body.
+    /// The JSON body. As the answer to a request it also names the request's id
+    /// (`error.request_id`), when tracing is on.
     pub fn body(&self) -> String {
+        self.body_of(None)
+    }
+
+    /// The body, naming the request it answers when its id is known.
+    fn body_of(&self, request_id: Option<String>) -> String {
         let mut error = json!({
             "status": self.status.code,
             "reason": self.reason,
@@ -59,17 +65,21 @@ impl JsonError {
         if let Some(details) = &self.details {
             error["details"] = details.clone();
         }
+        if let Some(request_id) = request_id {
+            error["request_id"] = request_id.into();
+        }
         json!({ "error": error }).to_string()
     }
 }
 
 impl<'r> Responder<'r, 'static> for JsonError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        let record = RequestRecord::of(request);
         if self.status.code >= 500 {
             // A server-side failure of a handler: the metrics count it as an exception.
-            RequestRecord::of(request).set_exception(self.reason);
+            record.set_exception(self.reason);
         }
-        let body = self.body();
+        let body = self.body_of(record.trace().map(|trace| trace.request_id()));
         let mut response = Response::build();
         response
             .status(self.status)

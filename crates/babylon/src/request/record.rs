@@ -14,12 +14,15 @@ use rocket::Request;
 
 use super::BlockReason;
 use super::JsonError;
+use crate::trace::TraceContext;
 
 #[derive(Default)]
 pub(crate) struct RequestRecord {
     /// Set when the HTTP observer starts observing the request: a plain field, because the
     /// record is created right then (a `OnceLock` costs a synchronised write per request).
     arrival: Option<Arrival>,
+    /// Set with the record, when tracing is on: the request's trace, span and id.
+    trace: Option<TraceContext>,
     blocked: OnceLock<BlockReason>,
     exception: OnceLock<&'static str>,
     body_bytes_read: AtomicU64,
@@ -39,20 +42,31 @@ impl RequestRecord {
         request.local_cache(RequestRecord::default)
     }
 
-    /// Creates the record of an observed request; whether it did. The observer sees each
-    /// request first, so no record exists yet; if one did, the caller must leave the
-    /// request unobserved (its response would find no arrival to measure from).
+    /// Creates the record of a request that has just arrived, with its arrival when it is
+    /// observed and its trace context when tracing is on; whether it did. The pipeline
+    /// sees each request first, so no record exists yet; if one did, the caller must
+    /// leave the request unobserved (its response would find no arrival to measure from).
     #[must_use]
-    pub(crate) fn start(request: &Request<'_>, arrival: Arrival) -> bool {
+    pub(crate) fn start(
+        request: &Request<'_>,
+        arrival: Option<Arrival>,
+        trace: Option<TraceContext>,
+    ) -> bool {
         let mut created = false;
         request.local_cache(|| {
             created = true;
             RequestRecord {
-                arrival: Some(arrival),
+                arrival,
+                trace,
                 ..RequestRecord::default()
             }
         });
         created
+    }
+
+    /// The request's trace context, when tracing is on.
+    pub(crate) fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 
     pub(crate) fn arrival(&self) -> Option<Arrival> {
@@ -110,16 +124,16 @@ mod tests {
         };
         assert!(RequestRecord::of(request.inner()).arrival().is_none());
         let fresh = client.post("/items");
-        assert!(RequestRecord::start(fresh.inner(), arrival));
+        assert!(RequestRecord::start(fresh.inner(), Some(arrival), None));
         assert!(
-            !RequestRecord::start(fresh.inner(), arrival),
+            !RequestRecord::start(fresh.inner(), Some(arrival), None),
             "a second start must report that the request is already recorded"
         );
         let recorded = RequestRecord::of(fresh.inner()).arrival().unwrap();
         assert_eq!(recorded.method, Method::Post);
         assert_eq!(recorded.started, arrival.started);
         assert!(
-            !RequestRecord::start(request.inner(), arrival),
+            !RequestRecord::start(request.inner(), Some(arrival), None),
             "a record made by another layer first leaves the request unobserved"
         );
     }

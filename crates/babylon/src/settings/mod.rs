@@ -36,7 +36,8 @@ pub use rocket_keys::{MAX_BLOCKING, MAX_DATABASE_CONNECTIONS, MAX_DATABASE_SECON
 pub(crate) use tls::{unix_seconds, Fingerprint, TlsFileError, TlsIdentity};
 pub use tls::{ExportTlsSettings, TlsVersion};
 pub use types::{
-    canonical_ip, Buckets, Cidr, CidrList, ExportAddress, Ipv6Prefix, Namespace, PortRange, UrlPath,
+    canonical_ip, BucketFactor, Buckets, Cidr, CidrList, ExportAddress, Ipv6Prefix, Namespace,
+    PortRange, UrlPath, ZeroThreshold,
 };
 
 /// Prefix of the environment variables that override our settings.
@@ -55,8 +56,45 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// `redis.*`
     pub redis: RedisSettings,
+    /// `tracing.*`
+    pub tracing: TracingSettings,
     /// `databases.main.url`, validated (rocket_db_pools reads the rest of `databases.main`).
     pub database_url: DatabaseUrl,
+}
+
+/// `tracing.*`: the W3C trace context every request gets, and the exemplars that lead
+/// from the metrics to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct TracingSettings {
+    /// Off: no `traceparent` or `X-Request-Id` on answers, no request id in error bodies,
+    /// no exemplars.
+    pub enabled: bool,
+    /// Whose `traceparent` header a request continues; from anyone else a new trace is
+    /// started.
+    pub continue_traceparent_from: TraceparentSenders,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        TracingSettings {
+            enabled: true,
+            continue_traceparent_from: TraceparentSenders::TrustedProxies,
+        }
+    }
+}
+
+/// `tracing.continue_traceparent_from`: whose trace context a request continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceparentSenders {
+    /// Only the peers in `blocking.trusted_proxies` (a gateway, a proxy, a service mesh):
+    /// a client elsewhere cannot pick the trace id its requests are filed under, nor
+    /// point an exemplar at a trace of its choosing.
+    TrustedProxies,
+    /// Every client, for a service reached directly by callers that trace.
+    Anyone,
 }
 
 /// The database used when `databases.main.url` is not set: a SQLite file beside the
@@ -256,6 +294,8 @@ struct Sections {
     cache: CacheSettings,
     #[serde(default)]
     redis: RedisSettings,
+    #[serde(default)]
+    tracing: TracingSettings,
 }
 
 /// The name of babylon's database under `databases`: `databases.main.*`.
@@ -317,6 +357,8 @@ pub struct MetricsSettings {
     pub count_scrapes: bool,
     /// Upper bounds of `rocket_http_request_duration_seconds`, in seconds.
     pub latency_buckets: Buckets,
+    /// `metrics.native_histograms.*`: exponential buckets beside the classic ones.
+    pub native_histograms: NativeHistogramSettings,
     /// Requests whose path starts with one of these are not recorded at all.
     pub exclude_paths: Vec<String>,
     /// Most label sets a custom family may grow to; further ones record as `<overflow>`.
@@ -338,10 +380,42 @@ impl Default for MetricsSettings {
             namespace: None,
             count_scrapes: false,
             latency_buckets: Buckets::django_latency(),
+            native_histograms: NativeHistogramSettings::default(),
             exclude_paths: Vec::new(),
             max_series_per_family: std::num::NonZeroUsize::new(1000).expect("nonzero"),
             rocket_prometheus: false,
             export: ExportSettings::default(),
+        }
+    }
+}
+
+/// `metrics.native_histograms.*`: the exponential buckets every babylon histogram records
+/// beside its classic ones, which Prometheus reads from the protobuf format. The defaults
+/// are client_golang's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct NativeHistogramSettings {
+    /// Off: the histograms record classic buckets only.
+    pub enabled: bool,
+    /// The largest growth from one bucket's bound to the next: the finest schema whose
+    /// factor `2^(2^-schema)` is at most this is used (1.1: schema 3, eight buckets per
+    /// power of two).
+    pub bucket_factor: BucketFactor,
+    /// A scrape halves the resolution of a histogram until it uses at most this many
+    /// buckets.
+    pub max_buckets: NonZeroU32,
+    /// Observations whose magnitude is at most this count in the zero bucket.
+    pub zero_threshold: ZeroThreshold,
+}
+
+impl Default for NativeHistogramSettings {
+    fn default() -> Self {
+        NativeHistogramSettings {
+            enabled: true,
+            bucket_factor: BucketFactor::try_from(1.1).expect("valid default"),
+            max_buckets: NonZeroU32::new(160).expect("nonzero"),
+            zero_threshold: ZeroThreshold::default(),
         }
     }
 }
@@ -683,7 +757,7 @@ fn reject_unknown_sections(figment: &Figment) -> Result<(), Fault> {
         .extract()
         .map_err(Fault::from_figment)?;
     let known = |key: &str| {
-        ["metrics", "blocking", "cache", "redis"].contains(&key)
+        ["metrics", "blocking", "cache", "redis", "tracing"].contains(&key)
             || OTHER_COMPONENTS_KEYS.contains(&key)
             || rocket_keys.contains_key(key)
     };
@@ -862,6 +936,7 @@ impl Settings {
             blocking,
             cache,
             mut redis,
+            tracing,
         } = sections;
         rocket_keys::check_rocket(&rocket, &values, figment, &mut problems);
         rocket_keys::check_profile(figment, &mut problems);
@@ -891,6 +966,7 @@ impl Settings {
             blocking,
             cache,
             redis,
+            tracing,
             database_url,
         };
         (Some(settings), problems)

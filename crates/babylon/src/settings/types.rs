@@ -366,6 +366,73 @@ impl TryFrom<String> for Namespace {
     }
 }
 
+/// `metrics.native_histograms.bucket_factor`: a number from 2^(2^-8) = 1.00271 (schema 8,
+/// the finest resolution Prometheus reads) to 65536 (schema -4, the coarsest).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct BucketFactor(f64);
+
+impl BucketFactor {
+    /// The smallest factor a schema has (schema 8's).
+    pub const FINEST: f64 = 1.002_711_275_050_202_5;
+    /// The largest factor a schema has (schema -4's).
+    pub const COARSEST: f64 = 65536.0;
+
+    /// The factor as set.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for BucketFactor {
+    type Error = String;
+
+    fn try_from(factor: f64) -> Result<Self, String> {
+        if (Self::FINEST..=Self::COARSEST).contains(&factor) {
+            Ok(BucketFactor(factor))
+        } else {
+            Err(format!(
+                "{factor} is not a bucket factor Prometheus can use: it must be from {} (the finest resolution) to {} (the coarsest), such as 1.1",
+                Self::FINEST,
+                Self::COARSEST
+            ))
+        }
+    }
+}
+
+/// `metrics.native_histograms.zero_threshold`: a finite number, zero or more.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct ZeroThreshold(f64);
+
+impl ZeroThreshold {
+    /// The threshold as set.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl Default for ZeroThreshold {
+    /// client_golang's default, 2^-128.
+    fn default() -> Self {
+        ZeroThreshold(2.938_735_877_055_719e-39)
+    }
+}
+
+impl TryFrom<f64> for ZeroThreshold {
+    type Error = String;
+
+    fn try_from(threshold: f64) -> Result<Self, String> {
+        if threshold.is_finite() && threshold >= 0.0 {
+            Ok(ZeroThreshold(threshold))
+        } else {
+            Err(format!(
+                "{threshold} is not a zero threshold: it must be a finite number, zero or more"
+            ))
+        }
+    }
+}
+
 /// Histogram bucket upper bounds: non-empty, finite, positive, strictly increasing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "Vec<f64>")]
@@ -434,6 +501,23 @@ mod tests {
             Buckets::exponential(1.0, 2.0, 0).is_err(),
             "no bounds at all"
         );
+    }
+
+    #[test]
+    fn bucket_factors_and_zero_thresholds_prometheus_cannot_use_are_refused() {
+        assert_eq!(BucketFactor::FINEST, 2f64.powf(2f64.powi(-8)));
+        for usable in [BucketFactor::FINEST, 1.1, 2.0, BucketFactor::COARSEST] {
+            assert_eq!(BucketFactor::try_from(usable).unwrap().get(), usable);
+        }
+        for unusable in [1.0, 1.001, 0.5, -2.0, 65537.0, f64::NAN, f64::INFINITY] {
+            let refusal = BucketFactor::try_from(unusable).unwrap_err();
+            assert!(refusal.contains("such as 1.1"), "{refusal}");
+        }
+        assert_eq!(ZeroThreshold::default().get(), 2f64.powi(-128));
+        assert_eq!(ZeroThreshold::try_from(0.0).unwrap().get(), 0.0);
+        for unusable in [-1e-9, f64::NAN, f64::INFINITY] {
+            assert!(ZeroThreshold::try_from(unusable).is_err());
+        }
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! W3C trace context (<https://www.w3.org/TR/trace-context/>): every request gets a trace
+//! id and a span id of its own, continued from a valid incoming `traceparent` when the
+//! sender may set one, otherwise minted here.
+//!
+//! The span id doubles as the request id: one 16-hex-digit value that every answer,
+//! error body, exemplar and log line of the request carries.
+
+use std::fmt;
+
+/// The 16 bytes naming a trace; never all zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(u128);
+
+/// The 8 bytes naming a span; never all zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpanId(u64);
+
+impl TraceId {
+    /// A random trace id.
+    fn mint() -> Self {
+        loop {
+            let id = rand::random::<u128>();
+            if id != 0 {
+                return TraceId(id);
+            }
+        }
+    }
+
+    /// The id as a number (big-endian, as it is written).
+    pub fn get(self) -> u128 {
+        self.0
+    }
+
+    /// The id `raw`, unless it is zero (no trace has it).
+    pub(crate) fn from_raw(raw: u128) -> Option<Self> {
+        (raw != 0).then_some(TraceId(raw))
+    }
+}
+
+impl SpanId {
+    /// A random span id.
+    fn mint() -> Self {
+        loop {
+            let id = rand::random::<u64>();
+            if id != 0 {
+                return SpanId(id);
+            }
+        }
+    }
+
+    /// The id as a number (big-endian, as it is written).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The id `raw`, unless it is zero (no span has it).
+    pub(crate) fn from_raw(raw: u64) -> Option<Self> {
+        (raw != 0).then_some(SpanId(raw))
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The trace context of one request: the trace it belongs to, the span babylon opened for
+/// it (also its request id), and the span of the caller when the trace was continued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    sampled: bool,
+}
+
+/// What an incoming `traceparent` carries, once it is known to be valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parent {
+    trace_id: TraceId,
+    span_id: SpanId,
+    sampled: bool,
+}
+
+impl TraceContext {
+    /// The context of a request whose `traceparent` header values are `incoming`:
+    /// continued from them when `continue_incoming` and they hold exactly one valid
+    /// value, else a new trace. A malformed value is ignored, never refused.
+    pub(crate) fn start<'a>(
+        mut incoming: impl Iterator<Item = &'a str>,
+        continue_incoming: bool,
+    ) -> Self {
+        let parent = if continue_incoming {
+            // Two values are no valid header (the W3C rule): start afresh.
+            match (incoming.next(), incoming.next()) {
+                (Some(value), None) => parse(value),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match parent {
+            Some(parent) => TraceContext {
+                trace_id: parent.trace_id,
+                span_id: SpanId::mint(),
+                parent: Some(parent.span_id),
+                sampled: parent.sampled,
+            },
+            None => TraceContext {
+                trace_id: TraceId::mint(),
+                span_id: SpanId::mint(),
+                parent: None,
+                sampled: true,
+            },
+        }
+    }
+
+    /// The trace this request belongs to.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// The span babylon opened for this request.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The caller's span, when the trace was continued from its `traceparent`.
+    pub fn parent_span_id(&self) -> Option<SpanId> {
+        self.parent
+    }
+
+    /// The request id: the span id, written as 16 hex digits.
+    pub fn request_id(&self) -> String {
+        self.span_id.to_string()
+    }
+
+    /// The `traceparent` header naming this request's span, for the answer and for
+    /// calls made on the request's behalf.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
+    }
+}
+
+/// The trace id, parent id and flags of a `traceparent` value, if it is valid: version
+/// `00` exactly 55 characters, a later version at least that followed by `-` and more
+/// (which is ignored); lower-case hex throughout; neither id all zeros; version `ff`
+/// refused.
+fn parse(value: &str) -> Option<Parent> {
+    let value = value.trim_matches([' ', '\t']);
+    let bytes = value.as_bytes();
+    if bytes.len() < 55 {
+        return None;
+    }
+    let version = hex(&bytes[0..2])?;
+    if version == 0xff || (version == 0 && bytes.len() != 55) {
+        return None;
+    }
+    if version > 0 && bytes.len() > 55 && bytes[55] != b'-' {
+        return None;
+    }
+    if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+        return None;
+    }
+    let trace_id = hex(&bytes[3..35])?;
+    let span_id = hex(&bytes[36..52])? as u64;
+    let flags = hex(&bytes[53..55])?;
+    (trace_id != 0 && span_id != 0).then_some(Parent {
+        trace_id: TraceId(trace_id),
+        span_id: SpanId(span_id),
+        sampled: flags & 1 == 1,
+    })
+}
+
+/// Lower-case hex digits (at most 32) as a number.
+fn hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |value, digit| {
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u128::from(nibble))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn continued(value: &str) -> Option<TraceContext> {
+        let context = TraceContext::start(std::iter::once(value), true);
+        context.parent.is_some().then_some(context)
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_continued_with_a_span_of_our_own() {
+        let context = continued(VALID).unwrap();
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            context.parent_span_id().unwrap().to_string(),
+            "00f067aa0ba902b7"
+        );
+        assert_ne!(context.span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(
+            context.traceparent(),
+            format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+                context.request_id()
+            )
+        );
+        // Not sampled upstream: not sampled here either.
+        let unsampled = continued(&VALID.replace("-01", "-00")).unwrap();
+        assert!(unsampled.traceparent().ends_with("-00"));
+        // A later version may carry more after a dash.
+        assert!(continued(&format!("{}-more", VALID.replacen("00", "01", 1))).is_some());
+    }
+
+    #[test]
+    fn a_traceparent_is_not_continued_when_its_sender_may_not_set_one() {
+        let context = TraceContext::start(std::iter::once(VALID), false);
+        assert_eq!(context.parent_span_id(), None);
+        assert_ne!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+    }
+
+    #[test]
+    fn malformed_values_start_a_new_trace() {
+        for value in [
+            "",
+            "00",
+            &VALID[..54],
+            &format!("{VALID}0"),
+            &format!("{VALID}-more"),
+            &VALID.replacen("00", "ff", 1),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            &VALID.to_uppercase(),
+            &VALID.replace('-', "_"),
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            &format!("01-{}", "a".repeat(10_000)),
+            &"0".repeat(10_000),
+        ] {
+            assert_eq!(continued(value), None, "{value:.80}");
+        }
+        // Two values are no valid header.
+        let twice = TraceContext::start([VALID, VALID].into_iter(), true);
+        assert_eq!(twice.parent_span_id(), None);
+    }
+
+    proptest! {
+        /// Whatever arrives, a request gets a usable context: a `traceparent` that parses
+        /// back to its own ids, never a panic.
+        #[test]
+        fn any_value_gives_a_valid_context(value in prop_oneof![
+            "\\PC{0,80}",
+            "[0-9a-f-]{50,60}",
+            Just(VALID.to_string()),
+            proptest::collection::vec(any::<u8>(), 0..100)
+                .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        ]) {
+            let context = TraceContext::start(std::iter::once(value.as_str()), true);
+            let written = context.traceparent();
+            let parsed = parse(&written).unwrap();
+            prop_assert_eq!(parsed.trace_id, context.trace_id());
+            prop_assert_eq!(parsed.span_id, context.span_id());
+        }
+    }
+}

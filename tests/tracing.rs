@@ -1,0 +1,211 @@
+//! W3C trace context on every answer, request ids in error bodies, whose `traceparent`
+//! is continued, and exemplars that lead from a real Prometheus back to the request.
+
+mod common;
+
+use common::ports::PortBlock;
+use common::{client, client_with_routes, from, tool};
+use proptest::prelude::*;
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::blocking::LocalResponse;
+use serde_json::{json, Value};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// The answer's `traceparent` split into trace id and span id, after checking its form
+/// and that `X-Request-Id` is the span id.
+fn trace_of(response: &LocalResponse<'_>) -> (String, String) {
+    let traceparent = response
+        .headers()
+        .get_one("traceparent")
+        .expect("every answer carries traceparent");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{traceparent}");
+    assert!(
+        parts[1].len() == 32 && parts[2].len() == 16,
+        "{traceparent}"
+    );
+    assert!(
+        traceparent[3..]
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)),
+        "{traceparent}"
+    );
+    assert_eq!(
+        response.headers().get_one("X-Request-Id"),
+        Some(parts[2]),
+        "the request id is the span id"
+    );
+    (parts[1].to_string(), parts[2].to_string())
+}
+
+#[rocket::get("/panic")]
+fn panics() -> &'static str {
+    panic!("deliberate test panic")
+}
+
+#[test]
+fn every_answer_carries_its_trace_and_every_error_body_its_request_id() {
+    let client = client_with_routes(
+        json!({ "blocking": { "deny": ["192.0.2.0/24"] } }),
+        babylon::instrument(rocket::routes![panics]),
+    );
+    let mut request_ids = std::collections::BTreeSet::new();
+    let mut answers = vec![
+        (from(client.get("/api/health"), "127.0.0.1").dispatch(), 200),
+        (from(client.get("/metrics"), "127.0.0.1").dispatch(), 200),
+        (from(client.get("/nowhere"), "127.0.0.1").dispatch(), 404),
+        (from(client.get("/api/health"), "192.0.2.7").dispatch(), 403),
+        (from(client.get("/test/panic"), "127.0.0.1").dispatch(), 500),
+    ];
+    answers.push((
+        from(client.post("/api/items"), "127.0.0.1")
+            .header(ContentType::JSON)
+            .body(r#"{"name": 7}"#)
+            .dispatch(),
+        422,
+    ));
+    for (response, status) in answers {
+        assert_eq!(response.status().code, status);
+        let (_, request_id) = trace_of(&response);
+        assert!(request_ids.insert(request_id.clone()), "ids are unique");
+        if status >= 400 {
+            let body: Value = response.into_json().unwrap();
+            assert_eq!(
+                body["error"]["request_id"], request_id,
+                "the {status} body names its request: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_traceparent_is_continued_only_from_whom_the_settings_trust() {
+    let with_traceparent = |client: &common::TestClient, peer: &str| {
+        let response = from(client.get("/api/health"), peer)
+            .header(Header::new("traceparent", TRACEPARENT))
+            .dispatch();
+        assert_eq!(response.status(), Status::Ok);
+        trace_of(&response)
+    };
+    // The default: only trusted proxies, and there are none.
+    let default = client(json!({}));
+    let (trace, span) = with_traceparent(&default, "127.0.0.1");
+    assert_ne!(trace, TRACE_ID, "a client cannot pick its trace id");
+    assert_ne!(span, "00f067aa0ba902b7");
+
+    let behind_proxy = client(json!({ "blocking": { "trusted_proxies": ["10.0.0.0/8"] } }));
+    assert_eq!(with_traceparent(&behind_proxy, "10.1.2.3").0, TRACE_ID);
+    assert_ne!(with_traceparent(&behind_proxy, "127.0.0.1").0, TRACE_ID);
+
+    let anyone = client(json!({ "tracing": { "continue_traceparent_from": "anyone" } }));
+    let (trace, span) = with_traceparent(&anyone, "203.0.113.9");
+    assert_eq!(trace, TRACE_ID);
+    assert_ne!(
+        span, "00f067aa0ba902b7",
+        "the request has a span of its own"
+    );
+}
+
+#[test]
+fn tracing_off_leaves_answers_and_bodies_as_they_were() {
+    let client = client(json!({ "tracing": { "enabled": false } }));
+    let response = from(client.get("/nowhere"), "127.0.0.1").dispatch();
+    assert_eq!(response.status(), Status::NotFound);
+    assert!(response.headers().get_one("traceparent").is_none());
+    assert!(response.headers().get_one("X-Request-Id").is_none());
+    let body: Value = response.into_json().unwrap();
+    assert!(body["error"].get("request_id").is_none(), "{body}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever `traceparent` a client sends (wrong lengths, version ff, zero ids, other
+    /// characters, 10 kB), the request is served as without one, under a new trace.
+    #[test]
+    fn malformed_traceparents_start_a_new_trace(value in prop_oneof![
+        "[ -~]{0,80}",
+        "[0-9a-f]{54,56}",
+        Just("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()),
+        Just("00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string()),
+        Just("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01".to_string()),
+        Just(format!("00-{}", "a".repeat(10_000))),
+    ]) {
+        thread_local! {
+            static CLIENT: common::TestClient =
+                client(json!({ "tracing": { "continue_traceparent_from": "anyone" } }));
+        }
+        CLIENT.with(|client| {
+            let response = from(client.get("/api/live"), "127.0.0.1")
+                .header(Header::new("traceparent", value.clone()))
+                .dispatch();
+            prop_assert_eq!(response.status(), Status::Ok);
+            let (trace, _) = trace_of(&response);
+            prop_assert!(!value.contains(&trace), "{} continued from {:?}", trace, value);
+            Ok(())
+        })?;
+    }
+}
+
+/// A request sent with a `traceparent` is found again from Prometheus: the exemplars of
+/// its duration bucket and of `api_requests_total` name its trace, in the OpenMetrics
+/// job of a real Prometheus 2.42 with exemplar storage on, and its answer carried it.
+#[test]
+fn prometheus_finds_the_request_behind_an_exemplar() {
+    use common::prometheus::{Place, Prometheus};
+    if tool("prometheus").is_none() {
+        return;
+    }
+    let ports = PortBlock::reserve(1);
+    let client = client(json!({
+        "tracing": { "continue_traceparent_from": "anyone" },
+        "metrics": { "export": {
+            "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1" } },
+    }));
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: openmetrics\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        ports.first()
+    );
+    let prometheus = Prometheus::start(
+        &config,
+        Place::Loopback,
+        &["--enable-feature=exemplar-storage"],
+    );
+    for target in prometheus.scraped_targets(1, &config) {
+        assert_eq!(target["health"], "up", "{target:#}");
+    }
+    let response = from(client.get("/api/health"), "127.0.0.1")
+        .header(Header::new("traceparent", TRACEPARENT))
+        .dispatch();
+    assert_eq!(response.status(), Status::Ok);
+    let (trace, span) = trace_of(&response);
+    assert_eq!(trace, TRACE_ID);
+
+    let names_the_request = |promql: &str| {
+        prometheus.query_exemplars(promql).iter().any(|series| {
+            series["exemplars"].as_array().is_some_and(|exemplars| {
+                exemplars.iter().any(|exemplar| {
+                    exemplar["labels"]["trace_id"] == TRACE_ID
+                        && exemplar["labels"]["span_id"] == span.as_str()
+                })
+            })
+        })
+    };
+    for promql in [
+        r#"rocket_http_request_duration_seconds_bucket{route="/api/health"}"#,
+        "api_requests_total",
+    ] {
+        let found = common::wait_for(std::time::Duration::from_secs(30), || {
+            names_the_request(promql)
+        });
+        assert!(
+            found,
+            "no exemplar of {promql} names trace {TRACE_ID} span {span}: {:#?}\n{}",
+            prometheus.query_exemplars(promql),
+            prometheus.log()
+        );
+    }
+}
