@@ -1,8 +1,11 @@
 # The benchmarked sides, shared by bench/run.sh and bench/instructions.sh (sourced, not run).
 #
-#   on     babylon, metrics and blocking on (a deny list, and a per-client rate limit too
-#          high to trip, so its bookkeeping runs on every request)
-#   off    the same binary with metrics.enabled = false and blocking.enabled = false
+#   on     babylon, metrics, tracing and blocking on (a deny list, and a per-client rate
+#          limit too high to trip, so its bookkeeping runs on every request), native
+#          histograms and exemplars included (the defaults)
+#   on-classic  the same without native histograms and tracing (so without exemplars):
+#          what `on` was before they existed
+#   off    the same binary with metrics, tracing and blocking off
 #   stock  examples/stock_rocket_prometheus.rs: a minimal Rocket app with only
 #          rocket_prometheus' stock fairing, serving the same trivial route, with the
 #          system allocator (as one would write it)
@@ -42,7 +45,12 @@ start_side() { # side app-port export-port [tries]
     case "$side" in
         on) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}') ;;
-        off) settings=(BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false) ;;
+        on-classic) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
+                      BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
+                      BABYLON_METRICS__NATIVE_HISTOGRAMS__ENABLED=false
+                      BABYLON_TRACING__ENABLED=false) ;;
+        off) settings=(BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false
+                      BABYLON_TRACING__ENABLED=false) ;;
         stock|stock-mimalloc) ;;
         *) echo "unknown side $side" >&2; exit 2 ;;
     esac
