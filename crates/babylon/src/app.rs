@@ -121,10 +121,11 @@ impl Parts {
         let exemplars = settings.tracing.enabled;
         let http = HttpFamilies::register(registry, metrics_settings, exemplars)?;
         let api = ApiFamilies::register(registry, exemplars)?;
-        let db = DbFamilies::register(registry)?;
+        let native = &metrics_settings.native_histograms;
+        let db = DbFamilies::register(registry, native)?;
         let models = ModelFamilies::register(registry)?;
         let cache_families = CacheFamilies::register(registry)?;
-        let redis_families = RedisFamilies::register(registry)?;
+        let redis_families = RedisFamilies::register(registry, native)?;
         // Nothing connects to Redis unless a backend in use lives there.
         let redis = match settings.uses_redis() {
             true => SharedRedis::new(&settings.redis, redis_families)?,

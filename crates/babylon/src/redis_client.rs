@@ -23,9 +23,11 @@ use std::time::{Duration, Instant, SystemTime};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
 
-use crate::metrics::{counter_vec, register};
-use crate::prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Registry};
-use crate::settings::RedisSettings;
+use crate::metrics::native::NativeConfig;
+use crate::metrics::sharded::{Recording, ShardedHistogramVec};
+use crate::metrics::{counter_vec, register_full};
+use crate::prometheus::{IntCounterVec, Registry};
+use crate::settings::{Buckets, NativeHistogramSettings, RedisSettings};
 
 /// The `alias` label: the one Redis of `redis.url`.
 const ALIAS: &str = "main";
@@ -43,11 +45,15 @@ pub(crate) const MINIMUM_MAJOR_VERSION: u32 = 6;
 pub(crate) struct RedisFamilies {
     commands: IntCounterVec,
     errors: IntCounterVec,
-    duration: HistogramVec,
+    duration: ShardedHistogramVec,
 }
 
 impl RedisFamilies {
-    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+    /// Registers the families; command durations record native buckets as `native` says.
+    pub(crate) fn register(
+        registry: &Registry,
+        native: &NativeHistogramSettings,
+    ) -> crate::prometheus::Result<Self> {
         Ok(RedisFamilies {
             commands: counter_vec(
                 registry,
@@ -61,18 +67,21 @@ impl RedisFamilies {
                 "Redis commands that failed, by type (connection, timeout, server; unavailable: not sent while Redis is down).",
                 &["alias", "type"],
             )?,
-            duration: register(
+            duration: register_full(
                 registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "rocket_redis_command_duration_seconds",
-                        "Time from sending a Redis command to its answer, failures included.",
-                    )
-                    .buckets(vec![
+                ShardedHistogramVec::new(
+                    "rocket_redis_command_duration_seconds",
+                    "Time from sending a Redis command to its answer, failures included.",
+                    &["alias", "command"],
+                    Buckets::try_from(vec![
                         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                         0.25, 0.5, 1.0,
-                    ]),
-                    &["alias", "command"],
+                    ])
+                    .expect("valid constant buckets"),
+                    Recording {
+                        native: NativeConfig::from_settings(native),
+                        exemplars: false,
+                    },
                 )?,
             )?,
         })
@@ -364,8 +373,7 @@ impl SharedRedis {
         self.families.commands.with_label_values(&labels).inc();
         self.families
             .duration
-            .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
+            .observe(&labels, started.elapsed().as_secs_f64());
         let failure = match answer {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => RedisFailure::of(&error),
@@ -582,7 +590,8 @@ pub(crate) mod testing {
             key_prefix: format!("babylon-unit-{test}-{}-{nanos}", std::process::id()),
             ..RedisSettings::default()
         };
-        let families = RedisFamilies::register(&Registry::new()).expect("fresh registry");
+        let families =
+            RedisFamilies::register(&Registry::new(), &Default::default()).expect("fresh registry");
         SharedRedis::new(&settings, families)
             .expect("a valid client")
             .expect("a URL is set")

@@ -7,81 +7,59 @@
 
 use std::fmt;
 
-/// The 16 bytes naming a trace; never all zero.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TraceId(u128);
+/// An id of the trace context: a non-zero number written as fixed-width lower-case hex.
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident($raw:ty), $digits:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name($raw);
 
-/// The 8 bytes naming a span; never all zero.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SpanId(u64);
+        impl $name {
+            /// A random id: W3C asks for random ids, and zero is no id.
+            fn mint() -> Self {
+                loop {
+                    let id = rand::random::<$raw>();
+                    if id != 0 {
+                        return $name(id);
+                    }
+                }
+            }
 
-impl TraceId {
-    /// A random trace id.
-    fn mint() -> Self {
-        loop {
-            let id = rand::random::<u128>();
-            if id != 0 {
-                return TraceId(id);
+            /// The id as a number (big-endian, as it is written).
+            pub fn get(self) -> $raw {
+                self.0
+            }
+
+            /// The id `raw`, unless it is zero (no id is).
+            pub(crate) fn from_raw(raw: $raw) -> Option<Self> {
+                (raw != 0).then_some($name(raw))
             }
         }
-    }
 
-    /// The id as a number (big-endian, as it is written).
-    pub fn get(self) -> u128 {
-        self.0
-    }
-
-    /// The id `raw`, unless it is zero (no trace has it).
-    pub(crate) fn from_raw(raw: u128) -> Option<Self> {
-        (raw != 0).then_some(TraceId(raw))
-    }
-}
-
-impl SpanId {
-    /// A random span id.
-    fn mint() -> Self {
-        loop {
-            let id = rand::random::<u64>();
-            if id != 0 {
-                return SpanId(id);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:0width$x}", self.0, width = $digits)
             }
         }
-    }
 
-    /// The id as a number (big-endian, as it is written).
-    pub fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The id `raw`, unless it is zero (no span has it).
-    pub(crate) fn from_raw(raw: u64) -> Option<Self> {
-        (raw != 0).then_some(SpanId(raw))
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+    };
 }
 
-impl fmt::Display for TraceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl fmt::Display for SpanId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for TraceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Debug for SpanId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
+id!(
+    /// The 16 bytes naming a trace; never all zero.
+    TraceId(u128),
+    32
+);
+id!(
+    /// The 8 bytes naming a span; never all zero.
+    SpanId(u64),
+    16
+);
 
 /// The trace context of one request: the trace it belongs to, the span babylon opened for
 /// it (also its request id), and the span of the caller when the trace was continued.

@@ -2,18 +2,19 @@
 //! pool records into.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::AnyPool;
 
 use super::errors::DbErrorKind;
-use crate::metrics::{counter_vec, gauge_vec, register};
+use crate::metrics::native::NativeConfig;
+use crate::metrics::sharded::{Recording, ShardedHistogram, ShardedHistogramVec};
+use crate::metrics::{counter_vec, gauge_vec, register_full};
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto::MetricFamily;
-use crate::prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
-use crate::settings::Vendor;
+use crate::prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use crate::settings::{Buckets, NativeHistogramSettings, Vendor};
 
 /// Query latency buckets, in seconds: statements are much faster than requests.
 const QUERY_BUCKETS: [f64; 14] = [
@@ -29,13 +30,18 @@ pub(crate) struct DbFamilies {
     execute_many: IntCounterVec,
     errors: IntCounterVec,
     refusals: IntCounterVec,
-    query_duration: HistogramVec,
+    query_duration: ShardedHistogramVec,
     pub migrations_applied: IntGaugeVec,
     pub migrations_unapplied: IntGaugeVec,
 }
 
 impl DbFamilies {
-    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+    /// Registers the families; statement durations record native buckets as `native`
+    /// says.
+    pub(crate) fn register(
+        registry: &Registry,
+        native: &NativeHistogramSettings,
+    ) -> crate::prometheus::Result<Self> {
         let alias_vendor = &["alias", "vendor"];
         Ok(DbFamilies {
             new_connections: counter_vec(
@@ -74,15 +80,17 @@ impl DbFamilies {
                 "Statements the database refused for the data they carried (constraint violations, no row where one was needed), by type: answered 4xx.",
                 &["alias", "vendor", "type"],
             )?,
-            query_duration: register(
+            query_duration: register_full(
                 registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "rocket_db_query_duration_seconds",
-                        "Time to execute a statement.",
-                    )
-                    .buckets(QUERY_BUCKETS.to_vec()),
+                ShardedHistogramVec::new(
+                    "rocket_db_query_duration_seconds",
+                    "Time to execute a statement.",
                     alias_vendor,
+                    Buckets::try_from(QUERY_BUCKETS.to_vec()).expect("valid constant buckets"),
+                    Recording {
+                        native: NativeConfig::from_settings(native),
+                        exemplars: false,
+                    },
                 )?,
             )?,
             migrations_applied: gauge_vec(
@@ -136,7 +144,7 @@ pub struct Instruments {
     new_connection_errors: IntCounter,
     execute: IntCounter,
     execute_many: IntCounter,
-    query_duration: Histogram,
+    query_duration: Arc<ShardedHistogram>,
     errors: IntCounterVec,
     refusals: IntCounterVec,
     alias: String,
