@@ -3,6 +3,8 @@
 #   on     babylon, metrics, tracing and blocking on (a deny list, and a per-client rate
 #          limit too high to trip, so its bookkeeping runs on every request), native
 #          histograms and exemplars included (the defaults)
+#   on-no-headers  `on` without `traceparent` and `X-Request-Id` on answers
+#          (tracing.response_headers = false): native histograms and exemplars alone
 #   on-classic  the same without native histograms and tracing (so without exemplars):
 #          what `on` was before they existed
 #   off    the same binary with metrics, tracing and blocking off
@@ -45,6 +47,9 @@ start_side() { # side app-port export-port [tries]
     case "$side" in
         on) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}') ;;
+        on-no-headers) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
+                      BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
+                      BABYLON_TRACING__RESPONSE_HEADERS=false) ;;
         on-classic) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
                       BABYLON_METRICS__NATIVE_HISTOGRAMS__ENABLED=false

@@ -120,6 +120,18 @@ fn tracing_off_leaves_answers_and_bodies_as_they_were() {
     assert!(body["error"].get("request_id").is_none(), "{body}");
 }
 
+#[test]
+fn without_response_headers_the_ids_stay_in_error_bodies() {
+    let client = client(json!({ "tracing": { "response_headers": false } }));
+    let response = from(client.get("/nowhere"), "127.0.0.1").dispatch();
+    assert_eq!(response.status(), Status::NotFound);
+    assert!(response.headers().get_one("traceparent").is_none());
+    assert!(response.headers().get_one("X-Request-Id").is_none());
+    let body: Value = response.into_json().unwrap();
+    let request_id = body["error"]["request_id"].as_str().unwrap();
+    assert_eq!(request_id.len(), 16, "{body}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

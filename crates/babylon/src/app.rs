@@ -361,9 +361,13 @@ impl Babylon {
         // that a flood that fills the rate limiter cannot hide itself by refusing scrapes.
         let scrapes = on_main_port.then(|| routing::RoutedPath::new(path));
         let tracing_settings = &self.settings.tracing;
-        let tracing = tracing_settings
-            .enabled
-            .then(|| Tracing::new(tracing_settings.continue_traceparent_from, clients.clone()));
+        let tracing = tracing_settings.enabled.then(|| {
+            Tracing::new(
+                tracing_settings.continue_traceparent_from,
+                clients.clone(),
+                tracing_settings.response_headers,
+            )
+        });
         rocket = rocket.attach(RequestPipeline::new(
             observer,
             tracing,

@@ -33,11 +33,21 @@ pub(crate) struct Tracing {
     senders: TraceparentSenders,
     /// Which peers are trusted proxies, for `continue_traceparent_from = "trusted_proxies"`.
     clients: ClientAddr,
+    /// `tracing.response_headers`.
+    response_headers: bool,
 }
 
 impl Tracing {
-    pub(crate) fn new(senders: TraceparentSenders, clients: ClientAddr) -> Self {
-        Tracing { senders, clients }
+    pub(crate) fn new(
+        senders: TraceparentSenders,
+        clients: ClientAddr,
+        response_headers: bool,
+    ) -> Self {
+        Tracing {
+            senders,
+            clients,
+            response_headers,
+        }
     }
 
     /// The context of `request`: its `traceparent` continued if its sender may set one.
@@ -70,11 +80,11 @@ impl RequestPipeline {
 impl Fairing for RequestPipeline {
     fn info(&self) -> Info {
         let mut kind = Kind::Ignite | Kind::Liftoff;
-        let answers = self.observer.is_some() || self.tracing.is_some();
-        if answers || !self.gatekeeper.is_idle() {
+        let headers = self.tracing.as_ref().is_some_and(|t| t.response_headers);
+        if self.observer.is_some() || self.tracing.is_some() || !self.gatekeeper.is_idle() {
             kind = kind | Kind::Request;
         }
-        if answers {
+        if self.observer.is_some() || headers {
             kind = kind | Kind::Response;
         }
         Info {
@@ -110,7 +120,11 @@ impl Fairing for RequestPipeline {
     }
 
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
-        if self.tracing.is_some() {
+        if self
+            .tracing
+            .as_ref()
+            .is_some_and(|tracing| tracing.response_headers)
+        {
             if let Some(trace) = RequestRecord::of(request).trace() {
                 response.set_header(Header::new("traceparent", trace.traceparent()));
                 response.set_header(Header::new("X-Request-Id", trace.request_id()));
@@ -175,7 +189,11 @@ mod tests {
 
     #[test]
     fn tracing_alone_sees_both_ends_of_a_request() {
-        let tracing = Tracing::new(TraceparentSenders::TrustedProxies, ClientAddr::default());
+        let tracing = Tracing::new(
+            TraceparentSenders::TrustedProxies,
+            ClientAddr::default(),
+            true,
+        );
         let kind = kind(RequestPipeline::new(None, Some(tracing), gatekeeper(false)));
         assert!(kind.is(Kind::Request) && kind.is(Kind::Response));
     }

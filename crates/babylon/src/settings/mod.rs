@@ -74,6 +74,9 @@ pub struct TracingSettings {
     /// Whose `traceparent` header a request continues; from anyone else a new trace is
     /// started.
     pub continue_traceparent_from: TraceparentSenders,
+    /// Whether answers carry `traceparent` and `X-Request-Id` (off: the ids stay inside,
+    /// in exemplars and error bodies).
+    pub response_headers: bool,
 }
 
 impl Default for TracingSettings {
@@ -81,6 +84,7 @@ impl Default for TracingSettings {
         TracingSettings {
             enabled: true,
             continue_traceparent_from: TraceparentSenders::TrustedProxies,
+            response_headers: true,
         }
     }
 }
