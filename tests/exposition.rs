@@ -447,3 +447,32 @@ fn prometheus_scrapes_every_format_from_the_same_worker() {
         "p99 from native buckets: {p99}"
     );
 }
+
+/// `metrics.namespace` names every family alike in every format: the families babylon
+/// collects in the full model get the prefix the registry gives its own.
+#[test]
+fn a_namespace_prefixes_every_family_in_every_format() {
+    let client = busy_service(json!({ "metrics": { "namespace": "shop" } }));
+    let metrics = client.rocket().state::<Metrics>().unwrap();
+    for format in Format::ALL {
+        let exposition = String::from_utf8_lossy(&metrics.render_as(format)).into_owned();
+        for family in [
+            "api_requests_total",
+            "rocket_http_request_duration_seconds",
+            "rocket_db_query_duration_seconds",
+            "babylon_build_info",
+        ] {
+            assert!(
+                exposition.contains(&format!("shop_{family}")),
+                "{format}: no shop_{family}"
+            );
+        }
+        if format != Format::Protobuf {
+            let unprefixed = exposition
+                .lines()
+                .filter(|line| !line.starts_with('#') && !line.starts_with("shop_"))
+                .collect::<Vec<_>>();
+            assert!(unprefixed.is_empty(), "{format}: {unprefixed:?}");
+        }
+    }
+}
