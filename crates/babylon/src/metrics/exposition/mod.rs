@@ -284,11 +284,18 @@ impl<C: FullCollector> Collector for FullModel<C> {
 /// them, series sorted by label values, `namespace` applied to the full collectors'
 /// families as the registry applies it to its own.
 pub(crate) fn gather(registry: &Registry, namespace: Option<&str>) -> Vec<model::MetricFamily> {
-    let previous = FULL_GATHER.replace(Some(Vec::new()));
+    /// Puts back what the thread had, however `gather` ends: a collector that panicked
+    /// must not leave this thread handing full families to every later text scrape.
+    struct Restore(Option<Vec<model::MetricFamily>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FULL_GATHER.set(self.0.take());
+        }
+    }
+    let restore = Restore(FULL_GATHER.replace(Some(Vec::new())));
     let plain = registry.gather();
-    let full = FULL_GATHER
-        .replace(previous)
-        .expect("set at the start of gather");
+    let full = FULL_GATHER.take().expect("set at the start of gather");
+    drop(restore);
     let mut by_name: BTreeMap<String, model::MetricFamily> = plain
         .iter()
         .map(|family| {
@@ -341,6 +348,61 @@ pub(crate) fn encode_protobuf(families: &[model::MetricFamily], out: &mut Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A collector of the full model whose collection panics when told to.
+    #[derive(Clone)]
+    struct Fragile {
+        desc: std::sync::Arc<Desc>,
+        panics: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FullCollector for Fragile {
+        fn descs(&self) -> Vec<&Desc> {
+            vec![&self.desc]
+        }
+
+        fn collect_model(&self, _: Detail) -> Vec<model::MetricFamily> {
+            if self.panics.load(std::sync::atomic::Ordering::Relaxed) {
+                panic!("deliberate collector panic");
+            }
+            vec![model::MetricFamily {
+                name: "fragile".into(),
+                help: "Help.".into(),
+                r#type: model::MetricType::Gauge as i32,
+                metric: vec![model::Metric {
+                    gauge: Some(model::Gauge { value: 1.0 }),
+                    ..model::Metric::default()
+                }],
+                unit: String::new(),
+            }]
+        }
+    }
+
+    #[test]
+    fn a_panicking_collector_leaves_later_text_scrapes_whole() {
+        let registry = Registry::new();
+        let fragile = Fragile {
+            desc: std::sync::Arc::new(
+                Desc::new("fragile".into(), "Help.".into(), vec![], Default::default()).unwrap(),
+            ),
+            panics: Default::default(),
+        };
+        registry
+            .register(Box::new(FullModel(fragile.clone())))
+            .unwrap();
+        fragile
+            .panics
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let full =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gather(&registry, None)));
+        assert!(full.is_err());
+        fragile
+            .panics
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        // The same thread's next text gather still gets the family.
+        assert_eq!(registry.gather().len(), 1);
+        assert_eq!(gather(&registry, None).len(), 1);
+    }
 
     const PROMETHEUS_2_42: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
     const PROMETHEUS_2_42_NATIVE: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
