@@ -434,24 +434,9 @@ impl FullCollector for ShardedHistogramVec {
             .unwrap_or_else(|poison| poison.into_inner());
         let metrics = children
             .iter()
-            .map(|(values, histogram)| {
-                let mut label: Vec<model::LabelPair> = inner
-                    .desc
-                    .variable_labels
-                    .iter()
-                    .zip(values)
-                    .map(|(name, value)| model::LabelPair {
-                        name: name.clone(),
-                        value: value.clone(),
-                    })
-                    .collect();
-                // As the `prometheus` crate orders a series' labels: by name.
-                label.sort_by(|a, b| a.name.cmp(&b.name));
-                model::Metric {
-                    label,
-                    histogram: Some(histogram.snapshot_with(detail).to_model(&inner.bounds)),
-                    ..model::Metric::default()
-                }
+            .map(|(values, histogram)| model::Metric {
+                histogram: Some(histogram.snapshot_with(detail).to_model(&inner.bounds)),
+                ..labelled(&inner.desc, values)
             })
             .collect();
         vec![model_family(
@@ -618,6 +603,25 @@ fn unlabelled_desc(name: &str, help: &str) -> crate::prometheus::Result<Desc> {
         Vec::new(),
         Default::default(),
     )
+}
+
+/// A series with `desc`'s labels set to `values` (in the order of its labels), the pairs
+/// ordered by name as the `prometheus` crate orders them.
+pub(crate) fn labelled<V: AsRef<str>>(desc: &Desc, values: &[V]) -> model::Metric {
+    let mut label: Vec<model::LabelPair> = desc
+        .variable_labels
+        .iter()
+        .zip(values)
+        .map(|(name, value)| model::LabelPair {
+            name: name.clone(),
+            value: value.as_ref().to_string(),
+        })
+        .collect();
+    label.sort_by(|a, b| a.name.cmp(&b.name));
+    model::Metric {
+        label,
+        ..model::Metric::default()
+    }
 }
 
 /// A family of the full model, of `kind`, named and described by `desc`, holding

@@ -18,7 +18,7 @@ use thread_local::ThreadLocal;
 
 use super::families::Transport;
 use crate::metrics::exposition::{model, Detail, FullCollector};
-use crate::metrics::sharded::{model_family, Recording, ShardedHistogram, Snapshot};
+use crate::metrics::sharded::{labelled, model_family, Recording, ShardedHistogram, Snapshot};
 use crate::metrics::ExemplarSource;
 use crate::prometheus::core::Desc;
 use crate::settings::Buckets;
@@ -211,24 +211,6 @@ fn counter_family<const N: usize>(desc: &Desc, tally: Tally<'_, N>) -> model::Me
         })
         .collect();
     model_family(desc, model::MetricType::Counter, metrics)
-}
-
-/// A series with `desc`'s labels set to `values`, in the order the exposition wants.
-fn labelled(desc: &Desc, values: &[&str]) -> model::Metric {
-    let mut label: Vec<model::LabelPair> = desc
-        .variable_labels
-        .iter()
-        .zip(values)
-        .map(|(name, value)| model::LabelPair {
-            name: name.clone(),
-            value: value.to_string(),
-        })
-        .collect();
-    label.sort_by(|a, b| a.name.cmp(&b.name));
-    model::Metric {
-        label,
-        ..model::Metric::default()
-    }
 }
 
 impl FullCollector for RequestFamilies {
