@@ -106,13 +106,16 @@ impl Fairing for RequestPipeline {
             .tracing
             .as_ref()
             .map(|tracing| tracing.context_of(request));
-        match &self.observer {
-            Some(observer) => observer.arrive(request, trace),
-            None if trace.is_some() => {
-                // A record made here is one no layer made before: the pipeline runs first.
-                let _ = RequestRecord::start(request, None, trace);
-            }
-            None => {}
+        let arrival = self
+            .observer
+            .as_ref()
+            .and_then(|observer| observer.arrival(request));
+        // The pipeline runs first, so the record it starts is the request's only one; a
+        // record some layer made before would leave the request unobserved.
+        let started =
+            (arrival.is_some() || trace.is_some()) && RequestRecord::start(request, arrival, trace);
+        if let (true, Some(observer), Some(arrival)) = (started, &self.observer, arrival) {
+            observer.arrived(&arrival, trace.as_ref());
         }
         if let Err(reason) = self.gatekeeper.verdict(request).await {
             self.gatekeeper.refuse(request, reason);

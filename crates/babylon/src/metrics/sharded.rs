@@ -238,7 +238,7 @@ impl Snapshot {
     /// The full model's form: cumulative classic buckets for the finite bounds with their
     /// exemplars (and a `+Inf` bucket when it has one), the creation time, and the native
     /// buckets if the snapshot has them, with every exemplar beside them.
-    pub(crate) fn to_model(&self, bounds: &Buckets) -> model::Histogram {
+    pub(crate) fn into_model(self, bounds: &Buckets) -> model::Histogram {
         let exemplar = |index: usize| {
             self.exemplars
                 .get(index)
@@ -275,15 +275,15 @@ impl Snapshot {
             created_timestamp: Some(model::Timestamp::of(self.created)),
             ..model::Histogram::default()
         };
-        if let Some(native) = &self.native {
+        if let Some(native) = self.native {
             // Read native first, classic second (see `snapshot_with`).
             debug_assert!(native.count() <= histogram.sample_count);
-            native.clone().write_into(&mut histogram);
-            histogram.exemplars = self
-                .exemplars
+            native.write_into(&mut histogram);
+            // The native buckets' exemplars are the classic buckets'.
+            histogram.exemplars = histogram
+                .bucket
                 .iter()
-                .flatten()
-                .map(|kept| kept.to_model())
+                .filter_map(|bucket| bucket.exemplar.clone())
                 .collect();
         }
         histogram
@@ -324,7 +324,7 @@ impl FullCollector for HistogramFamily {
     fn collect_model(&self, detail: Detail) -> Vec<model::MetricFamily> {
         let snapshot = self.histogram.snapshot_with(detail);
         let metric = model::Metric {
-            histogram: Some(snapshot.to_model(self.histogram.bounds())),
+            histogram: Some(snapshot.into_model(self.histogram.bounds())),
             ..model::Metric::default()
         };
         vec![model_family(
@@ -435,7 +435,7 @@ impl FullCollector for ShardedHistogramVec {
         let metrics = children
             .iter()
             .map(|(values, histogram)| model::Metric {
-                histogram: Some(histogram.snapshot_with(detail).to_model(&inner.bounds)),
+                histogram: Some(histogram.snapshot_with(detail).into_model(&inner.bounds)),
                 ..labelled(&inner.desc, values)
             })
             .collect();
@@ -810,7 +810,7 @@ mod tests {
             });
             let model = histogram
                 .snapshot_with(Detail::Full)
-                .to_model(histogram.bounds());
+                .into_model(histogram.bounds());
             let native_count = model.zero_count as i64
                 + [&model.positive_delta, &model.negative_delta]
                     .iter()

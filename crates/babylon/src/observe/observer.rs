@@ -83,20 +83,19 @@ impl HttpObserver {
                 .any(|prefix| routing::starts_with(request, prefix))
     }
 
-    /// Starts observing a request that has just arrived, unless it is excluded, and
-    /// records its trace context either way.
-    pub(crate) fn arrive(&self, request: &Request<'_>, trace: Option<TraceContext>) {
-        let arrival = self.observes(request).then(|| Arrival {
+    /// The arrival of a request that has just come in, unless it is excluded.
+    pub(crate) fn arrival(&self, request: &Request<'_>) -> Option<Arrival> {
+        self.observes(request).then(|| Arrival {
             started: Instant::now(),
             method: request.method(),
-        });
-        if RequestRecord::start(request, arrival, trace) {
-            if let Some(arrival) = arrival {
-                let exemplar = trace.map(|trace| ExemplarSource::new(&trace, arrival.started));
-                self.api.requests_total.inc_with(exemplar.as_ref());
-                self.http.requests_in_flight.inc();
-            }
-        }
+        })
+    }
+
+    /// Counts a request whose record the pipeline started with `arrival`.
+    pub(crate) fn arrived(&self, arrival: &Arrival, trace: Option<&TraceContext>) {
+        let exemplar = trace.map(|trace| ExemplarSource::new(trace, arrival.started));
+        self.api.requests_total.inc_with(exemplar.as_ref());
+        self.http.requests_in_flight.inc();
     }
 
     /// Records a request's response into every HTTP family.

@@ -263,7 +263,7 @@ impl FullCollector for RequestFamilies {
         let durations = durations
             .into_iter()
             .map(|(values, snapshot)| model::Metric {
-                histogram: Some(snapshot.to_model(&self.inner.latency_buckets)),
+                histogram: Some(snapshot.into_model(&self.inner.latency_buckets)),
                 ..labelled(&descs.duration, &values)
             })
             .collect();
