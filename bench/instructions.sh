@@ -39,7 +39,7 @@ count() { # side path-or-"db" -> instructions per request
 
 printf '%-24s %26s\n' case 'instructions per request'
 declare -A per_request
-for case in live:on live:on-no-headers live:on-classic live:off live:stock live:stock-mimalloc db:on db:on-classic db:off; do
+for case in live:on live:on-no-log live:on-no-headers live:on-classic live:off live:stock live:stock-mimalloc db:on db:on-classic db:off; do
     side=${case#*:} path=/api/live
     if [ "${case%%:*}" = db ]; then path=db; fi
     per_request[$case]=$(count "$side" "$path")
@@ -51,6 +51,8 @@ echo "instruction ratios (user space only; a throughput ratio is this diluted by
 printf 'trivial route, off/on      %s\n' "$(ratio "${per_request[live:off]}" "${per_request[live:on]}")"
 printf 'trivial route, on/classic  %s\n' "$(ratio "${per_request[live:on]}" "${per_request[live:on-classic]}")"
 printf 'no headers/classic         %s\n' "$(ratio "${per_request[live:on-no-headers]}" "${per_request[live:on-classic]}")"
+printf 'request line cost          %d instructions per request\n' \
+    $((per_request[live:on] - per_request[live:on-no-log]))
 printf 'db read route, off/on      %s\n' "$(ratio "${per_request[db:off]}" "${per_request[db:on]}")"
 printf 'trivial route, stock/on    %s\n' "$(ratio "${per_request[live:stock]}" "${per_request[live:on]}")"
 printf 'same allocator, stock/on   %s\n' "$(ratio "${per_request[live:stock-mimalloc]}" "${per_request[live:on]}")"

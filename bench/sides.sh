@@ -1,13 +1,14 @@
 # The benchmarked sides, shared by bench/run.sh and bench/instructions.sh (sourced, not run).
 #
-#   on     babylon, metrics, tracing and blocking on (a deny list, and a per-client rate
-#          limit too high to trip, so its bookkeeping runs on every request), native
-#          histograms and exemplars included (the defaults)
-#   on-no-headers  `on` without `traceparent` and `X-Request-Id` on answers
+#   on     babylon, metrics, tracing, request lines and blocking on (a deny list, and a
+#          per-client rate limit too high to trip, so its bookkeeping runs on every
+#          request), native histograms and exemplars included (the defaults)
+#   on-no-log  `on` without request lines (logging.requests = false)
+#   on-no-headers  `on-no-log` without `traceparent` and `X-Request-Id` on answers
 #          (tracing.response_headers = false): native histograms and exemplars alone
 #   on-classic  the same without native histograms and tracing (so without exemplars):
 #          what `on` was before they existed
-#   off    the same binary with metrics, tracing and blocking off
+#   off    the same binary with metrics, tracing, request lines and blocking off
 #   stock  examples/stock_rocket_prometheus.rs: a minimal Rocket app with only
 #          rocket_prometheus' stock fairing, serving the same trivial route, with the
 #          system allocator (as one would write it)
@@ -47,15 +48,19 @@ start_side() { # side app-port export-port [tries]
     case "$side" in
         on) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}') ;;
+        on-no-log) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
+                      BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
+                      BABYLON_LOGGING__REQUESTS=false) ;;
         on-no-headers) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
-                      BABYLON_TRACING__RESPONSE_HEADERS=false) ;;
+                      BABYLON_LOGGING__REQUESTS=false BABYLON_TRACING__RESPONSE_HEADERS=false) ;;
         on-classic) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
+                      BABYLON_LOGGING__REQUESTS=false
                       BABYLON_METRICS__NATIVE_HISTOGRAMS__ENABLED=false
                       BABYLON_TRACING__ENABLED=false) ;;
         off) settings=(BABYLON_METRICS__ENABLED=false BABYLON_BLOCKING__ENABLED=false
-                      BABYLON_TRACING__ENABLED=false) ;;
+                      BABYLON_TRACING__ENABLED=false BABYLON_LOGGING__REQUESTS=false) ;;
         stock|stock-mimalloc) ;;
         *) echo "unknown side $side" >&2; exit 2 ;;
     esac

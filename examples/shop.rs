@@ -15,7 +15,9 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("docs/guide/migratio
 
 #[rocket::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let babylon = Babylon::for_routes(babylon::settings::figment(), &orders::routes())?
+    let figment = babylon::settings::figment();
+    let _logging = babylon::logging::Logging::start(&figment);
+    let babylon = Babylon::for_routes(figment, &orders::routes())?
         .with_migrations(&MIGRATIONS)
         .with_families::<orders::OrderMetrics>()?;
     let rocket =

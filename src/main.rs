@@ -11,10 +11,8 @@ const USAGE: &str = "usage: babylon [--check-config | --version | --help]\n\n  \
 static ALLOCATOR: babylon::memory::Allocator = babylon::memory::Allocator;
 
 fn main() -> ExitCode {
-    // Before the runtime starts: pages touched earlier keep their size.
-    if let Err(error) = babylon::memory::keep_pages_small() {
-        eprintln!("babylon: warning: {error}");
-    }
+    // Before anything else: pages touched earlier keep their size.
+    let small_pages = babylon::memory::keep_pages_small();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check_only = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => false,
@@ -33,14 +31,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The settings are read and checked before anything else exists: no thread, no
-    // runtime, no socket, so a wrong value (even `workers = 0`) is only a message.
+    // The settings are read and checked before anything else exists but the log's
+    // writer: no runtime, no socket, so a wrong value (even `workers = 0`) is only a line
+    // (in the log's format, from `logging.format` when that one at least is valid).
+    let figment = babylon::settings::figment();
+    let _logging = match check_only {
+        // `--check-config` starts no thread (tests/config.rs).
+        true => babylon::logging::Logging::start_without_a_thread(&figment),
+        false => babylon::logging::Logging::start(&figment),
+    };
+    if let Err(error) = small_pages {
+        tracing::warn!("{error}");
+    }
     let app = match babylon_app::App::from_env() {
         Ok(app) => app,
         Err(error) => {
-            for line in error.to_string().lines() {
-                eprintln!("babylon: {line}");
-            }
+            babylon::logging::start_up_failed(error);
             return ExitCode::from(2);
         }
     };
@@ -51,7 +57,9 @@ fn main() -> ExitCode {
     let runtime = match app.babylon().runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("babylon: cannot start the async runtime: {error}");
+            babylon::logging::start_up_failed(format_args!(
+                "cannot start the async runtime: {error}"
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -67,31 +75,31 @@ fn main() -> ExitCode {
 async fn run(app: babylon_app::App) -> ExitCode {
     // Before any listener or connection is opened: each needs a descriptor (crates/babylon/src/limits.rs).
     match babylon::limits::raise_open_files_limit() {
-        Ok(Some(raised)) => println!("babylon: {raised}"),
+        Ok(Some(raised)) => babylon::logging::start_up(raised),
         Ok(None) => {}
-        Err(error) => eprintln!("babylon: warning: {error}"),
+        Err(error) => tracing::warn!("{error}"),
     }
     let rocket = match app.rocket() {
         Ok(rocket) => rocket,
         Err(error) => {
-            eprintln!("babylon: {error}");
+            babylon::logging::start_up_failed(error);
             return ExitCode::FAILURE;
         }
     };
     if let Some(banner) = app.babylon().export_banner(&rocket) {
-        println!("{banner}");
+        babylon::logging::start_up(banner);
     }
-    // Printed whatever the log level, like the export banner: in release Rocket logs only
+    // Written whatever the log level, like the export banner: in release Rocket logs only
     // errors, and with `port = 0` this line is the only place the chosen port shows.
     let rocket = rocket.attach(rocket::fairing::AdHoc::on_liftoff(
         "babylon listening banner",
         |rocket| {
             Box::pin(async move {
                 let config = rocket.config();
-                println!(
-                    "babylon: listening on http://{}",
+                babylon::logging::start_up(format_args!(
+                    "listening on http://{}",
                     std::net::SocketAddr::new(config.address, config.port)
-                );
+                ));
             })
         },
     ));
@@ -102,7 +110,7 @@ async fn run(app: babylon_app::App) -> ExitCode {
                 ExitCode::SUCCESS
             }
             _ => {
-                eprintln!("babylon: {error}");
+                babylon::logging::start_up_failed(error);
                 ExitCode::FAILURE
             }
         },

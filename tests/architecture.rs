@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "leaves",
         &["build", "settings", "routing", "limits", "memory", "trace"],
     ),
-    ("metrics core", &["metrics"]),
+    ("cores", &["metrics", "logging"]),
     ("request context", &["request"]),
     ("shared engines", &["redis_client"]),
     ("independent subsystems", &["blocking", "db", "cache"]),

@@ -504,8 +504,12 @@ fn check_config_refuses_each_broken_value_in_one_line_naming_its_source() {
         assert_eq!(code, Some(2), "{variable}={value}: {stderr}");
         assert_eq!(lines.len(), 1, "{variable}={value}: one line: {stderr}");
         let line = lines[0];
+        let logged = common::logs::log_line(line)
+            .unwrap_or_else(|| panic!("{variable}={value}: not a log line: {line}"));
         assert!(
-            line.starts_with("babylon: invalid "),
+            logged.level == "ERROR"
+                && logged.target == "babylon"
+                && logged.message.starts_with("invalid "),
             "{variable}={value}: {line}"
         );
         let source = if variable == "ROCKET_CONFIG" && value == "/etc/passwd" {

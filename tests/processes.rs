@@ -45,7 +45,9 @@ fn all_ports_taken_fails_start_up_naming_the_range() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let line = stderr
         .lines()
-        .find(|l| l.starts_with("babylon:"))
+        .find(|l| {
+            common::logs::log_line(l).is_some_and(|l| l.level == "ERROR" && l.target == "babylon")
+        })
         .unwrap_or_else(|| panic!("no error line in {stderr}"));
     assert!(
         line.contains(&range.range_setting()) && line.contains("metrics.export.port_range"),

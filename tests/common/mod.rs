@@ -326,7 +326,8 @@ pub fn http_request_from(
     socket
         .connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
         .unwrap();
-    send_request(socket.into(), method, path, headers, body)
+    let answer = send_request(socket.into(), method, path, headers, body);
+    (answer.status, answer.body)
 }
 
 /// A raw HTTP/1.0 request to `address` (any host the calling thread can reach, e.g. from
@@ -340,18 +341,19 @@ pub fn http_request_at(
 ) -> (u16, String) {
     let stream = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
-    send_request(stream, method, path, headers, body)
+    let answer = send_request(stream, method, path, headers, body);
+    (answer.status, answer.body)
 }
 
 /// Writes one request on `stream` and reads the answer to the end (at most 60 s of
-/// silence): the status code and the body.
+/// silence).
 fn send_request(
     mut stream: std::net::TcpStream,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> (u16, String) {
+) -> Answer {
     use std::io::{Read, Write};
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(60)))
@@ -368,12 +370,53 @@ fn send_request(
     write!(stream, "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{extra}{length}Connection: close\r\n\r\n{body}").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    Answer::parse(&response)
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Names in lower case, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    fn parse(response: &str) -> Answer {
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+            .collect();
+        Answer {
+            status: response[9..12].parse().unwrap(),
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A raw HTTP/1.0 request to `127.0.0.1:port`, answered whole, headers included.
+pub fn http_answer(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let stream = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).unwrap();
+    send_request(stream, method, path, headers, body)
 }
 
 /// A raw GET from `source`; see [`http_request_from`].
@@ -390,6 +433,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_get_from(std::net::Ipv4Addr::LOCALHOST, port, path, &[])
 }
 pub mod ledger;
+pub mod logs;
 pub mod netns;
 pub mod pg;
 pub mod pki;

@@ -17,7 +17,8 @@ pub struct Worker {
     export_port: Option<u16>,
     /// The last lines the worker printed (Rocket logs to standard output).
     log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
-    /// Every line of babylon's own (`babylon: …`), however much Rocket logged after it.
+    /// Every line with `babylon: ` in it (babylon's start-up lines, its notices), however
+    /// much Rocket logged after it.
     notices: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -28,9 +29,15 @@ impl Worker {
             .expect("this worker announced no export port (export disabled?)")
     }
 
-    /// The lines babylon itself printed (`babylon: …`), the first [`NOTICES_KEPT`].
+    /// The lines with `babylon: ` in them, the first [`NOTICES_KEPT`].
     pub fn notices(&self) -> Vec<String> {
         self.notices.lock().unwrap().clone()
+    }
+
+    /// The last lines of the worker's standard output ([`LOG_LINES_KEPT`] unless it was
+    /// started with [`start_command_keeping_every_line`]).
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().iter().cloned().collect()
     }
 
     /// The last lines of the worker's standard output and all of its standard error, for
@@ -121,7 +128,17 @@ pub fn start(ports: &PortBlock) -> Worker {
 
 /// Starts a worker and waits for its "listening on" line, which names the application
 /// port; the export banner, printed before it, names the export port.
-pub fn start_command(mut command: Command) -> Worker {
+pub fn start_command(command: Command) -> Worker {
+    start_keeping(command, LOG_LINES_KEPT)
+}
+
+/// [`start_command`], keeping every line the worker writes (for a test that reads them
+/// all).
+pub fn start_command_keeping_every_line(command: Command) -> Worker {
+    start_keeping(command, usize::MAX)
+}
+
+fn start_keeping(mut command: Command, lines_kept: usize) -> Worker {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -136,6 +153,7 @@ pub fn start_command(mut command: Command) -> Worker {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut export_port = None;
+    let mut early = Vec::new();
     let app_port = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(wait) else {
@@ -149,11 +167,9 @@ pub fn start_command(mut command: Command) -> Worker {
         if let Some(rest) = line.split_once("(port ").map(|(_, rest)| rest) {
             export_port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
         }
-        if let Some(address) = line.strip_prefix("babylon: listening on http://") {
-            let address: std::net::SocketAddr = address
-                .trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("bad listening line {line:?}: {e}"));
+        let address = super::logs::listening_address(&line);
+        early.push(line);
+        if let Some(address) = address {
             break address.port();
         }
     };
@@ -161,21 +177,21 @@ pub fn start_command(mut command: Command) -> Worker {
     let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
     let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (kept, kept_notices) = (log.clone(), notices.clone());
-    std::thread::spawn(move || {
-        while let Ok(line) = rx.recv() {
-            if line.contains("babylon: ") {
-                let mut notices = kept_notices.lock().unwrap();
-                if notices.len() < NOTICES_KEPT {
-                    notices.push(line.clone());
-                }
+    let keep = move |line: String| {
+        if line.contains("babylon: ") {
+            let mut notices = kept_notices.lock().unwrap();
+            if notices.len() < NOTICES_KEPT {
+                notices.push(line.clone());
             }
-            let mut kept = kept.lock().unwrap();
-            if kept.len() == LOG_LINES_KEPT {
-                kept.pop_front();
-            }
-            kept.push_back(line);
         }
-    });
+        let mut kept = kept.lock().unwrap();
+        if kept.len() == lines_kept {
+            kept.pop_front();
+        }
+        kept.push_back(line);
+    };
+    early.into_iter().for_each(&keep);
+    std::thread::spawn(move || rx.iter().for_each(keep));
     Worker {
         child,
         app_port,

@@ -20,7 +20,7 @@ use crate::export::{
     Scheme, Scrapes, TargetFile,
 };
 use crate::metrics::{CustomMetricError, Families, Metrics};
-use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver};
+use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver, RequestLines};
 use crate::pipeline::{RequestPipeline, Tracing};
 use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
@@ -217,7 +217,9 @@ impl Babylon {
         let settings = settings.expect("settings are read whenever nothing is wrong");
         let parts = Parts::new(&settings)?;
         Ok(Babylon {
-            figment,
+            // Rocket's records reach the log as plain text (`babylon::logging`); the
+            // log's own colours follow `cli_colors`.
+            figment: figment.merge(("cli_colors", false)),
             settings,
             parts,
             migrations: None,
@@ -368,9 +370,15 @@ impl Babylon {
                 tracing_settings.response_headers,
             )
         });
+        let lines = crate::logging::writes_request_lines(
+            self.settings.logging,
+            self.rocket_config().log_level,
+        )
+        .then(|| RequestLines::new(clients.clone()));
         rocket = rocket.attach(RequestPipeline::new(
             observer,
             tracing,
+            lines,
             Gatekeeper::new(
                 clients.clone(),
                 policy.clone(),
@@ -458,7 +466,7 @@ impl Babylon {
             Some(_) => " over HTTPS",
         };
         Some(format!(
-            "babylon: metrics export listening on {addr}{}{over} (port {} of {})",
+            "metrics export listening on {addr}{}{over} (port {} of {})",
             self.settings.metrics.path.as_str(),
             addr.port(),
             export.ports()

@@ -18,6 +18,7 @@
 //! - [`JsonBody`] and [`FieldErrors`]: the JSON body guard that names the field it
 //!   refuses, and field validation that refuses with one 422;
 //! - [`instrument`]: counts panics of application routes as `type="panic"`;
+//! - [`logging`]: every log line in one format, for a `main` to start;
 //! - [`memory`] and [`limits`]: process set-up for a `main` (allocator, open files);
 //! - [`build`]: the version, commit and compiler of this build.
 //!
@@ -42,6 +43,7 @@ pub mod cache;
 pub mod db;
 mod export;
 pub mod limits;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 mod observe;

@@ -1,6 +1,7 @@
 //! The one request fairing: each request gets its trace context, the HTTP observer sees
 //! it as it arrived, then the gatekeeper screens it; at the response, the observer records
-//! it and the answer gets the request's `traceparent` and `X-Request-Id`.
+//! it, the answer gets the request's `traceparent` and `X-Request-Id`, and the request its
+//! log line.
 //!
 //! One fairing rather than one per concern, for two reasons:
 //! - the order is a property of this type, not of `attach` calls: a refused request is
@@ -14,8 +15,8 @@ use rocket::http::Header;
 use rocket::{Build, Data, Orbit, Request, Response, Rocket};
 
 use crate::blocking::{ClientAddr, Gatekeeper};
-use crate::observe::HttpObserver;
-use crate::request::RequestRecord;
+use crate::observe::{HttpObserver, RequestLines};
+use crate::request::{Arrival, RequestRecord};
 use crate::settings::TraceparentSenders;
 use crate::trace::TraceContext;
 
@@ -25,6 +26,8 @@ pub(crate) struct RequestPipeline {
     /// `None` when tracing is off; with metrics off too, the fairing asks for no response
     /// callback at all.
     tracing: Option<Tracing>,
+    /// `None` when request lines are off (`logging.requests`, `log_level = "off"`).
+    lines: Option<RequestLines>,
     gatekeeper: Gatekeeper,
 }
 
@@ -66,11 +69,13 @@ impl RequestPipeline {
     pub(crate) fn new(
         observer: Option<HttpObserver>,
         tracing: Option<Tracing>,
+        lines: Option<RequestLines>,
         gatekeeper: Gatekeeper,
     ) -> Self {
         RequestPipeline {
             observer,
             tracing,
+            lines,
             gatekeeper,
         }
     }
@@ -81,14 +86,15 @@ impl Fairing for RequestPipeline {
     fn info(&self) -> Info {
         let mut kind = Kind::Ignite | Kind::Liftoff;
         let headers = self.tracing.as_ref().is_some_and(|t| t.response_headers);
-        if self.observer.is_some() || self.tracing.is_some() || !self.gatekeeper.is_idle() {
+        let sees_responses = self.observer.is_some() || self.lines.is_some() || headers;
+        if sees_responses || self.tracing.is_some() || !self.gatekeeper.is_idle() {
             kind = kind | Kind::Request;
         }
-        if self.observer.is_some() || headers {
+        if sees_responses {
             kind = kind | Kind::Response;
         }
         Info {
-            name: "babylon request pipeline (tracing, metrics, blocking)",
+            name: "babylon request pipeline (tracing, metrics, request lines, blocking)",
             kind,
         }
     }
@@ -106,16 +112,23 @@ impl Fairing for RequestPipeline {
             .tracing
             .as_ref()
             .map(|tracing| tracing.context_of(request));
-        let arrival = self
+        let observed = self
             .observer
             .as_ref()
-            .and_then(|observer| observer.arrival(request));
+            .is_some_and(|observer| observer.observes(request));
+        let arrival = (observed || self.lines.is_some()).then(|| Arrival {
+            started: std::time::Instant::now(),
+            method: request.method(),
+            observed,
+        });
         // The pipeline runs first, so the record it starts is the request's only one; a
         // record some layer made before would leave the request unobserved.
         let started =
             (arrival.is_some() || trace.is_some()) && RequestRecord::start(request, arrival, trace);
         if let (true, Some(observer), Some(arrival)) = (started, &self.observer, arrival) {
-            observer.arrived(&arrival, trace.as_ref());
+            if arrival.observed {
+                observer.arrived(&arrival, trace.as_ref());
+            }
         }
         if let Err(reason) = self.gatekeeper.verdict(request).await {
             self.gatekeeper.refuse(request, reason);
@@ -135,6 +148,9 @@ impl Fairing for RequestPipeline {
         }
         if let Some(observer) = &self.observer {
             observer.finish(request, response).await;
+        }
+        if let Some(lines) = &self.lines {
+            lines.write(request, response.status().code);
         }
     }
 }
@@ -167,14 +183,14 @@ mod tests {
 
     #[test]
     fn with_everything_off_rocket_calls_no_babylon_code_per_request() {
-        let kind = kind(RequestPipeline::new(None, None, gatekeeper(false)));
+        let kind = kind(RequestPipeline::new(None, None, None, gatekeeper(false)));
         assert!(!kind.is(Kind::Request) && !kind.is(Kind::Response));
         assert!(kind.is(Kind::Ignite), "the blocked route is still mounted");
     }
 
     #[test]
     fn blocking_alone_screens_requests_but_records_no_responses() {
-        let kind = kind(RequestPipeline::new(None, None, gatekeeper(true)));
+        let kind = kind(RequestPipeline::new(None, None, None, gatekeeper(true)));
         assert!(kind.is(Kind::Request) && !kind.is(Kind::Response));
     }
 
@@ -184,10 +200,23 @@ mod tests {
             let kind = kind(RequestPipeline::new(
                 Some(observer()),
                 None,
+                None,
                 gatekeeper(blocking),
             ));
             assert!(kind.is(Kind::Request) && kind.is(Kind::Response));
         }
+    }
+
+    #[test]
+    fn request_lines_alone_see_both_ends_of_a_request() {
+        let lines = RequestLines::new(ClientAddr::default());
+        let kind = kind(RequestPipeline::new(
+            None,
+            None,
+            Some(lines),
+            gatekeeper(false),
+        ));
+        assert!(kind.is(Kind::Request) && kind.is(Kind::Response));
     }
 
     #[test]
@@ -197,7 +226,12 @@ mod tests {
             ClientAddr::default(),
             true,
         );
-        let kind = kind(RequestPipeline::new(None, Some(tracing), gatekeeper(false)));
+        let kind = kind(RequestPipeline::new(
+            None,
+            Some(tracing),
+            None,
+            gatekeeper(false),
+        ));
         assert!(kind.is(Kind::Request) && kind.is(Kind::Response));
     }
 }

@@ -18,6 +18,19 @@ pub(super) const UNMATCHED_ROUTE: &str = "<unmatched>";
 /// Label value of requests the blocking policy refused before routing.
 pub(super) const BLOCKED_ROUTE: &str = "<blocked>";
 
+/// The route template a request is recorded and logged under: its route's, or one of
+/// the two above.
+pub(super) fn route_of<'r>(
+    request: &'r rocket::Request<'_>,
+    record: &crate::request::RequestRecord,
+) -> &'r str {
+    match (record.blocked(), request.route()) {
+        (Some(_), _) => BLOCKED_ROUTE,
+        (None, Some(route)) => route.uri.path(),
+        (None, None) => UNMATCHED_ROUTE,
+    }
+}
+
 /// django-prometheus' HTTP families, renamed `django_` -> `rocket_`, `view` -> `route`.
 #[derive(Clone)]
 pub struct HttpFamilies {

@@ -7,16 +7,19 @@
 //! - `per_request`: the six families every request increments, kept as one histogram per
 //!   kind of request,
 //! - `observer`: records each request; driven by the request pipeline,
+//! - `request_line`: the log line each request gets,
 //! - [`instrument`]: counts handler panics as `type="panic"`.
 
 mod families;
 mod observer;
 mod panics;
 mod per_request;
+mod request_line;
 
 pub(crate) use families::{ApiFamilies, HttpFamilies};
 pub(crate) use observer::HttpObserver;
 pub use panics::instrument;
+pub(crate) use request_line::RequestLines;
 
 /// What babylon's own benchmarks reach through `babylon::__internal`.
 pub(crate) mod bench {

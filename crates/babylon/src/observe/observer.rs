@@ -12,7 +12,7 @@ use rocket::tokio::io::{AsyncRead, ReadBuf};
 use rocket::{Request, Response};
 
 use super::families::{
-    ApiFamilies, Exchange, HttpFamilies, Transport, BLOCKED_ROUTE, UNMATCHED_ROUTE,
+    route_of, ApiFamilies, Exchange, HttpFamilies, Transport, BLOCKED_ROUTE, UNMATCHED_ROUTE,
 };
 use crate::blocking::ClientAddr;
 use crate::metrics::sharded::HistogramFamily;
@@ -71,7 +71,7 @@ impl HttpObserver {
     /// Whether `request` is recorded. Decided on the path as the router matches it (the
     /// decoded, non-empty segments), so `/%6Detrics` or `//metrics` is the scrape that
     /// `/metrics` is, not another request.
-    fn observes(&self, request: &Request<'_>) -> bool {
+    pub(crate) fn observes(&self, request: &Request<'_>) -> bool {
         let is_scrape = self
             .skip_exact
             .as_ref()
@@ -81,14 +81,6 @@ impl HttpObserver {
                 .skip_prefixes
                 .iter()
                 .any(|prefix| routing::starts_with(request, prefix))
-    }
-
-    /// The arrival of a request that has just come in, unless it is excluded.
-    pub(crate) fn arrival(&self, request: &Request<'_>) -> Option<Arrival> {
-        self.observes(request).then(|| Arrival {
-            started: Instant::now(),
-            method: request.method(),
-        })
     }
 
     /// Counts a request whose record the pipeline started with `arrival`.
@@ -105,17 +97,13 @@ impl HttpObserver {
             // Counted even for unobserved paths: a refused scrape is still a refusal.
             self.api.blocked(reason);
         }
-        let Some(arrival) = record.arrival() else {
+        let Some(arrival) = record.arrival().filter(|arrival| arrival.observed) else {
             return;
         };
         let http = &self.http;
         http.requests_in_flight.dec();
 
-        let route = match (record.blocked(), request.route()) {
-            (Some(_), _) => BLOCKED_ROUTE,
-            (None, Some(route)) => route.uri.path(),
-            (None, None) => UNMATCHED_ROUTE,
-        };
+        let route = route_of(request, record);
         let status = response.status().code;
         let exception = (status >= 500 && route != UNMATCHED_ROUTE && route != BLOCKED_ROUTE)
             .then(|| record.exception().unwrap_or("server_error"));

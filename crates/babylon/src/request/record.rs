@@ -18,8 +18,9 @@ use crate::trace::TraceContext;
 
 #[derive(Default)]
 pub(crate) struct RequestRecord {
-    /// Set when the HTTP observer starts observing the request: a plain field, because the
-    /// record is created right then (a `OnceLock` costs a synchronised write per request).
+    /// Set when the pipeline starts the record, if the request is observed or logged: a
+    /// plain field, because the record is created right then (a `OnceLock` costs a
+    /// synchronised write per request).
     arrival: Option<Arrival>,
     /// Set with the record, when tracing is on: the request's trace, span and id.
     trace: Option<TraceContext>,
@@ -34,6 +35,9 @@ pub(crate) struct RequestRecord {
 pub(crate) struct Arrival {
     pub started: Instant,
     pub method: Method,
+    /// Whether the HTTP families record it (metrics on, path not excluded); an arrival
+    /// that is not observed is kept for the request line alone.
+    pub observed: bool,
 }
 
 impl RequestRecord {
@@ -121,6 +125,7 @@ mod tests {
         let arrival = Arrival {
             started: Instant::now(),
             method: Method::Post,
+            observed: true,
         };
         assert!(RequestRecord::of(request.inner()).arrival().is_none());
         let fresh = client.post("/items");

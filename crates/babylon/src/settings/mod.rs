@@ -58,6 +58,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// `tracing.*`
     pub tracing: TracingSettings,
+    /// `logging.*`
+    pub logging: LogSettings,
     /// `databases.main.url`, validated (rocket_db_pools reads the rest of `databases.main`).
     pub database_url: DatabaseUrl,
 }
@@ -87,6 +89,43 @@ impl Default for TracingSettings {
             response_headers: true,
         }
     }
+}
+
+/// `logging.*`: the format of every log line, and the line each request gets.
+///
+/// Not `log`: Rocket 0.5 takes that key for its old name of `log_level`.
+///
+/// Which lines are written besides the request lines follows Rocket's `log_level`:
+/// `critical` (release builds' default) warnings and errors, `normal` (debug builds')
+/// information too, `debug` everything, `off` nothing but the start-up lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LogSettings {
+    /// How every line is written: babylon's, Rocket's and the application's alike.
+    pub format: LogFormat,
+    /// One line per request (method, route template, status, duration, client, blocked
+    /// reason, trace id and request id), whatever `log_level` says unless it is `off`.
+    pub requests: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            requests: true,
+        }
+    }
+}
+
+/// `logging.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `2026-12-07T05:00:00.000000Z  INFO babylon::request: method=GET …`: for people.
+    Text,
+    /// One JSON object per line, its fields at the top level: for a log pipeline.
+    Json,
 }
 
 /// `tracing.continue_traceparent_from`: whose trace context a request continues.
@@ -287,6 +326,11 @@ impl<'de> Deserialize<'de> for RedisUrl {
     }
 }
 
+/// The names of babylon's sections, as [`Sections`] reads them.
+const SECTIONS: [&str; 6] = [
+    "metrics", "blocking", "cache", "redis", "tracing", "logging",
+];
+
 /// Our sections of the configuration; Rocket's own keys sit beside them.
 #[derive(Deserialize)]
 struct Sections {
@@ -300,6 +344,8 @@ struct Sections {
     redis: RedisSettings,
     #[serde(default)]
     tracing: TracingSettings,
+    #[serde(default)]
+    logging: LogSettings,
 }
 
 /// The name of babylon's database under `databases`: `databases.main.*`.
@@ -761,16 +807,22 @@ fn reject_unknown_sections(figment: &Figment) -> Result<(), Fault> {
         .extract()
         .map_err(Fault::from_figment)?;
     let known = |key: &str| {
-        ["metrics", "blocking", "cache", "redis", "tracing"].contains(&key)
+        SECTIONS.contains(&key)
             || OTHER_COMPONENTS_KEYS.contains(&key)
             || rocket_keys.contains_key(key)
     };
     let Some(key) = present.keys().find(|key| !known(key)) else {
         return Ok(());
     };
-    let message = match rocket_keys::NOT_BUILT_IN.iter().find(|(name, _)| name == key) {
+    let message = match rocket_keys::NOT_BUILT_IN
+        .iter()
+        .find(|(name, _)| name == key)
+    {
         Some((_, why)) => why.to_string(),
-        None => "unknown section; babylon reads `metrics`, `blocking`, `cache`, `redis`, `databases` and Rocket's own keys".to_string(),
+        None => format!(
+            "unknown section; babylon reads {}, `databases` and Rocket's own keys",
+            SECTIONS.map(|section| format!("`{section}`")).join(", ")
+        ),
     };
     let mut fault = Fault::at(vec![key.clone()], message);
     fault.suffix = "__…";
@@ -941,6 +993,7 @@ impl Settings {
             cache,
             mut redis,
             tracing,
+            logging,
         } = sections;
         rocket_keys::check_rocket(&rocket, &values, figment, &mut problems);
         rocket_keys::check_profile(figment, &mut problems);
@@ -971,6 +1024,7 @@ impl Settings {
             cache,
             redis,
             tracing,
+            logging,
             database_url,
         };
         (Some(settings), problems)

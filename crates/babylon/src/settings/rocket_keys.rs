@@ -20,9 +20,14 @@ pub const MAX_DATABASE_CONNECTIONS: usize = 4 * MAX_WORKERS;
 /// Most `databases.main.connect_timeout` and `idle_timeout`, in seconds: a day.
 pub const MAX_DATABASE_SECONDS: u64 = 24 * 60 * 60;
 
-/// Top-level keys that other Rocket components read, none of which babylon builds in:
-/// each is refused with what to do instead, rather than accepted and ignored.
-pub(super) const NOT_BUILT_IN: [(&str, &str); 4] = [
+/// Top-level keys that Rocket or its other components would read and babylon does not
+/// honour (features not built in, a deprecated name): each is refused with what to do
+/// instead, rather than accepted and ignored.
+pub(super) const NOT_BUILT_IN: [(&str, &str); 5] = [
+    (
+        "log",
+        "is Rocket 0.5's old name of `log_level`, which Rocket would only warn about; babylon's log settings are under `logging` (`logging.format`, `logging.requests`)",
+    ),
     (
         "tls",
         "babylon's main port serves plain HTTP (Rocket's TLS is not built in), so this would be ignored; put a TLS-terminating proxy in front of it (docs/security.md)",
