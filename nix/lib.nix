@@ -124,6 +124,10 @@ let
       enable = false;
       adminPasswordFile = null;
       secretKeyFile = null;
+      # Where an exemplar's trace_id leads: a Grafana data link URL, the uid of a tracing
+      # datasource of the same Grafana, both or neither (no link).
+      exemplarTraceUrl = null;
+      exemplarTraceDatasourceUid = null;
     };
     nginx = {
       enable = false;
@@ -705,6 +709,21 @@ let
   # promtool in the build sandbox cannot read credentials: check the syntax only then.
   prometheusCheckSyntaxOnly = cfg: prometheusLoadCredentials cfg != [ ];
 
+  # services.prometheus.extraFlags, as prometheus.yml asks of any Prometheus running it:
+  # keep exemplars (the trace_id and span_id of the request-duration buckets and of
+  # api_requests_total), and scrape babylon's protobuf format with native histograms
+  # (each histogram stored as one native series). Prometheus 3.9+ ignores the second.
+  prometheusFeatureFlags = [ "--enable-feature=exemplar-storage,native-histograms" ];
+
+  # What the module adds to the scrape job for NixOS' Prometheus (3.x): keep each
+  # histogram's classic _bucket, _sum and _count series beside its native one, for tools
+  # that read only those and for remote write (which sends no native histogram unless
+  # told to). The rules and dashboards read either shape. Not in scrapeConfigWith:
+  # Prometheus 2.x refuses the key (tests/nix.rs checks that job with its promtool).
+  keepClassicHistograms = {
+    always_scrape_classic_histograms = true;
+  };
+
   # ---- Grafana ----
 
   # Grafana's provisioning has one definition, grafana/provisioning.json, which
@@ -718,14 +737,20 @@ let
     prometheusAddress: prometheusPort:
     "http://${connectHost prometheusAddress}:${toString prometheusPort}";
 
-  # The definition rendered for the local Prometheus and the dashboards in `dashboardsDir`:
-  # { datasources; dashboards; }, as services.grafana.provision.datasources.settings and
-  # .dashboards.settings take them.
+  # The definition rendered for the local Prometheus and the dashboards in `dashboardsDir`,
+  # with the exemplar link of grafana.exemplarTraceUrl and exemplarTraceDatasourceUid
+  # when one is set: { datasources; dashboards; }, as
+  # services.grafana.provision.datasources.settings and .dashboards.settings take them.
   grafanaProvision =
-    prometheusAddress: prometheusPort: dashboardsDir:
+    cfg: prometheusAddress: prometheusPort: dashboardsDir:
+    let
+      inherit ((normalize cfg).grafana) exemplarTraceUrl exemplarTraceDatasourceUid;
+    in
     grafanaProvisioning.render {
       prometheus_url = grafanaPrometheusUrl prometheusAddress prometheusPort;
       dashboards_dir = dashboardsDir;
+      exemplar_trace_url = exemplarTraceUrl;
+      exemplar_trace_datasource_uid = exemplarTraceDatasourceUid;
     };
 
   # The definition's one datasource and one dashboard provider (each placeholder is
@@ -857,6 +882,12 @@ let
           message = "services.babylon.grafana.enable needs services.babylon.grafana.adminPasswordFile (Grafana's admin password, kept out of the Nix store)";
         }
         {
+          when =
+            c.grafana.exemplarTraceUrl != null
+            && builtins.match ".*[$][$].*" c.grafana.exemplarTraceUrl != null;
+          message = "services.babylon.grafana.exemplarTraceUrl = \"${c.grafana.exemplarTraceUrl}\" holds $$: give the link as Grafana's data links take it, with \${__value.raw} for the trace id (in a Nix string \"\\\${__value.raw}\"); the module doubles every $ for Grafana's provisioning file itself";
+        }
+        {
           when = builtins.length redis > 1;
           message = "services.babylon.${builtins.concatStringsSep " and services.babylon." redis} are set together: set only one of them: redis.enable for a Redis on this host (services.redis.servers.${redisServerName}), or redis.url or redis.urlFile for another one";
         }
@@ -973,6 +1004,12 @@ let
             );
           message = "services.babylon.prometheus.remoteTargets, fileSdDirectories and remoteWrite configure the local Prometheus: they do nothing without services.babylon.prometheus.enable";
         }
+        {
+          when =
+            !c.grafana.enable
+            && (c.grafana.exemplarTraceUrl != null || c.grafana.exemplarTraceDatasourceUid != null);
+          message = "services.babylon.grafana.exemplarTraceUrl and exemplarTraceDatasourceUid configure the module's Grafana: they do nothing without services.babylon.grafana.enable";
+        }
       ];
     in
     map (check: check.message) (builtins.filter (check: check.when) checks);
@@ -1047,6 +1084,8 @@ in
     prometheusRemoteWrite
     prometheusLoadCredentials
     prometheusCheckSyntaxOnly
+    prometheusFeatureFlags
+    keepClassicHistograms
     credentialsOf
     grafanaProvisioning
     grafanaPrometheusUrl

@@ -105,7 +105,7 @@ let
           { };
     };
     grafana = {
-      inherit (cfg.grafana) enable;
+      inherit (cfg.grafana) enable exemplarTraceUrl exemplarTraceDatasourceUid;
       adminPasswordFile = nullOrString cfg.grafana.adminPasswordFile;
       secretKeyFile = nullOrString cfg.grafana.secretKeyFile;
     };
@@ -121,7 +121,7 @@ let
   generateGrafanaKey = cfg.grafana.secretKeyFile == null;
   # Grafana's provisioning files: { datasources; dashboards; }.
   grafanaProvision =
-    babylonLib.grafanaProvision prometheus.listenAddress prometheus.port "${share}/dashboards";
+    babylonLib.grafanaProvision plain prometheus.listenAddress prometheus.port "${share}/dashboards";
 
   # The Rocket.toml of instance `index`.
   configFile =
@@ -188,6 +188,15 @@ let
   };
 in
 {
+  # nixpkgs types services.prometheus.scrapeConfigs with some of Prometheus' keys only; the
+  # babylon job also sets always_scrape_classic_histograms (babylonLib.keepClassicHistograms).
+  # Keys nixpkgs does not declare are passed on as they are (a freeform submodule, merged
+  # into nixpkgs' own), and promtool still checks them all (services.prometheus.checkConfig).
+  # Only the type is given here: nixpkgs declares the option's default and description.
+  options.services.prometheus.scrapeConfigs = mkOption {
+    type = types.listOf (types.submodule { freeformType = types.attrsOf types.anything; });
+  };
+
   options.services.babylon = {
     enable = mkEnableOption "babylon, a web backend whose Prometheus metrics are the product";
 
@@ -583,6 +592,33 @@ in
           key once, in `${babylonLib.grafanaGeneratedSecretKey}`, and keeps it.
         '';
       };
+
+      exemplarTraceUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://jaeger.example.org/trace/\${__value.raw}";
+        description = ''
+          Where the exemplars of babylon's dashboards lead (one recent request per
+          latency bucket, and of `api_requests_total`, named by its `trace_id`): a URL in
+          which Grafana puts an exemplar's `trace_id` for `''${__value.raw}`, written as
+          Grafana's data links take it (`"…/\''${__value.raw}"` in a Nix string; the
+          module doubles each `$` for Grafana's provisioning file). Set, the datasource's
+          `jsonData.exemplarTraceIdDestinations` gets a "View trace" link. Null (the
+          default), and without `exemplarTraceDatasourceUid`, Grafana shows exemplars
+          without a link: the module provisions no tracing backend.
+        '';
+      };
+
+      exemplarTraceDatasourceUid = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "tempo";
+        description = ''
+          The uid of a Tempo datasource of the same Grafana: each exemplar then links to
+          its `trace_id` in Explore with that datasource. Beside or instead of
+          `exemplarTraceUrl`; null by default (no link).
+        '';
+      };
     };
 
     nginx = {
@@ -663,7 +699,9 @@ in
       services.prometheus = {
         enable = true;
         listenAddress = mkDefault babylonLib.prometheusListenAddress;
-        scrapeConfigs = [ (babylonLib.scrapeConfig plain) ];
+        # Exemplars, and native histograms from the protobuf format, as prometheus.yml.
+        extraFlags = babylonLib.prometheusFeatureFlags;
+        scrapeConfigs = [ (babylonLib.scrapeConfig plain // babylonLib.keepClassicHistograms) ];
         remoteWrite = babylonLib.prometheusRemoteWrite plain;
         ruleFiles = [
           "${share}/prometheus/recording_rules.yml"

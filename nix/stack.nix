@@ -81,9 +81,11 @@ writeShellApplication {
       pids+=("$!")
     done
 
+    # Exemplars, and native histograms from babylon's protobuf format (see prometheus.yml).
     prometheus --config.file="$state/prometheus.yml" \
       --storage.tsdb.path="$state/prometheus-data" \
-      --web.listen-address=${prometheusAddress} &
+      --web.listen-address=${prometheusAddress} \
+      --enable-feature=exemplar-storage,native-histograms &
     pids+=("$!")
 
     GF_PATHS_DATA="$state/grafana/data" \

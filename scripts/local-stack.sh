@@ -112,8 +112,9 @@ for i in $(seq "$workers"); do
         BABYLON_DATABASES__MAIN__URL="sqlite://$state/babylon.sqlite" \
         BABYLON_METRICS__EXPORT__FILE_SD__DIRECTORY="$repo/file_sd" "$bin"
 done
+# Exemplars, and native histograms from babylon's protobuf format (see prometheus.yml).
 run prometheus --config.file="$repo/prometheus.yml" --storage.tsdb.path="$state/prometheus" \
-    --web.listen-address="$prometheus_address"
+    --web.listen-address="$prometheus_address" --enable-feature=exemplar-storage,native-histograms
 grafana=""
 command -v grafana-server >/dev/null 2>&1 && grafana="grafana-server"
 [ -z "$grafana" ] && command -v grafana >/dev/null 2>&1 && grafana="grafana server"

@@ -180,6 +180,7 @@ fn lib_assertions_pass() {
         &["nix/tests/lib-test.nix"],
         &[
             "instancesGetConsecutivePorts",
+            "grafanaExemplarsLinkToTraces",
             "unitAndCredentialNames",
             "scrapeJobForTwoInstances",
             "tooManyInstancesIsAnError",
@@ -233,6 +234,8 @@ fn module_assertions_pass() {
             "sharedRedisUrlFromAFileStaysOutOfTheStore",
             "nonLoopbackMetricsAddressNeedsTokenAndAllowList",
             "prometheusScrapesTheFleetAndWritesRemotely",
+            "prometheusKeepsExemplarsAndBothHistogramShapes",
+            "grafanaLinksExemplarsToTraces",
         ],
     );
 }
@@ -313,6 +316,21 @@ fn module_tests_fail_on_a_weakened_module() {
             "remoteWrite = babylonLib.prometheusRemoteWrite plain;",
             "",
             "prometheusScrapesTheFleetAndWritesRemotely",
+        ),
+        (
+            "extraFlags = babylonLib.prometheusFeatureFlags;",
+            "",
+            "prometheusKeepsExemplarsAndBothHistogramShapes",
+        ),
+        (
+            "scrapeConfigs = [ (babylonLib.scrapeConfig plain // babylonLib.keepClassicHistograms) ];",
+            "scrapeConfigs = [ (babylonLib.scrapeConfig plain) ];",
+            "prometheusKeepsExemplarsAndBothHistogramShapes",
+        ),
+        (
+            "inherit (cfg.grafana) enable exemplarTraceUrl exemplarTraceDatasourceUid;",
+            "inherit (cfg.grafana) enable;",
+            "grafanaLinksExemplarsToTraces",
         ),
     ];
     for (original, weakened, test) in weakenings {

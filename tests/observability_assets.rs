@@ -774,3 +774,76 @@ fn every_queried_metric_is_exported() {
         unknown.join("\n")
     );
 }
+
+/// Every expression of the dashboards, the recording rules and the alerts.
+fn every_expression() -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for file in RULE_FILES {
+        for expr in yaml_values(&read(file), "expr") {
+            all.push((file.to_string(), expr));
+        }
+    }
+    for (name, dashboard) in dashboards() {
+        for panel in panels(&dashboard) {
+            for expr in exprs(panel) {
+                all.push((format!("{name}: {}", panel["title"]), expr.to_string()));
+            }
+        }
+    }
+    all
+}
+
+/// A Prometheus that scrapes babylon's protobuf with native histograms on stores each
+/// histogram as one native series and none of its `_bucket` series (2.42 keeps no
+/// classic copy); one that does not, the classic series only. So wherever an expression
+/// reads a histogram's buckets it reads the native series too (`<native> or <classic>`),
+/// and works on either shape.
+#[test]
+fn every_histogram_query_reads_the_native_and_the_classic_shape() {
+    let mut histograms_read = 0;
+    for (place, expr) in every_expression() {
+        let names: BTreeSet<String> = selectors(&expr).into_iter().map(|s| s.name).collect();
+        for bucket in names.iter().filter(|name| name.ends_with("_bucket")) {
+            histograms_read += 1;
+            let native = bucket.trim_end_matches("_bucket");
+            assert!(
+                names.contains(native) && expr.split_whitespace().any(|word| word == "or"),
+                "{place}: `{expr}` reads {bucket} but not {native}, the native shape"
+            );
+        }
+    }
+    assert!(
+        histograms_read >= 15,
+        "only {histograms_read} histogram reads found"
+    );
+}
+
+/// Grafana draws exemplars (the trace of one recent request per bucket) on time-series
+/// panels whose queries ask for them: every one over the families that carry them.
+#[test]
+fn the_panels_over_families_with_exemplars_show_them() {
+    let mut panels_with_exemplars = 0;
+    for (name, dashboard) in dashboards() {
+        for panel in panels(&dashboard) {
+            if panel["type"] != "timeseries" {
+                continue;
+            }
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                let carries_exemplars = selectors(expr).iter().any(|s| {
+                    s.name == "rocket_http_request_duration_seconds"
+                        || s.name == "api_requests_total"
+                });
+                if carries_exemplars {
+                    panels_with_exemplars += 1;
+                    assert_eq!(
+                        target["exemplar"], true,
+                        "{name}: {}: `{expr}` should ask for exemplars",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(panels_with_exemplars >= 3, "{panels_with_exemplars}");
+}

@@ -1461,7 +1461,7 @@ let
         datasourceOneAddress = (babylon.grafanaDatasource "10.0.0.5" 9090).url;
         provider = babylon.grafanaDashboardProvider "/nix/store/x-babylon/dashboards";
         # The files of grafana/provisioning.json, rendered as the module provisions them.
-        provision = babylon.grafanaProvision "::" 9091 "/nix/store/x-babylon/dashboards";
+        provision = babylon.grafanaProvision { } "::" 9091 "/nix/store/x-babylon/dashboards";
         generatedKey = babylon.grafanaLoadCredentials {
           grafana = {
             enable = true;
@@ -1529,6 +1529,77 @@ let
           admin_password = "$__file{/run/credentials/grafana.service/babylon-admin-password}";
           secret_key = "$__file{/run/credentials/grafana.service/babylon-secret-key}";
         };
+      };
+    };
+
+    # Exemplars link to their traces only when told where traces are. The URL is given as
+    # Grafana shows it; its provisioning file holds every $ doubled, since Grafana
+    # expands environment variables there ($${__value.raw} reads back as ${__value.raw}).
+    grafanaExemplarsLinkToTraces = {
+      actual =
+        let
+          jsonData =
+            grafana:
+            let
+              provision = babylon.grafanaProvision { inherit grafana; } "127.0.0.1" 9090 "/d";
+            in
+            (builtins.head provision.datasources.datasources).jsonData or null;
+          url = "https://jaeger.example.org/trace/\${__value.raw}";
+        in
+        {
+          none = jsonData { };
+          url = jsonData { exemplarTraceUrl = url; };
+          tempo = jsonData { exemplarTraceDatasourceUid = "tempo"; };
+          both = jsonData {
+            exemplarTraceUrl = url;
+            exemplarTraceDatasourceUid = "tempo";
+          };
+          # "$${__value.raw}" in a Nix string is already doubled: it would be doubled again.
+          escapedTwice = hasMessage "exemplarTraceUrl .* holds [$][$]" (
+            babylon.errors {
+              grafana.exemplarTraceUrl = "https://jaeger.example.org/trace/$${__value.raw}";
+            }
+          );
+          given = babylon.errors { grafana.exemplarTraceUrl = url; };
+          withoutGrafana = hasMessage "do nothing without services.babylon.grafana.enable" (
+            babylon.warnings { grafana.exemplarTraceDatasourceUid = "tempo"; }
+          );
+          withGrafana = babylon.warnings {
+            grafana = {
+              enable = true;
+              adminPasswordFile = "/run/secrets/grafana";
+              exemplarTraceUrl = url;
+            };
+          };
+        };
+      expected = {
+        none = null;
+        url.exemplarTraceIdDestinations = [
+          {
+            name = "trace_id";
+            url = "https://jaeger.example.org/trace/$${__value.raw}";
+            urlDisplayLabel = "View trace";
+          }
+        ];
+        tempo.exemplarTraceIdDestinations = [
+          {
+            name = "trace_id";
+            datasourceUid = "tempo";
+            urlDisplayLabel = "View trace";
+          }
+        ];
+        both.exemplarTraceIdDestinations = [
+          {
+            name = "trace_id";
+            url = "https://jaeger.example.org/trace/$${__value.raw}";
+            datasourceUid = "tempo";
+            urlDisplayLabel = "View trace";
+          }
+        ];
+        escapedTwice = true;
+        given = [ ];
+        withoutGrafana = true;
+        withGrafana = [ ];
       };
     };
 

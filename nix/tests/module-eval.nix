@@ -127,6 +127,7 @@ let
     services.prometheus = {
       listenAddress = "0.0.0.0";
       port = 9090;
+      extraFlags = [ ];
       remoteWrite = [ ];
       webConfigFile = null;
     };

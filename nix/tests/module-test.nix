@@ -14,7 +14,7 @@
 let
   babylon = import ../lib.nix;
   inherit (import ./check.nix) fails run;
-  inherit (import ./module-eval.nix { babylon = { }; }) generated;
+  inherit (import ./module-eval.nix { babylon = { }; }) generated options;
 
   # The NixOS configuration made by services.babylon = `options` and by the user's own
   # definitions `user` of other options.
@@ -626,6 +626,77 @@ let
           { url = "http://mimir:9009/api/v1/push"; }
         ];
         noRemoteWrite = [ ];
+      };
+    };
+
+    # ---- Prometheus: exemplars and native histograms ----
+    # Prometheus keeps exemplars and scrapes native histograms, and keeps each histogram's
+    # classic series too (Prometheus 3.x): a key nixpkgs' scrape config does not declare,
+    # which the module lets through by extending that option's type, giving nothing else
+    # (a default or description would clash with nixpkgs' declaration).
+    prometheusKeepsExemplarsAndBothHistogramShapes = {
+      actual =
+        let
+          prometheus = (configOf withPrometheus).services.prometheus;
+          job = builtins.head prometheus.scrapeConfigs;
+        in
+        {
+          inherit (prometheus) extraFlags;
+          userFlags =
+            let
+              user.services.prometheus.extraFlags = [ "--log.level=debug" ];
+            in
+            (configWith withPrometheus user).services.prometheus.extraFlags;
+          always_scrape_classic_histograms = job.always_scrape_classic_histograms or null;
+          declared = builtins.attrNames options.services.prometheus.scrapeConfigs;
+        };
+      expected = {
+        extraFlags = [ "--enable-feature=exemplar-storage,native-histograms" ];
+        userFlags = [
+          "--enable-feature=exemplar-storage,native-histograms"
+          "--log.level=debug"
+        ];
+        always_scrape_classic_histograms = true;
+        declared = [
+          "_type"
+          "type"
+        ];
+      };
+    };
+
+    # Grafana's datasource links exemplars to their traces when told where they are.
+    grafanaLinksExemplarsToTraces = {
+      actual =
+        let
+          jsonData =
+            grafana:
+            let
+              config = configOf (withGrafana // { grafana = withGrafana.grafana // grafana; });
+            in
+            (builtins.head (datasources config)).jsonData or null;
+          url = "https://jaeger.example.org/trace/\${__value.raw}";
+        in
+        {
+          none = jsonData { };
+          url = jsonData { exemplarTraceUrl = url; };
+          tempo = jsonData { exemplarTraceDatasourceUid = "tempo"; };
+        };
+      expected = {
+        none = null;
+        url.exemplarTraceIdDestinations = [
+          {
+            name = "trace_id";
+            url = "https://jaeger.example.org/trace/$${__value.raw}";
+            urlDisplayLabel = "View trace";
+          }
+        ];
+        tempo.exemplarTraceIdDestinations = [
+          {
+            name = "trace_id";
+            datasourceUid = "tempo";
+            urlDisplayLabel = "View trace";
+          }
+        ];
       };
     };
 
