@@ -46,6 +46,50 @@ fn panics() -> &'static str {
     panic!("deliberate test panic")
 }
 
+/// The request guard and `trace::current` give a handler the trace its answer carries.
+#[rocket::get("/trace")]
+fn own_trace(trace: babylon::trace::TraceContext) -> String {
+    let current = babylon::trace::current().expect("current while the handler runs");
+    assert_eq!(current, trace);
+    trace.traceparent()
+}
+
+#[rocket::get("/maybe-trace")]
+fn maybe_trace(trace: Option<babylon::trace::TraceContext>) -> String {
+    assert_eq!(trace, babylon::trace::current());
+    trace.map_or_else(|| "none".to_string(), |trace| trace.request_id())
+}
+
+#[test]
+fn a_handler_takes_its_trace_as_a_guard_or_from_the_thread() {
+    let routes = || babylon::instrument(rocket::routes![own_trace, maybe_trace]);
+    let client = client_with_routes(json!({}), routes());
+    let response = from(client.get("/test/trace"), "127.0.0.1").dispatch();
+    let header = response
+        .headers()
+        .get_one("traceparent")
+        .unwrap()
+        .to_string();
+    assert_eq!(response.into_string().unwrap(), header);
+    let response = from(client.get("/test/maybe-trace"), "127.0.0.1").dispatch();
+    let id = response
+        .headers()
+        .get_one("X-Request-Id")
+        .unwrap()
+        .to_string();
+    assert_eq!(response.into_string().unwrap(), id);
+    assert!(
+        babylon::trace::current().is_none(),
+        "outside a handler, none"
+    );
+
+    let off = client_with_routes(json!({ "tracing": { "enabled": false } }), routes());
+    let response = from(off.get("/test/maybe-trace"), "127.0.0.1").dispatch();
+    assert_eq!(response.into_string().unwrap(), "none");
+    let response = from(off.get("/test/trace"), "127.0.0.1").dispatch();
+    assert_eq!(response.status(), Status::InternalServerError);
+}
+
 #[test]
 fn every_answer_carries_its_trace_and_every_error_body_its_request_id() {
     let client = client_with_routes(
@@ -162,6 +206,56 @@ proptest! {
     }
 }
 
+/// The exemplars of the work a request causes: its database statements and its Redis
+/// commands (here, the shared rate limit's, made before the handler runs) keep the
+/// request's trace and span, in OpenMetrics; an unrelated request's do not.
+#[test]
+fn database_and_redis_durations_keep_the_exemplar_of_the_request_behind_them() {
+    use common::redis_server::{redis_available, unique_prefix, Keys, REDIS};
+    if !redis_available() {
+        return;
+    }
+    let prefix = unique_prefix("tracing");
+    let _keys = Keys(prefix.clone());
+    let client = client(json!({
+        "tracing": { "continue_traceparent_from": "anyone" },
+        "redis": { "url": REDIS, "key_prefix": prefix },
+        "blocking": { "rate_limit": { "per_second": 10000, "burst": 10000, "backend": "redis" } },
+    }));
+    // Not a probe path (/api/health), which the rate limit leaves alone.
+    let response = from(client.get("/api/items"), "127.0.0.1")
+        .header(Header::new("traceparent", TRACEPARENT))
+        .dispatch();
+    assert_eq!(response.status(), Status::Ok);
+    let (trace, span) = trace_of(&response);
+    assert_eq!(trace, TRACE_ID);
+    let exposition = from(client.get("/metrics?format=openmetrics"), "127.0.0.1")
+        .dispatch()
+        .into_string()
+        .unwrap();
+    let exemplar = format!(r#"# {{trace_id="{TRACE_ID}",span_id="{span}"}}"#);
+    for family in [
+        "rocket_db_query_duration_seconds_bucket{",
+        "rocket_redis_command_duration_seconds_bucket{",
+    ] {
+        let samples: Vec<&str> = exposition
+            .lines()
+            .filter(|line| line.starts_with(family))
+            .collect();
+        assert!(
+            samples.iter().any(|line| line.contains(&exemplar)),
+            "no bucket of {family}…}} keeps the request's exemplar {exemplar}: {samples:#?}"
+        );
+    }
+    // The scrape itself ran no statement: no exemplar names a trace but the request's.
+    let traces: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|line| line.starts_with("rocket_db_query_duration_seconds_bucket{"))
+        .filter_map(|line| line.split_once("# {trace_id=\"")?.1.get(..32))
+        .collect();
+    assert_eq!(traces.into_iter().collect::<Vec<_>>(), [TRACE_ID]);
+}
+
 /// A request sent with a `traceparent` is found again from Prometheus: the exemplars of
 /// its duration bucket and of `api_requests_total` name its trace, in the OpenMetrics
 /// job of a real Prometheus 2.42 with exemplar storage on, and its answer carried it.
@@ -209,6 +303,7 @@ fn prometheus_finds_the_request_behind_an_exemplar() {
     for promql in [
         r#"rocket_http_request_duration_seconds_bucket{route="/api/health"}"#,
         "api_requests_total",
+        "rocket_db_query_duration_seconds_bucket",
     ] {
         let found = common::wait_for(std::time::Duration::from_secs(30), || {
             names_the_request(promql)

@@ -122,10 +122,10 @@ impl Parts {
         let http = HttpFamilies::register(registry, metrics_settings, exemplars)?;
         let api = ApiFamilies::register(registry, exemplars)?;
         let native = &metrics_settings.native_histograms;
-        let db = DbFamilies::register(registry, native)?;
+        let db = DbFamilies::register(registry, native, exemplars)?;
         let models = ModelFamilies::register(registry)?;
         let cache_families = CacheFamilies::register(registry)?;
-        let redis_families = RedisFamilies::register(registry, native)?;
+        let redis_families = RedisFamilies::register(registry, native, exemplars)?;
         // Nothing connects to Redis unless a backend in use lives there.
         let redis = match settings.uses_redis() {
             true => SharedRedis::new(&settings.redis, redis_families)?,

@@ -130,7 +130,9 @@ impl Fairing for RequestPipeline {
                 observer.arrived(&arrival, trace.as_ref());
             }
         }
-        if let Err(reason) = self.gatekeeper.verdict(request).await {
+        // Redis commands of the rate limit are the request's, for their exemplars.
+        let verdict = crate::trace::within(trace, self.gatekeeper.verdict(request)).await;
+        if let Err(reason) = verdict {
             self.gatekeeper.refuse(request, reason);
         }
     }

@@ -25,7 +25,7 @@ use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, Sc
 
 use crate::metrics::native::NativeConfig;
 use crate::metrics::sharded::{Recording, ShardedHistogramVec};
-use crate::metrics::{counter_vec, register_full};
+use crate::metrics::{counter_vec, register_full, ExemplarSource};
 use crate::prometheus::{IntCounterVec, Registry};
 use crate::settings::{Buckets, NativeHistogramSettings, RedisSettings};
 
@@ -53,6 +53,7 @@ impl RedisFamilies {
     pub(crate) fn register(
         registry: &Registry,
         native: &NativeHistogramSettings,
+        exemplars: bool,
     ) -> crate::prometheus::Result<Self> {
         Ok(RedisFamilies {
             commands: counter_vec(
@@ -80,7 +81,7 @@ impl RedisFamilies {
                     .expect("valid constant buckets"),
                     Recording {
                         native: NativeConfig::from_settings(native),
-                        exemplars: false,
+                        exemplars,
                     },
                 )?,
             )?,
@@ -371,9 +372,13 @@ impl SharedRedis {
         let answer = rocket::tokio::time::timeout(self.response_timeout, answer).await;
         let labels = [ALIAS, name];
         self.families.commands.with_label_values(&labels).inc();
-        self.families
-            .duration
-            .observe(&labels, started.elapsed().as_secs_f64());
+        let now = Instant::now();
+        let exemplar = ExemplarSource::of_current_request(now);
+        self.families.duration.observe_with(
+            &labels,
+            (now - started).as_secs_f64(),
+            exemplar.as_ref(),
+        );
         let failure = match answer {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => RedisFailure::of(&error),
@@ -590,8 +595,8 @@ pub(crate) mod testing {
             key_prefix: format!("babylon-unit-{test}-{}-{nanos}", std::process::id()),
             ..RedisSettings::default()
         };
-        let families =
-            RedisFamilies::register(&Registry::new(), &Default::default()).expect("fresh registry");
+        let families = RedisFamilies::register(&Registry::new(), &Default::default(), true)
+            .expect("fresh registry");
         SharedRedis::new(&settings, families)
             .expect("a valid client")
             .expect("a URL is set")

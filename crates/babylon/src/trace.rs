@@ -5,6 +5,7 @@
 //! The span id doubles as the request id: one 16-hex-digit value that every answer,
 //! error body, exemplar and log line of the request carries.
 
+use std::cell::Cell;
 use std::fmt;
 
 /// An id of the trace context: a non-zero number written as fixed-width lower-case hex.
@@ -145,6 +146,60 @@ impl TraceContext {
         push_hex(&mut header, u128::from(self.span_id.0), 16);
         header.push_str(if self.sampled { "-01" } else { "-00" });
         header
+    }
+}
+
+thread_local! {
+    /// The context of the request whose handler this thread is running, if any.
+    static CURRENT: Cell<Option<TraceContext>> = const { Cell::new(None) };
+}
+
+/// The trace context of the request being handled, in code its handler runs (the
+/// handler itself, what it awaits, the database and Redis calls it makes): set while
+/// babylon polls a handler of routes passed through [`Babylon::instrument`](crate::Babylon::instrument)
+/// (or [`instrument`](crate::instrument)); `None` elsewhere, in tasks the handler spawns,
+/// or with `tracing.enabled = false`.
+///
+/// babylon's database and Redis durations take their exemplars from it; a call made on
+/// the request's behalf can carry [`TraceContext::traceparent`]. A handler can also take
+/// the context as a request guard (`trace: Option<TraceContext>`).
+pub fn current() -> Option<TraceContext> {
+    CURRENT.with(Cell::get)
+}
+
+/// Makes `trace` the [`current`] one until the returned guard is dropped, then restores
+/// the one before.
+pub(crate) fn enter(trace: Option<TraceContext>) -> Entered {
+    Entered(CURRENT.with(|current| current.replace(trace)))
+}
+
+/// Awaits `future` with `trace` [current](current) whenever it is polled, and only then:
+/// a guard held across an `.await` would leave it current for whatever else the thread
+/// runs meanwhile.
+pub(crate) async fn within<F: std::future::Future>(
+    trace: Option<TraceContext>,
+    future: F,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        let _current = enter(trace);
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The error of the [`TraceContext`] request guard when `tracing.enabled` is false:
+/// the request has no trace context. Take `Option<TraceContext>` where tracing may be off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("tracing.enabled is false, so this request has no trace context; take Option<TraceContext> where tracing may be off")]
+pub struct NoTraceContext;
+
+/// Restores the previous [`current`] trace when dropped.
+pub(crate) struct Entered(Option<TraceContext>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(self.0));
     }
 }
 

@@ -10,7 +10,7 @@ use sqlx::AnyPool;
 use super::errors::DbErrorKind;
 use crate::metrics::native::NativeConfig;
 use crate::metrics::sharded::{Recording, ShardedHistogram, ShardedHistogramVec};
-use crate::metrics::{counter_vec, gauge_vec, register_full};
+use crate::metrics::{counter_vec, gauge_vec, register_full, ExemplarSource};
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto::MetricFamily;
 use crate::prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -41,6 +41,7 @@ impl DbFamilies {
     pub(crate) fn register(
         registry: &Registry,
         native: &NativeHistogramSettings,
+        exemplars: bool,
     ) -> crate::prometheus::Result<Self> {
         let alias_vendor = &["alias", "vendor"];
         Ok(DbFamilies {
@@ -89,7 +90,7 @@ impl DbFamilies {
                     Buckets::try_from(QUERY_BUCKETS.to_vec()).expect("valid constant buckets"),
                     Recording {
                         native: NativeConfig::from_settings(native),
-                        exemplars: false,
+                        exemplars,
                     },
                 )?,
             )?,
@@ -191,7 +192,10 @@ impl Instruments {
         }
         let started = Instant::now();
         let result = run.await;
-        self.query_duration.observe(started.elapsed().as_secs_f64());
+        let now = Instant::now();
+        let exemplar = ExemplarSource::of_current_request(now);
+        self.query_duration
+            .observe_with((now - started).as_secs_f64(), exemplar.as_ref());
         result
     }
 }

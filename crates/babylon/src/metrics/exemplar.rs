@@ -38,6 +38,12 @@ impl ExemplarSource {
             at: unix_nanos(now),
         }
     }
+
+    /// The span of the [current](crate::trace::current) request, observed at `now`; `None`
+    /// outside a request's handler.
+    pub fn of_current_request(now: Instant) -> Option<Self> {
+        crate::trace::current().map(|trace| ExemplarSource::new(&trace, now))
+    }
 }
 
 /// The wall-clock time of `instant`, in nanoseconds since the epoch: both clocks are read

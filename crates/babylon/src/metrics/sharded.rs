@@ -375,10 +375,16 @@ impl ShardedHistogramVec {
         })
     }
 
-    /// Records `value` into the histogram of the label set `values`, made on first use:
-    /// under the read lock the `prometheus` crate's vectors take too, without cloning
-    /// the handle (a shared reference count) as [`Self::with_label_values`] does.
-    pub(crate) fn observe(&self, values: &[&str], value: f64) {
+    /// Records `value` (and `exemplar`, where the family keeps exemplars) into the
+    /// histogram of the label set `values`, made on first use: under the read lock the
+    /// `prometheus` crate's vectors take too, without cloning the handle (a shared
+    /// reference count) as [`Self::with_label_values`] does.
+    pub(crate) fn observe_with(
+        &self,
+        values: &[&str],
+        value: f64,
+        exemplar: Option<&ExemplarSource>,
+    ) {
         let recorded = self
             .inner
             .children
@@ -386,10 +392,10 @@ impl ShardedHistogramVec {
             .unwrap_or_else(|poison| poison.into_inner())
             .iter()
             .find(|(key, _)| key.iter().map(String::as_str).eq(values.iter().copied()))
-            .map(|(_, histogram)| histogram.observe(value))
+            .map(|(_, histogram)| histogram.observe_with(value, exemplar))
             .is_some();
         if !recorded {
-            self.with_label_values(values).observe(value);
+            self.with_label_values(values).observe_with(value, exemplar);
         }
     }
 
@@ -779,7 +785,7 @@ mod tests {
             (["b\"q", "GET"], 0.01),
         ] {
             prometheus_vec.with_label_values(&values).observe(value);
-            sharded.observe(&values, value);
+            sharded.observe_with(&values, value, None);
         }
         assert_eq!(text(&new), text(&old));
         assert!(text(&new).contains(r#"d_seconds_bucket{alias="main",command="GET",le="+Inf"} 2"#));

@@ -1,9 +1,12 @@
-//! Telling panics apart from other server errors.
+//! What babylon adds around each handler: panics told apart from other server errors, and
+//! the request's trace made [current](crate::trace::current) while the handler runs.
 //!
 //! Rocket catches a panicking handler and answers 500, but a fairing cannot see why a
 //! response is a 500. [`instrument`] wraps each route's handler: when the handler panics,
 //! a guard dropped during the unwinding notes `panic` in the request's record, and the
-//! panic continues, so Rocket's own handling (log line, 500 catcher) is unchanged.
+//! panic continues, so Rocket's own handling (500 catcher) is unchanged. While the
+//! handler's future is polled, the request's trace context is the thread's current one,
+//! so that the database and Redis durations it causes carry exemplars of it.
 //!
 //! ```
 //! # use rocket::get;
@@ -22,11 +25,13 @@ use rocket::route::{BoxFuture, Handler, Outcome};
 use rocket::{Data, Request, Route};
 
 use crate::request::RequestRecord;
+use crate::trace::{self, TraceContext};
 
 /// The `type` label of `rocket_http_exceptions_by_type_total` for a panicking handler.
 pub(super) const PANIC: &str = "panic";
 
-/// Wraps every route's handler so that its panics are counted as `type="panic"`.
+/// Wraps every route's handler so that its panics are counted as `type="panic"` and the
+/// request's trace is [current](crate::trace::current) while it runs.
 pub fn instrument(routes: Vec<Route>) -> Vec<Route> {
     routes
         .into_iter()
@@ -60,14 +65,17 @@ impl Handler for PanicRecorder {
         Box::pin(PanicWatch {
             handler: self.0.handle(request, data),
             request,
+            trace: RequestRecord::of(request).trace().copied(),
         })
     }
 }
 
-/// A handler's future that notes in the request's record when polling it panics.
+/// A handler's future that notes in the request's record when polling it panics, and
+/// makes the request's trace current while it is polled.
 struct PanicWatch<'a, 'r, 'c> {
     handler: BoxFuture<'a, Outcome<'r>>,
     request: &'a Request<'c>,
+    trace: Option<TraceContext>,
 }
 
 impl<'r> Future for PanicWatch<'_, 'r, '_> {
@@ -76,6 +84,7 @@ impl<'r> Future for PanicWatch<'_, 'r, '_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<'r>> {
         // Dropped at the end of this call, or during the unwinding if the handler panics.
         let _guard = PanicGuard(self.request);
+        let _trace = trace::enter(self.trace);
         self.handler.as_mut().poll(cx)
     }
 }

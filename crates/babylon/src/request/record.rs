@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use rocket::http::Method;
+use rocket::http::{Method, Status};
+use rocket::request::{FromRequest, Outcome};
 use rocket::Request;
 
 use super::BlockReason;
 use super::JsonError;
-use crate::trace::TraceContext;
+use crate::trace::{NoTraceContext, TraceContext};
 
 #[derive(Default)]
 pub(crate) struct RequestRecord {
@@ -110,6 +111,21 @@ impl RequestRecord {
 
     pub(crate) fn rejection(&self) -> Option<&JsonError> {
         self.rejection.get()
+    }
+}
+
+/// A handler's own trace context: `trace: TraceContext` (or `Option<TraceContext>` where
+/// `tracing.enabled` may be false) among its parameters, for a log line of its own or a
+/// call made on the request's behalf (`traceparent`).
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for TraceContext {
+    type Error = NoTraceContext;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, NoTraceContext> {
+        match RequestRecord::of(request).trace() {
+            Some(trace) => Outcome::Success(*trace),
+            None => Outcome::Error((Status::InternalServerError, NoTraceContext)),
+        }
     }
 }
 
