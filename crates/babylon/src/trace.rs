@@ -39,7 +39,11 @@ macro_rules! id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:0width$x}", self.0, width = $digits)
+                // By hand: every request line writes two ids, and `{:032x}` costs several
+                // times more.
+                let mut digits = [0u8; $digits];
+                hex_digits(&mut digits, u128::from(self.0));
+                f.write_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
             }
         }
 
@@ -205,9 +209,19 @@ impl Drop for Entered {
 
 /// Appends the low `digits` hex digits of `value`, lower case, leading zeros included.
 fn push_hex(out: &mut String, value: u128, digits: u32) {
+    let mut buffer = [0u8; 32];
+    let written = &mut buffer[..digits as usize];
+    hex_digits(written, value);
+    out.push_str(std::str::from_utf8(written).expect("hex digits are ASCII"));
+}
+
+/// Fills `out` with the low `out.len()` hex digits of `value`, lower case, leading zeros
+/// included.
+fn hex_digits(out: &mut [u8], value: u128) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..digits).rev() {
-        out.push(char::from(HEX[(value >> (shift * 4)) as usize & 0xf]));
+    let last = out.len() - 1;
+    for (index, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[(value >> ((last - index) * 4)) as usize & 0xf];
     }
 }
 

@@ -26,7 +26,7 @@
 //! error, where a shell and `--check-config` show them.
 
 mod bridge;
-mod json;
+mod lines;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -40,7 +40,7 @@ use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::Registry;
 
 use self::bridge::LogBridge;
-use self::json::JsonLines;
+use self::lines::Lines;
 use crate::settings::{LogFormat, LogSettings};
 
 /// The target of start-up lines: written at every level.
@@ -170,27 +170,23 @@ impl Logging {
 }
 
 /// The layer that writes the lines `choice` lets through to `writer`, in its format.
-fn lines_layer<W>(choice: Choice, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>
+fn lines_layer<W>(choice: Choice, writer: W) -> impl Layer<Registry> + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = tracing_subscriber::filter::filter_fn(move |meta| {
         choice.writes(meta.target(), meta.level())
     });
-    match choice.settings.format {
-        LogFormat::Text => Box::new(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(choice.colours)
-                .with_writer(writer)
-                .with_filter(filter),
-        ),
-        LogFormat::Json => Box::new(
-            tracing_subscriber::fmt::layer()
-                .event_format(JsonLines)
-                .with_writer(writer)
-                .with_filter(filter),
-        ),
-    }
+    let format = match choice.settings.format {
+        LogFormat::Text => Lines::Text {
+            colours: choice.colours,
+        },
+        LogFormat::Json => Lines::Json,
+    };
+    tracing_subscriber::fmt::layer()
+        .event_format(format)
+        .with_writer(writer)
+        .with_filter(filter)
 }
 
 /// Standard output: through the queue when there is one, else directly.
@@ -324,11 +320,10 @@ mod tests {
 
     type Object = serde_json::Map<String, serde_json::Value>;
 
-    /// The lines written while `body` runs, with `logging.format = "json"`, and the
-    /// objects they hold.
-    fn json_lines_of(body: impl FnOnce()) -> Vec<(String, Object)> {
+    /// The lines written while `body` runs, in `format`.
+    fn lines_of(format: LogFormat, body: impl FnOnce()) -> Vec<String> {
         let settings = LogSettings {
-            format: LogFormat::Json,
+            format,
             requests: true,
         };
         let captured = Captured::default();
@@ -341,11 +336,44 @@ mod tests {
         String::from_utf8(bytes)
             .unwrap()
             .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The lines written while `body` runs, with `logging.format = "json"`, and the
+    /// objects they hold.
+    fn json_lines_of(body: impl FnOnce()) -> Vec<(String, Object)> {
+        lines_of(LogFormat::Json, body)
+            .into_iter()
             .map(|line| {
-                let object = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-                (line.to_string(), object)
+                let object = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                (line, object)
             })
             .collect()
+    }
+
+    #[test]
+    fn text_lines_put_the_message_first_and_quote_strings() {
+        let lines = lines_of(LogFormat::Text, || {
+            tracing::warn!(
+                target: "babylon::cache",
+                route = "/a b",
+                status = 200u16,
+                client = Some(tracing::field::display("::1")),
+                "two\nlines {}",
+                7
+            );
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let (timestamp, rest) = lines[0].split_once(' ').unwrap();
+        assert!(
+            timestamp.ends_with('Z') && timestamp.len() == 27,
+            "{timestamp}"
+        );
+        assert_eq!(
+            rest,
+            r#" WARN babylon::cache: two\nlines 7 route="/a b" status=200 client=::1"#
+        );
     }
 
     #[test]
