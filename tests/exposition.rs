@@ -341,11 +341,13 @@ fn both_ports_answer_in_the_negotiated_format_with_its_content_type() {
 
 /// Histograms babylon records native buckets for; Prometheus stores each as one series
 /// when it scrapes protobuf with native histograms on.
-const NATIVE_HISTOGRAMS: [&str; 4] = [
+const NATIVE_HISTOGRAMS: [&str; 5] = [
     "rocket_http_request_duration_seconds",
     "rocket_http_request_body_bytes",
     "rocket_http_response_body_bytes",
     "rocket_db_query_duration_seconds",
+    // An application's histogram (by name) records native buckets as babylon's own do.
+    "app_size_bytes",
 ];
 
 /// The three formats from the same worker, as Prometheus 2.42 stores them with exemplars

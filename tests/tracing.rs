@@ -46,6 +46,56 @@ fn panics() -> &'static str {
     panic!("deliberate test panic")
 }
 
+/// An application's histograms keep the exemplar of the request that observed into them:
+/// inside the handler by itself, from a spawned task with the context passed on.
+#[rocket::get("/sizes")]
+async fn sizes(
+    metrics: &rocket::State<babylon::metrics::Metrics>,
+    trace: babylon::trace::TraceContext,
+) -> &'static str {
+    let sizes = metrics
+        .custom()
+        .histogram("app_sizes_bytes", "Sizes.", &["where"], &[10.0, 100.0])
+        .unwrap();
+    sizes.with_label_values(&["handler"]).observe(5.0);
+    let spawned = sizes.with_label_values(&["spawned"]);
+    rocket::tokio::spawn(async move {
+        assert!(
+            babylon::trace::current().is_none(),
+            "no request is current in a task"
+        );
+        spawned.observe_for(50.0, &trace);
+    })
+    .await
+    .unwrap();
+    "ok"
+}
+
+#[test]
+fn application_histograms_keep_the_exemplar_of_the_request_that_observed() {
+    let client = client_with_routes(
+        json!({ "tracing": { "continue_traceparent_from": "anyone" } }),
+        babylon::instrument(rocket::routes![sizes]),
+    );
+    let response = from(client.get("/test/sizes"), "127.0.0.1")
+        .header(Header::new("traceparent", TRACEPARENT))
+        .dispatch();
+    let (_, span) = trace_of(&response);
+    let exposition = from(client.get("/metrics?format=openmetrics"), "127.0.0.1")
+        .dispatch()
+        .into_string()
+        .unwrap();
+    let exemplar = format!(r#"# {{trace_id="{TRACE_ID}",span_id="{span}"}}"#);
+    for (place, bucket) in [("handler", "10"), ("spawned", "100")] {
+        let series = format!(r#"app_sizes_bytes_bucket{{where="{place}",le="{bucket}"}} 1 "#);
+        let line = exposition
+            .lines()
+            .find(|line| line.starts_with(&series))
+            .unwrap_or_else(|| panic!("no {series}in\n{exposition}"));
+        assert!(line.contains(&exemplar), "{line}");
+    }
+}
+
 /// The request guard and `trace::current` give a handler the trace its answer carries.
 #[rocket::get("/trace")]
 fn own_trace(trace: babylon::trace::TraceContext) -> String {

@@ -24,10 +24,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use crate::prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use crate::settings::{Buckets, NativeHistogramSettings};
 
 use super::cardinality::{Capped, Overflow};
-use super::register;
+use super::histogram::HistogramVec;
+use super::native::NativeConfig;
+use super::sharded::{Recording, ShardedHistogramVec};
+use super::{register, register_full};
 
 /// Get-or-register custom families, each capped at `metrics.max_series_per_family` label sets.
 pub struct CustomMetrics {
@@ -36,6 +40,8 @@ pub struct CustomMetrics {
     max_series_per_family: usize,
     /// `babylon_metrics_series_overflow_total{family}`.
     overflow: IntCounterVec,
+    /// How histograms record native buckets (`metrics.native_histograms`).
+    native: Option<NativeConfig>,
 }
 
 #[derive(Clone)]
@@ -78,6 +84,14 @@ pub enum CustomMetricError {
         /// The label names asked for now.
         requested: Vec<String>,
     },
+    #[error("metric `{name}`: {problem}")]
+    /// The histogram's bucket bounds are not finite and strictly increasing.
+    Buckets {
+        /// The family's name.
+        name: String,
+        /// What is wrong with them.
+        problem: String,
+    },
     #[error("metric `{name}`: {source}")]
     /// The prometheus crate refused the family (an invalid name, or a clash with a built-in).
     Prometheus {
@@ -92,6 +106,7 @@ impl CustomMetrics {
     pub(crate) fn new(
         registry: Registry,
         max_series_per_family: usize,
+        native: &NativeHistogramSettings,
     ) -> crate::prometheus::Result<Self> {
         let overflow = register(
             &registry,
@@ -108,6 +123,7 @@ impl CustomMetrics {
             families: Mutex::new(HashMap::new()),
             max_series_per_family,
             overflow,
+            native: NativeConfig::from_settings(native),
         })
     }
 
@@ -155,7 +171,9 @@ impl CustomMetrics {
         })
     }
 
-    /// A histogram family with the given bucket upper bounds.
+    /// A histogram family with the given bucket upper bounds (finite, strictly
+    /// increasing); it also records native buckets as `metrics.native_histograms` says,
+    /// and exemplars of the request being handled ([`Series::observe`](super::Series::observe)).
     pub fn histogram(
         &self,
         name: &str,
@@ -163,12 +181,19 @@ impl CustomMetrics {
         labels: &[&str],
         buckets: &[f64],
     ) -> Result<Capped<HistogramVec>, CustomMetricError> {
+        let bounds = Buckets::increasing(buckets.to_vec()).map_err(|problem| {
+            CustomMetricError::Buckets {
+                name: name.to_string(),
+                problem,
+            }
+        })?;
+        let recording = Recording {
+            native: self.native,
+            exemplars: true,
+        };
         self.get_or_register(name, labels, "histogram", || {
-            HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-                labels,
-            )
-            .map(|family| Family::Histogram(self.capped(name, family, labels)))
+            ShardedHistogramVec::new(name, help, labels, bounds, recording)
+                .map(|family| Family::Histogram(self.capped(name, HistogramVec(family), labels)))
         })
         .map(|family| match family {
             Family::Histogram(histogram) => histogram,
@@ -216,7 +241,7 @@ impl CustomMetrics {
         match &family {
             Family::Counter(c) => register(&self.registry, c.family().clone()).map(drop),
             Family::Gauge(g) => register(&self.registry, g.family().clone()).map(drop),
-            Family::Histogram(h) => register(&self.registry, h.family().clone()).map(drop),
+            Family::Histogram(h) => register_full(&self.registry, h.family().0.clone()).map(drop),
         }
         .map_err(prometheus_error)?;
         let label_names = labels.iter().map(|l| l.to_string()).collect();
@@ -230,8 +255,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn histogram_bounds_are_finite_and_increasing_negative_ones_included() {
+        let custom = CustomMetrics::new(Registry::new(), 100, &Default::default()).unwrap();
+        let temperature = custom
+            .histogram(
+                "room_celsius",
+                "Rooms.",
+                &[],
+                &[-10.0, 0.0, 20.0, f64::INFINITY],
+            )
+            .unwrap();
+        let series = temperature.with_label_values(&[]);
+        for value in [-20.0, -5.0, 25.0] {
+            series.observe(value);
+        }
+        assert_eq!((series.count(), series.sum()), (3, 0.0));
+        for (bounds, problem) in [
+            (vec![], "empty"),
+            (vec![1.0, 1.0], "increase strictly"),
+            (vec![2.0, 1.0], "increase strictly"),
+            (vec![f64::NAN], "not a finite number"),
+            (vec![f64::NEG_INFINITY, 1.0], "not a finite number"),
+        ] {
+            let error = custom
+                .histogram("bad_seconds", "Bad.", &[], &bounds)
+                .unwrap_err();
+            assert!(
+                matches!(&error, CustomMetricError::Buckets { problem: p, .. } if p.contains(problem)),
+                "{bounds:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn same_family_twice_and_kind_mismatch() {
-        let custom = CustomMetrics::new(Registry::new(), 100).unwrap();
+        let custom = CustomMetrics::new(Registry::new(), 100, &Default::default()).unwrap();
         let first = custom
             .counter("orders_total", "Orders.", &["kind"])
             .unwrap();

@@ -17,6 +17,7 @@ pub(crate) mod cardinality;
 mod custom;
 pub(crate) mod exemplar;
 pub(crate) mod exposition;
+mod histogram;
 pub(crate) mod native;
 pub(crate) mod sharded;
 mod typed;
@@ -31,9 +32,8 @@ pub use cardinality::Capped;
 pub use custom::{CustomMetricError, CustomMetrics};
 pub use exemplar::ExemplarSource;
 pub use exposition::Format;
-pub use typed::{
-    Counter, Families, Family, FamilyDef, Gauge, Histogram, LabelSet, LabelValue, Series,
-};
+pub use histogram::{HistogramVec, Series};
+pub use typed::{Counter, Families, Family, FamilyDef, Gauge, Histogram, LabelSet, LabelValue};
 
 use crate::settings::MetricsSettings;
 
@@ -68,7 +68,11 @@ impl Metrics {
         ))?;
         Ok(Metrics {
             inner: Arc::new(Inner {
-                custom: CustomMetrics::new(registry.clone(), settings.max_series_per_family.get())?,
+                custom: CustomMetrics::new(
+                    registry.clone(),
+                    settings.max_series_per_family.get(),
+                    &settings.native_histograms,
+                )?,
                 last_render_bytes: Format::ALL.map(|_| AtomicUsize::new(16 * 1024)),
                 registry,
                 namespace: prefix,

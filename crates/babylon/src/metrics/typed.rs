@@ -58,7 +58,9 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::marker::PhantomData;
 
-use crate::prometheus::{self, GaugeVec, HistogramVec, IntCounter, IntCounterVec};
+use crate::prometheus::{self, GaugeVec, IntCounter, IntCounterVec};
+
+use super::histogram::{HistogramVec, Series};
 
 use super::cardinality::Capped;
 use super::{CustomMetricError, Metrics};
@@ -265,7 +267,7 @@ impl Gauge {
 
 impl Histogram {
     fn series(&self) -> Series {
-        Series(self.family.with_label_values(&[]))
+        self.family.with_label_values(&[])
     }
 
     /// Records one observation.
@@ -281,39 +283,6 @@ impl Histogram {
     /// Runs `work` and records how long it took, in seconds.
     pub fn time_fn<T>(&self, work: impl FnOnce() -> T) -> T {
         self.series().time_fn(work)
-    }
-}
-
-/// One label set's histogram ([`Histogram::with`]).
-#[derive(Clone)]
-pub struct Series(prometheus::Histogram);
-
-impl From<prometheus::Histogram> for Series {
-    fn from(histogram: prometheus::Histogram) -> Self {
-        Series(histogram)
-    }
-}
-
-impl Series {
-    /// Records one observation.
-    pub fn observe(&self, value: f64) {
-        self.0.observe(value);
-    }
-
-    /// Awaits `work` and records how long it took, in seconds.
-    pub async fn time<T>(&self, work: impl Future<Output = T>) -> T {
-        let started = std::time::Instant::now();
-        let result = work.await;
-        self.0.observe(started.elapsed().as_secs_f64());
-        result
-    }
-
-    /// Runs `work` and records how long it took, in seconds.
-    pub fn time_fn<T>(&self, work: impl FnOnce() -> T) -> T {
-        let started = std::time::Instant::now();
-        let result = work();
-        self.0.observe(started.elapsed().as_secs_f64());
-        result
     }
 }
 

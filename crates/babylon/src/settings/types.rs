@@ -464,6 +464,30 @@ impl Buckets {
     }
 }
 
+impl Buckets {
+    /// The bounds of an application's histogram, as the `prometheus` crate takes them:
+    /// finite and strictly increasing, negative ones included; a last `+Inf` is the
+    /// implicit last bucket and dropped.
+    pub(crate) fn increasing(mut bounds: Vec<f64>) -> Result<Self, String> {
+        if bounds.last() == Some(&f64::INFINITY) {
+            bounds.pop();
+        }
+        if bounds.is_empty() {
+            return Err("the bucket list is empty".into());
+        }
+        if let Some(bad) = bounds.iter().find(|b| !b.is_finite()) {
+            return Err(format!("bucket bound {bad} is not a finite number"));
+        }
+        if let Some(pair) = bounds.windows(2).find(|pair| pair[0] >= pair[1]) {
+            return Err(format!(
+                "bucket bounds must increase strictly, but {} is followed by {}",
+                pair[0], pair[1]
+            ));
+        }
+        Ok(Buckets(bounds.into()))
+    }
+}
+
 impl TryFrom<Vec<f64>> for Buckets {
     type Error = String;
 
