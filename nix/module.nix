@@ -368,6 +368,7 @@ in
           blocking.rate_limit = { per_second = 50; burst = 100; };
           databases.main.max_connections = 16;
           log_level = "normal";
+          logging.format = "json";
         }
       '';
       description = ''

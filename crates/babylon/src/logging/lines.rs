@@ -12,7 +12,7 @@
 //! `log` record (Rocket's) and puts the target last, and every request writes a line, so
 //! the cost counts: control characters are escaped in one pass over the bytes, without
 //! formatting a value twice, and a thread re-writes the date only when the second
-//! changes (BENCHMARKS.md, "Request lines").
+//! changes (BENCHMARKS.md, "Request lines, and exemplars of the work a request causes").
 //!
 //! In both formats control characters are escaped (`\n`, `\u001b`), so no value, not even
 //! a message quoting a client, can start a line of its own or move a terminal's cursor.
