@@ -318,7 +318,7 @@ fn no_password_or_token_reaches_the_log_even_at_debug() {
 /// trace and a span, and the worker's log has the line of that request under both ids.
 #[test]
 fn an_exemplar_in_prometheus_leads_to_the_requests_log_line() {
-    use common::prometheus::{Place, Prometheus};
+    use common::prometheus::Prometheus;
     if common::tool("prometheus").is_none() {
         return;
     }
@@ -329,18 +329,7 @@ fn an_exemplar_in_prometheus_leads_to_the_requests_log_line() {
         .env("BABYLON_LOGGING__FORMAT", "json")
         .env("BABYLON_METRICS__EXPORT__ADDRESS", "127.0.0.1");
     let worker = start_command_keeping_every_line(command);
-    let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: openmetrics\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-        worker.export_port()
-    );
-    let prometheus = Prometheus::start(
-        &config,
-        Place::Loopback,
-        &["--enable-feature=exemplar-storage"],
-    );
-    for target in prometheus.scraped_targets(1, &config) {
-        assert_eq!(target["health"], "up", "{target:#}");
-    }
+    let prometheus = Prometheus::keeping_exemplars_of(worker.export_port());
     let answer = http_answer(worker.app_port, "GET", "/api/items", &[], "");
     assert_eq!(answer.status, 200);
 

@@ -311,7 +311,7 @@ fn database_and_redis_durations_keep_the_exemplar_of_the_request_behind_them() {
 /// job of a real Prometheus 2.42 with exemplar storage on, and its answer carried it.
 #[test]
 fn prometheus_finds_the_request_behind_an_exemplar() {
-    use common::prometheus::{Place, Prometheus};
+    use common::prometheus::Prometheus;
     if tool("prometheus").is_none() {
         return;
     }
@@ -321,18 +321,7 @@ fn prometheus_finds_the_request_behind_an_exemplar() {
         "metrics": { "export": {
             "enabled": true, "port_range": ports.range_setting(), "address": "127.0.0.1" } },
     }));
-    let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: openmetrics\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-        ports.first()
-    );
-    let prometheus = Prometheus::start(
-        &config,
-        Place::Loopback,
-        &["--enable-feature=exemplar-storage"],
-    );
-    for target in prometheus.scraped_targets(1, &config) {
-        assert_eq!(target["health"], "up", "{target:#}");
-    }
+    let prometheus = Prometheus::keeping_exemplars_of(ports.first());
     let response = from(client.get("/api/health"), "127.0.0.1")
         .header(Header::new("traceparent", TRACEPARENT))
         .dispatch();

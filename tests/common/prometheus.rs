@@ -153,6 +153,24 @@ impl Prometheus {
         answer["data"].as_array().cloned().unwrap_or_default()
     }
 
+    /// A Prometheus on loopback keeping exemplars, whose one job `openmetrics` scrapes
+    /// `127.0.0.1:port` every second in its default format (OpenMetrics), once that
+    /// target is up.
+    pub fn keeping_exemplars_of(port: u16) -> Prometheus {
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: openmetrics\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        );
+        let prometheus = Prometheus::start(
+            &config,
+            Place::Loopback,
+            &["--enable-feature=exemplar-storage"],
+        );
+        for target in prometheus.scraped_targets(1, &config) {
+            assert_eq!(target["health"], "up", "{target:#}");
+        }
+        prometheus
+    }
+
     /// The active targets once there are `count` and each has been scraped (health not
     /// `unknown`), waiting at most 30 s; panics with `context` and the log otherwise.
     pub fn scraped_targets(&self, count: usize, context: &str) -> Vec<Value> {
