@@ -46,8 +46,9 @@ fn panics() -> &'static str {
     panic!("deliberate test panic")
 }
 
-/// An application's histograms keep the exemplar of the request that observed into them:
-/// inside the handler by itself, from a spawned task with the context passed on.
+/// An application's histograms and counters keep the exemplar of the request that
+/// recorded into them: inside the handler by itself, from a spawned task with the context
+/// passed on.
 #[rocket::get("/sizes")]
 async fn sizes(
     metrics: &rocket::State<babylon::metrics::Metrics>,
@@ -58,6 +59,12 @@ async fn sizes(
         .histogram("app_sizes_bytes", "Sizes.", &["where"], &[10.0, 100.0])
         .unwrap();
     sizes.with_label_values(&["handler"]).observe(5.0);
+    metrics
+        .custom()
+        .counter("app_sized_total", "Things sized.", &[])
+        .unwrap()
+        .with_label_values(&[])
+        .inc();
     let spawned = sizes.with_label_values(&["spawned"]);
     rocket::tokio::spawn(async move {
         assert!(
@@ -72,7 +79,7 @@ async fn sizes(
 }
 
 #[test]
-fn application_histograms_keep_the_exemplar_of_the_request_that_observed() {
+fn application_histograms_and_counters_keep_the_exemplar_of_the_request_behind_them() {
     let client = client_with_routes(
         json!({ "tracing": { "continue_traceparent_from": "anyone" } }),
         babylon::instrument(rocket::routes![sizes]),
@@ -94,6 +101,11 @@ fn application_histograms_keep_the_exemplar_of_the_request_that_observed() {
             .unwrap_or_else(|| panic!("no {series}in\n{exposition}"));
         assert!(line.contains(&exemplar), "{line}");
     }
+    let counted = exposition
+        .lines()
+        .find(|line| line.starts_with("app_sized_total 1 "))
+        .unwrap_or_else(|| panic!("no app_sized_total in\n{exposition}"));
+    assert!(counted.contains(&exemplar), "{counted}");
 }
 
 /// The request guard and `trace::current` give a handler the trace its answer carries.

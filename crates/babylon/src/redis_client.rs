@@ -74,15 +74,17 @@ impl RedisFamilies {
                     "rocket_redis_command_duration_seconds",
                     "Time from sending a Redis command to its answer, failures included.",
                     &["alias", "command"],
-                    Buckets::try_from(vec![
-                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                        0.25, 0.5, 1.0,
-                    ])
-                    .expect("valid constant buckets"),
-                    Recording {
-                        native: NativeConfig::from_settings(native),
-                        exemplars,
-                    },
+                    (
+                        Buckets::try_from(vec![
+                            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                            0.1, 0.25, 0.5, 1.0,
+                        ])
+                        .expect("valid constant buckets"),
+                        Recording {
+                            native: NativeConfig::from_settings(native),
+                            exemplars,
+                        },
+                    ),
                 )?,
             )?,
         })

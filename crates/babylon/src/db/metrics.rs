@@ -87,11 +87,13 @@ impl DbFamilies {
                     "rocket_db_query_duration_seconds",
                     "Time to execute a statement.",
                     alias_vendor,
-                    Buckets::try_from(QUERY_BUCKETS.to_vec()).expect("valid constant buckets"),
-                    Recording {
-                        native: NativeConfig::from_settings(native),
-                        exemplars,
-                    },
+                    (
+                        Buckets::try_from(QUERY_BUCKETS.to_vec()).expect("valid constant buckets"),
+                        Recording {
+                            native: NativeConfig::from_settings(native),
+                            exemplars,
+                        },
+                    ),
                 )?,
             )?,
             migrations_applied: gauge_vec(

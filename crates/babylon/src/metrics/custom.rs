@@ -27,10 +27,10 @@ use std::sync::Mutex;
 use crate::prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use crate::settings::{Buckets, NativeHistogramSettings};
 
+use super::application::{CounterVec, HistogramVec};
 use super::cardinality::{Capped, Overflow};
-use super::histogram::HistogramVec;
 use super::native::NativeConfig;
-use super::sharded::{Recording, ShardedHistogramVec};
+use super::sharded::{Recording, ShardedCounterVec, ShardedHistogramVec};
 use super::{register, register_full};
 
 /// Get-or-register custom families, each capped at `metrics.max_series_per_family` label sets.
@@ -46,7 +46,7 @@ pub struct CustomMetrics {
 
 #[derive(Clone)]
 enum Family {
-    Counter(Capped<IntCounterVec>),
+    Counter(Capped<CounterVec>),
     Gauge(Capped<GaugeVec>),
     Histogram(Capped<HistogramVec>),
 }
@@ -137,16 +137,18 @@ impl CustomMetrics {
         Capped::new(family, labels.len(), self.max_series_per_family, overflow)
     }
 
-    /// An integer counter family; by convention its name ends in `_total`.
+    /// An integer counter family; by convention its name ends in `_total`. A count made
+    /// while a request's handler runs keeps that request as its exemplar
+    /// ([`CounterSeries::inc`](super::CounterSeries::inc)).
     pub fn counter(
         &self,
         name: &str,
         help: &str,
         labels: &[&str],
-    ) -> Result<Capped<IntCounterVec>, CustomMetricError> {
+    ) -> Result<Capped<CounterVec>, CustomMetricError> {
         self.get_or_register(name, labels, "counter", || {
-            IntCounterVec::new(Opts::new(name, help), labels)
-                .map(|family| Family::Counter(self.capped(name, family, labels)))
+            ShardedCounterVec::new(name, help, labels, true)
+                .map(|family| Family::Counter(self.capped(name, CounterVec(family), labels)))
         })
         .map(|family| match family {
             Family::Counter(counter) => counter,
@@ -192,7 +194,7 @@ impl CustomMetrics {
             exemplars: true,
         };
         self.get_or_register(name, labels, "histogram", || {
-            ShardedHistogramVec::new(name, help, labels, bounds, recording)
+            ShardedHistogramVec::new(name, help, labels, (bounds, recording))
                 .map(|family| Family::Histogram(self.capped(name, HistogramVec(family), labels)))
         })
         .map(|family| match family {
@@ -239,7 +241,7 @@ impl CustomMetrics {
         }
         let family = create().map_err(prometheus_error)?;
         match &family {
-            Family::Counter(c) => register(&self.registry, c.family().clone()).map(drop),
+            Family::Counter(c) => register_full(&self.registry, c.family().0.clone()).map(drop),
             Family::Gauge(g) => register(&self.registry, g.family().clone()).map(drop),
             Family::Histogram(h) => register_full(&self.registry, h.family().0.clone()).map(drop),
         }

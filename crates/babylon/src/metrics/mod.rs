@@ -13,11 +13,11 @@
 //! composition root. This module depends only on `prometheus`, the build facts and the
 //! bucket type of the settings.
 
+mod application;
 pub(crate) mod cardinality;
 mod custom;
 pub(crate) mod exemplar;
 pub(crate) mod exposition;
-mod histogram;
 pub(crate) mod native;
 pub(crate) mod sharded;
 mod typed;
@@ -28,11 +28,11 @@ use std::sync::Arc;
 use crate::prometheus::core::Collector;
 use crate::prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+pub use application::{CounterSeries, CounterVec, HistogramVec, Series};
 pub use cardinality::Capped;
 pub use custom::{CustomMetricError, CustomMetrics};
 pub use exemplar::ExemplarSource;
 pub use exposition::Format;
-pub use histogram::{HistogramVec, Series};
 pub use typed::{Counter, Families, Family, FamilyDef, Gauge, Histogram, LabelSet, LabelValue};
 
 use crate::settings::MetricsSettings;

@@ -335,29 +335,50 @@ impl FullCollector for HistogramFamily {
     }
 }
 
-/// A labelled family of [`ShardedHistogram`]s, one per label set. Cheap to clone; clones
-/// share the histograms. A caller resolves its label set once
-/// ([`ShardedHistogramVec::with_label_values`], a read lock) and records into the
-/// histogram it gets, without a lock.
-#[derive(Clone)]
-pub(crate) struct ShardedHistogramVec {
-    inner: Arc<VecInner>,
+/// What a [`ShardedVec`] holds one of per label set.
+pub(crate) trait Child: Send + Sync + 'static {
+    /// What every child of one family is made with.
+    type Config: Send + Sync + 'static;
+    /// The family's type.
+    const TYPE: model::MetricType;
+    fn make(config: &Self::Config) -> Self;
+    /// The child's value as a series without its labels.
+    fn model(&self, config: &Self::Config, detail: Detail) -> model::Metric;
 }
 
-struct VecInner {
+/// A labelled family of children recorded per thread ([`ShardedHistogram`]s,
+/// [`ShardedCounter`]s), one per label set. Cheap to clone; clones share the children. A
+/// caller resolves its label set once ([`ShardedVec::with_label_values`], a read lock)
+/// and records into the child it gets, without a lock.
+pub(crate) struct ShardedVec<C: Child> {
+    inner: Arc<VecInner<C>>,
+}
+
+impl<C: Child> Clone for ShardedVec<C> {
+    fn clone(&self) -> Self {
+        ShardedVec {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct VecInner<C: Child> {
     desc: Desc,
-    bounds: Buckets,
-    recording: Recording,
-    children: std::sync::RwLock<std::collections::BTreeMap<Vec<String>, Arc<ShardedHistogram>>>,
+    config: C::Config,
+    children: std::sync::RwLock<std::collections::BTreeMap<Vec<String>, Arc<C>>>,
 }
 
-impl ShardedHistogramVec {
+/// Labelled histograms: the database and Redis durations, application histograms.
+pub(crate) type ShardedHistogramVec = ShardedVec<ShardedHistogram>;
+/// Labelled counters with exemplars: application counters.
+pub(crate) type ShardedCounterVec = ShardedVec<ShardedCounter>;
+
+impl<C: Child> ShardedVec<C> {
     pub(crate) fn new(
         name: &str,
         help: &str,
         labels: &[&str],
-        bounds: Buckets,
-        recording: Recording,
+        config: C::Config,
     ) -> crate::prometheus::Result<Self> {
         let desc = Desc::new(
             name.to_string(),
@@ -365,43 +386,39 @@ impl ShardedHistogramVec {
             labels.iter().map(|label| label.to_string()).collect(),
             Default::default(),
         )?;
-        Ok(ShardedHistogramVec {
+        Ok(ShardedVec {
             inner: Arc::new(VecInner {
                 desc,
-                bounds,
-                recording,
+                config,
                 children: Default::default(),
             }),
         })
     }
 
-    /// Records `value` (and `exemplar`, where the family keeps exemplars) into the
-    /// histogram of the label set `values`, made on first use: under the read lock the
-    /// `prometheus` crate's vectors take too, without cloning the handle (a shared
-    /// reference count) as [`Self::with_label_values`] does.
-    pub(crate) fn observe_with(
-        &self,
-        values: &[&str],
-        value: f64,
-        exemplar: Option<&ExemplarSource>,
-    ) {
-        let recorded = self
+    /// Runs `record` on the child of the label set `values`, made on first use: under
+    /// the read lock the `prometheus` crate's vectors take too, without cloning the
+    /// handle (a shared reference count) as [`Self::with_label_values`] does.
+    fn record(&self, values: &[&str], record: impl FnOnce(&C)) {
+        let children = self
             .inner
             .children
             .read()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(|poison| poison.into_inner());
+        match children
             .iter()
             .find(|(key, _)| key.iter().map(String::as_str).eq(values.iter().copied()))
-            .map(|(_, histogram)| histogram.observe_with(value, exemplar))
-            .is_some();
-        if !recorded {
-            self.with_label_values(values).observe_with(value, exemplar);
+        {
+            Some((_, child)) => record(child),
+            None => {
+                drop(children);
+                record(&self.with_label_values(values));
+            }
         }
     }
 
-    /// The histogram of the label set `values` (in the order of the family's labels),
-    /// made on first use.
-    pub(crate) fn with_label_values(&self, values: &[&str]) -> Arc<ShardedHistogram> {
+    /// The child of the label set `values` (in the order of the family's labels), made
+    /// on first use.
+    pub(crate) fn with_label_values(&self, values: &[&str]) -> Arc<C> {
         let inner = &self.inner;
         let found = inner
             .children
@@ -409,25 +426,49 @@ impl ShardedHistogramVec {
             .unwrap_or_else(|poison| poison.into_inner())
             .iter()
             .find(|(key, _)| key.iter().map(String::as_str).eq(values.iter().copied()))
-            .map(|(_, histogram)| histogram.clone());
+            .map(|(_, child)| child.clone());
         found.unwrap_or_else(|| {
             inner
                 .children
                 .write()
                 .unwrap_or_else(|poison| poison.into_inner())
                 .entry(values.iter().map(|value| value.to_string()).collect())
-                .or_insert_with(|| {
-                    Arc::new(ShardedHistogram::with(
-                        inner.bounds.clone(),
-                        inner.recording,
-                    ))
-                })
+                .or_insert_with(|| Arc::new(C::make(&inner.config)))
                 .clone()
         })
     }
 }
 
-impl FullCollector for ShardedHistogramVec {
+impl ShardedHistogramVec {
+    /// Records `value` (and `exemplar`, where the family keeps exemplars) into the
+    /// histogram of the label set `values`.
+    pub(crate) fn observe_with(
+        &self,
+        values: &[&str],
+        value: f64,
+        exemplar: Option<&ExemplarSource>,
+    ) {
+        self.record(values, |histogram| histogram.observe_with(value, exemplar));
+    }
+}
+
+impl Child for ShardedHistogram {
+    type Config = (Buckets, Recording);
+    const TYPE: model::MetricType = model::MetricType::Histogram;
+
+    fn make((bounds, recording): &Self::Config) -> Self {
+        ShardedHistogram::with(bounds.clone(), *recording)
+    }
+
+    fn model(&self, (bounds, _): &Self::Config, detail: Detail) -> model::Metric {
+        model::Metric {
+            histogram: Some(self.snapshot_with(detail).into_model(bounds)),
+            ..model::Metric::default()
+        }
+    }
+}
+
+impl<C: Child> FullCollector for ShardedVec<C> {
     fn descs(&self) -> Vec<&Desc> {
         vec![&self.inner.desc]
     }
@@ -440,16 +481,22 @@ impl FullCollector for ShardedHistogramVec {
             .unwrap_or_else(|poison| poison.into_inner());
         let metrics = children
             .iter()
-            .map(|(values, histogram)| model::Metric {
-                histogram: Some(histogram.snapshot_with(detail).into_model(&inner.bounds)),
-                ..labelled(&inner.desc, values)
+            .map(|(values, child)| {
+                merge_labels(
+                    child.model(&inner.config, detail),
+                    labelled(&inner.desc, values),
+                )
             })
             .collect();
-        vec![model_family(
-            &inner.desc,
-            model::MetricType::Histogram,
-            metrics,
-        )]
+        vec![model_family(&inner.desc, C::TYPE, metrics)]
+    }
+}
+
+/// `series` with the labels of `labelled`.
+fn merge_labels(series: model::Metric, labelled: model::Metric) -> model::Metric {
+    model::Metric {
+        label: labelled.label,
+        ..series
     }
 }
 
@@ -496,22 +543,77 @@ impl SumFamily {
     }
 }
 
+/// A counter recorded per thread, with the newest exemplar of each thread when it keeps
+/// exemplars.
+pub(crate) struct ShardedCounter {
+    sum: ShardedSum,
+    /// When the counter was made: its `_created`.
+    created: SystemTime,
+    exemplars: Option<ThreadLocal<CachePadded<ExemplarCell>>>,
+}
+
+impl ShardedCounter {
+    fn new(exemplars: bool) -> Self {
+        ShardedCounter {
+            sum: ShardedSum::default(),
+            created: SystemTime::now(),
+            exemplars: exemplars.then(ThreadLocal::new),
+        }
+    }
+
+    /// Adds `n`, with the request it came from as the thread's exemplar if it has none
+    /// younger than a second.
+    pub(crate) fn inc_by_with(&self, n: u64, exemplar: Option<&ExemplarSource>) {
+        self.sum.add(n as i64);
+        if let (Some(cells), Some(source)) = (&self.exemplars, exemplar) {
+            cells.get_or_default().offer(n as f64, source);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.sum.total() as u64
+    }
+}
+
+impl Child for ShardedCounter {
+    /// Whether exemplars are kept.
+    type Config = bool;
+    const TYPE: model::MetricType = model::MetricType::Counter;
+
+    fn make(exemplars: &bool) -> Self {
+        ShardedCounter::new(*exemplars)
+    }
+
+    fn model(&self, _: &bool, detail: Detail) -> model::Metric {
+        let exemplar = match (&self.exemplars, detail) {
+            (Some(cells), Detail::Full) => cells
+                .iter()
+                .fold(None, |newest, cell| Kept::newest(newest, cell.read())),
+            _ => None,
+        };
+        model::Metric {
+            counter: Some(model::Counter {
+                value: self.get() as f64,
+                exemplar: exemplar.map(Kept::to_model),
+                created_timestamp: Some(model::Timestamp::of(self.created)),
+            }),
+            ..model::Metric::default()
+        }
+    }
+}
+
 /// An unlabelled counter recorded per thread. Cheap to clone; clones count together.
 #[derive(Clone)]
 pub(crate) struct CounterFamily {
-    sum: SumFamily,
-    /// When the counter was made: its `_created`.
-    created: SystemTime,
-    /// Each thread's exemplar, when exemplars are kept.
-    exemplars: Option<Arc<ThreadLocal<CachePadded<ExemplarCell>>>>,
+    desc: Arc<Desc>,
+    counter: Arc<ShardedCounter>,
 }
 
 impl CounterFamily {
     pub(crate) fn new(name: &str, help: &str, exemplars: bool) -> crate::prometheus::Result<Self> {
         Ok(CounterFamily {
-            sum: SumFamily::new(name, help)?,
-            created: SystemTime::now(),
-            exemplars: exemplars.then(Arc::default),
+            desc: Arc::new(unlabelled_desc(name, help)?),
+            counter: Arc::new(ShardedCounter::new(exemplars)),
         })
     }
 
@@ -523,14 +625,11 @@ impl CounterFamily {
     /// Adds one, with the request it came from as the thread's exemplar if it has none
     /// younger than a second.
     pub(crate) fn inc_with(&self, exemplar: Option<&ExemplarSource>) {
-        self.sum.sum.add(1);
-        if let (Some(cells), Some(source)) = (&self.exemplars, exemplar) {
-            cells.get_or_default().offer(1.0, source);
-        }
+        self.counter.inc_by_with(1, exemplar);
     }
 
     pub(crate) fn get(&self) -> u64 {
-        self.sum.sum.total() as u64
+        self.counter.get()
     }
 }
 
@@ -563,26 +662,13 @@ impl InFlightGauge {
 
 impl FullCollector for CounterFamily {
     fn descs(&self) -> Vec<&Desc> {
-        vec![&self.sum.desc]
+        vec![&self.desc]
     }
 
     fn collect_model(&self, detail: Detail) -> Vec<model::MetricFamily> {
-        let exemplar = match (&self.exemplars, detail) {
-            (Some(cells), Detail::Full) => cells
-                .iter()
-                .fold(None, |newest, cell| Kept::newest(newest, cell.read())),
-            _ => None,
-        };
-        let metric = model::Metric {
-            counter: Some(model::Counter {
-                value: self.get() as f64,
-                exemplar: exemplar.map(Kept::to_model),
-                created_timestamp: Some(model::Timestamp::of(self.created)),
-            }),
-            ..model::Metric::default()
-        };
+        let metric = self.counter.model(&false, detail);
         vec![model_family(
-            &self.sum.desc,
+            &self.desc,
             model::MetricType::Counter,
             vec![metric],
         )]
@@ -762,11 +848,13 @@ mod tests {
             "d_seconds",
             "Help.",
             &labels,
-            bounds,
-            Recording {
-                native,
-                exemplars: true,
-            },
+            (
+                bounds,
+                Recording {
+                    native,
+                    exemplars: true,
+                },
+            ),
         )
         .unwrap();
         super::super::register_full(&new, sharded.clone()).unwrap();

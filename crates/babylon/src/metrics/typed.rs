@@ -58,9 +58,9 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::marker::PhantomData;
 
-use crate::prometheus::{self, GaugeVec, IntCounter, IntCounterVec};
+use crate::prometheus::{self, GaugeVec};
 
-use super::histogram::{HistogramVec, Series};
+use super::application::{CounterSeries, CounterVec, HistogramVec, Series};
 
 use super::cardinality::Capped;
 use super::{CustomMetricError, Metrics};
@@ -199,7 +199,7 @@ macro_rules! family_type {
 
 family_type!(
     /// An integer counter family with the labels of `L` (none by default).
-    Counter, IntCounterVec, IntCounter,
+    Counter, CounterVec, CounterSeries,
     |custom, def, labels| custom.counter(def.name, def.help, labels)
 );
 

@@ -1,7 +1,7 @@
-//! The histograms of application code, typed ([`Histogram`](super::Histogram)) or by name
-//! ([`CustomMetrics::histogram`](super::CustomMetrics::histogram)): babylon's own
-//! lock-free per-thread histograms, so that they record what its own do — classic
-//! buckets, native buckets (`metrics.native_histograms`) and exemplars of the request
+//! The histograms and counters of application code, typed ([`Histogram`](super::Histogram),
+//! [`Counter`](super::Counter)) or by name ([`CustomMetrics`](super::CustomMetrics)):
+//! babylon's own lock-free per-thread families, so that they record what its own do —
+//! classic and native buckets (`metrics.native_histograms`), and exemplars of the request
 //! being handled.
 
 use std::future::Future;
@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::cardinality::LabelledFamily;
 use super::exemplar::ExemplarSource;
-use super::sharded::{ShardedHistogram, ShardedHistogramVec};
+use super::sharded::{ShardedCounter, ShardedCounterVec, ShardedHistogram, ShardedHistogramVec};
 use crate::trace::TraceContext;
 
 /// A histogram family of application code, one [`Series`] per label set. Cheap to
@@ -74,5 +74,49 @@ impl Series {
     /// Their sum.
     pub fn sum(&self) -> f64 {
         self.0.snapshot().sum()
+    }
+}
+
+/// A counter family of application code, one [`CounterSeries`] per label set. Cheap to
+/// clone; clones share the series.
+#[derive(Clone)]
+pub struct CounterVec(pub(super) ShardedCounterVec);
+
+impl LabelledFamily for CounterVec {
+    type Child = CounterSeries;
+
+    fn child(&self, values: &[&str]) -> CounterSeries {
+        CounterSeries(self.0.with_label_values(values))
+    }
+}
+
+/// One label set's counter. A count made while a request's handler runs keeps that
+/// request as the counter's exemplar (at most one per thread per second).
+#[derive(Clone)]
+pub struct CounterSeries(Arc<ShardedCounter>);
+
+impl CounterSeries {
+    /// Adds one; within a request's handler, with that request as its exemplar.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// Adds `n`; within a request's handler, with that request as its exemplar.
+    pub fn inc_by(&self, n: u64) {
+        match crate::trace::current() {
+            Some(trace) => self.inc_by_for(n, &trace),
+            None => self.0.inc_by_with(n, None),
+        }
+    }
+
+    /// Adds `n` for the request of `trace`, as its exemplar: for work a handler spawned.
+    pub fn inc_by_for(&self, n: u64, trace: &TraceContext) {
+        let exemplar = ExemplarSource::new(trace, Instant::now());
+        self.0.inc_by_with(n, Some(&exemplar));
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.get()
     }
 }
