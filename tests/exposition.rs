@@ -129,6 +129,31 @@ fn python_parse(python: &std::path::Path, format: &str, exposition: &[u8]) -> Ve
 /// back to the pool when the task that used it gets to it).
 const READ_LIVE: [&str; 2] = ["process_", "rocket_db_pool_connections"];
 
+/// A text and an OpenMetrics render of one state of the registry. The service goes on
+/// working after its requests are answered (the pool opens connections, the write probe
+/// runs), so an OpenMetrics render is taken between two text renders until those agree:
+/// counters and histograms only grow, so what both text renders hold, the one between
+/// them held too. The `READ_LIVE` families, which move all the time, are not compared.
+fn renders_of_one_state(metrics: &Metrics) -> (Vec<u8>, Vec<u8>) {
+    let settled = |text: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(text)
+            .lines()
+            .filter(|line| !READ_LIVE.iter().any(|live| line.starts_with(live)))
+            .map(str::to_string)
+            .collect()
+    };
+    for _ in 0..100 {
+        let before = metrics.render_as(Format::Text);
+        let openmetrics = metrics.render_as(Format::OpenMetrics);
+        let after = metrics.render_as(Format::Text);
+        if settled(&before) == settled(&after) {
+            return (after, openmetrics);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the registry kept changing for 10 s after the last request");
+}
+
 /// `name{labels}` → value, for the samples that do not move on their own between two
 /// renders.
 fn values(samples: &[Value]) -> BTreeMap<String, f64> {
@@ -154,8 +179,7 @@ fn openmetrics_is_read_by_a_strict_parser_with_the_series_and_values_of_text() {
     };
     let client = busy_service(json!({ "blocking": { "deny": ["192.0.2.0/24"] } }));
     let metrics = client.rocket().state::<Metrics>().unwrap();
-    let text = metrics.render_as(Format::Text);
-    let openmetrics = metrics.render_as(Format::OpenMetrics);
+    let (text, openmetrics) = renders_of_one_state(metrics);
     assert!(openmetrics.ends_with(b"\n# EOF\n"));
 
     let text_samples = python_parse(&python, "text", &text);
