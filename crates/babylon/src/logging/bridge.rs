@@ -17,11 +17,7 @@ use super::Choice;
 /// - with request lines on, Rocket's other records about each request (the route
 ///   matched, the outcome, the catcher, a panic's advice) are left out below `debug`:
 ///   the request line says all of it in one line.
-pub(super) struct LogBridge {
-    pub(super) choice: Choice,
-    /// At `debug`, every record is written, those about requests included.
-    pub(super) everything: bool,
-}
+pub(super) struct LogBridge(pub(super) Choice);
 
 impl log::Log for LogBridge {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
@@ -37,11 +33,11 @@ impl log::Log for LogBridge {
         if about_a_request == Some(AboutARequest::WhatTheClientSent) {
             return;
         }
-        if !self.everything {
+        if !self.0.everything() {
             if from("hyper") || from("rustls") || from("r2d2") {
                 return;
             }
-            if self.choice.requests() && about_a_request.is_some() {
+            if self.0.requests() && about_a_request.is_some() {
                 return;
             }
         }
@@ -50,7 +46,7 @@ impl log::Log for LogBridge {
             false => record.level(),
         };
         let tracing_level = tracing_log::AsTrace::as_trace(&level);
-        if !self.choice.writes(record.target(), &tracing_level) {
+        if !self.0.writes(record.target(), &tracing_level) {
             return;
         }
         let _ = tracing_log::format_trace(

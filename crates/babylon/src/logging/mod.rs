@@ -95,6 +95,11 @@ impl Choice {
         }
     }
 
+    /// At `debug` every record is written, the libraries' own too.
+    pub(super) fn everything(&self) -> bool {
+        self.level == LevelFilter::TRACE
+    }
+
     pub(super) fn requests(&self) -> bool {
         self.settings.requests && self.level != LevelFilter::OFF
     }
@@ -127,21 +132,26 @@ impl Logging {
             .lossy(false)
             .thread_name("babylon-log")
             .finish(std::io::stdout());
-        Self::install(figment, Some(stdout), Some(queued))
+        Self::install(figment, Some((stdout, queued)))
     }
 
     /// As [`Logging::start`], but each line is written by the thread that logs it, before
     /// it goes on, and no thread is started: for a command that only checks and exits
     /// (`--check-config`).
     pub fn start_without_a_thread(figment: &Figment) -> Logging {
-        Self::install(figment, None, None)
+        Self::install(figment, None)
     }
 
+    /// Installs the logging, its lines written through `queue` (the writer thread's end,
+    /// and the guard that drains it when dropped), or directly without one.
     fn install(
         figment: &Figment,
-        queue: Option<tracing_appender::non_blocking::NonBlocking>,
-        queued: Option<tracing_appender::non_blocking::WorkerGuard>,
+        queue: Option<(
+            tracing_appender::non_blocking::NonBlocking,
+            tracing_appender::non_blocking::WorkerGuard,
+        )>,
     ) -> Logging {
+        let (queue, queued) = queue.unzip();
         let choice = Choice::read(figment);
         let failures = |meta: &tracing::Metadata<'_>| {
             meta.target() == START_TARGET && *meta.level() == Level::ERROR
@@ -154,11 +164,7 @@ impl Logging {
             tracing::subscriber::set_global_default(tracing_subscriber::registry().with(lines))
                 .is_ok();
         if installed {
-            let bridge = LogBridge {
-                choice,
-                everything: choice.level == LevelFilter::TRACE,
-            };
-            if log::set_boxed_logger(Box::new(bridge)).is_ok() {
+            if log::set_boxed_logger(Box::new(LogBridge(choice))).is_ok() {
                 log::set_max_level(log_level_filter(choice.level));
             }
             install_panic_hook();
