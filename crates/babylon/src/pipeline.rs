@@ -125,10 +125,10 @@ impl Fairing for RequestPipeline {
         // record some layer made before would leave the request unobserved.
         let started =
             (arrival.is_some() || trace.is_some()) && RequestRecord::start(request, arrival, trace);
-        if let (true, Some(observer), Some(arrival)) = (started, &self.observer, arrival) {
-            if arrival.observed {
-                observer.arrived(&arrival, trace.as_ref());
-            }
+        if let (true, Some(observer), Some(arrival)) =
+            (started && observed, &self.observer, arrival)
+        {
+            observer.arrived(&arrival, trace.as_ref());
         }
         // Redis commands of the rate limit are the request's, for their exemplars.
         let verdict = crate::trace::within(trace, self.gatekeeper.verdict(request)).await;
