@@ -165,7 +165,7 @@ impl Logging {
                 .is_ok();
         if installed {
             if log::set_boxed_logger(Box::new(LogBridge(choice))).is_ok() {
-                log::set_max_level(log_level_filter(choice.level));
+                log::set_max_level(tracing_log::AsLog::as_log(&choice.level));
             }
             install_panic_hook();
         }
@@ -220,17 +220,6 @@ pub fn start_up(message: impl fmt::Display) {
 pub fn start_up_failed(problem: impl fmt::Display) {
     for line in problem.to_string().lines() {
         tracing::error!(target: START_TARGET, "{line}");
-    }
-}
-
-fn log_level_filter(level: LevelFilter) -> log::LevelFilter {
-    match level.into_level() {
-        None => log::LevelFilter::Off,
-        Some(Level::ERROR) => log::LevelFilter::Error,
-        Some(Level::WARN) => log::LevelFilter::Warn,
-        Some(Level::INFO) => log::LevelFilter::Info,
-        Some(Level::DEBUG) => log::LevelFilter::Debug,
-        Some(Level::TRACE) => log::LevelFilter::Trace,
     }
 }
 
