@@ -18,6 +18,8 @@ while [ $# -gt 0 ]; do
 done
 . bench/sides.sh
 prepare_sides valgrind wrk
+# Here, not in `count`'s subshell: one receiver for every on-otlp count, stopped on exit.
+start_otlp_sink
 
 # Counts one side on one path: start-up and the first requests are zeroed away, then
 # the counters are dumped after wrk's run and divided by the requests wrk completed.
@@ -39,7 +41,7 @@ count() { # side path-or-"db" -> instructions per request
 
 printf '%-24s %26s\n' case 'instructions per request'
 declare -A per_request
-for case in live:on live:on-no-log live:on-no-headers live:on-classic live:off live:stock live:stock-mimalloc db:on db:on-classic db:off; do
+for case in live:on live:on-otlp live:on-no-log live:on-no-headers live:on-classic live:off live:stock live:stock-mimalloc db:on db:on-otlp db:on-classic db:off; do
     side=${case#*:} path=/api/live
     if [ "${case%%:*}" = db ]; then path=db; fi
     per_request[$case]=$(count "$side" "$path")
@@ -53,6 +55,10 @@ printf 'trivial route, on/classic  %s\n' "$(ratio "${per_request[live:on]}" "${p
 printf 'no headers/classic         %s\n' "$(ratio "${per_request[live:on-no-headers]}" "${per_request[live:on-classic]}")"
 printf 'request line cost          %d instructions per request\n' \
     $((per_request[live:on] - per_request[live:on-no-log]))
+printf 'span export cost, trivial  %d instructions per request (one span)\n' \
+    $((per_request[live:on-otlp] - per_request[live:on]))
+printf 'span export cost, db read  %d instructions per request (two spans)\n' \
+    $((per_request[db:on-otlp] - per_request[db:on]))
 printf 'db read route, off/on      %s\n' "$(ratio "${per_request[db:off]}" "${per_request[db:on]}")"
 printf 'trivial route, stock/on    %s\n' "$(ratio "${per_request[live:stock]}" "${per_request[live:on]}")"
 printf 'same allocator, stock/on   %s\n' "$(ratio "${per_request[live:stock-mimalloc]}" "${per_request[live:on]}")"

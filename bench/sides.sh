@@ -3,6 +3,8 @@
 #   on     babylon, metrics, tracing, request lines and blocking on (a deny list, and a
 #          per-client rate limit too high to trip, so its bookkeeping runs on every
 #          request), native histograms and exemplars included (the defaults)
+#   on-otlp  `on` exporting every request's span (and its statements') over OTLP/gRPC to
+#          examples/otlp_sink.rs, a receiver that drops what it gets
 #   on-no-log  `on` without request lines (logging.requests = false)
 #   on-no-headers  `on-no-log` without `traceparent` and `X-Request-Id` on answers
 #          (tracing.response_headers = false): native histograms and exemplars alone
@@ -26,7 +28,8 @@ prepare_sides() { # tools the caller needs besides curl
         command -v "$tool" >/dev/null || { echo "$tool is missing (Debian: apt-get install -y $tool)" >&2; exit 1; }
     done
     cargo build --release --quiet --bin babylon \
-        --example stock_rocket_prometheus --example stock_rocket_prometheus_mimalloc
+        --example stock_rocket_prometheus --example stock_rocket_prometheus_mimalloc \
+        --example otlp_sink
     tmp=$(mktemp -d)
     pids=()
     trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -48,6 +51,10 @@ start_side() { # side app-port export-port [tries]
     case "$side" in
         on) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}') ;;
+        on-otlp) start_otlp_sink
+                      settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
+                      BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
+                      BABYLON_TRACING__OTLP__ENDPOINT="$otlp_endpoint") ;;
         on-no-log) settings=(BABYLON_BLOCKING__DENY=192.0.2.0/24
                       BABYLON_BLOCKING__RATE_LIMIT='{per_second = 1000000, burst = 1000000}'
                       BABYLON_LOGGING__REQUESTS=false) ;;
@@ -77,6 +84,20 @@ start_side() { # side app-port export-port [tries]
     fi
     pids+=($!)
     wait_up "$port" /api/live "$tries"
+}
+
+# Starts examples/otlp_sink.rs once, appends its pid to `pids`, and sets `otlp_endpoint`.
+start_otlp_sink() {
+    [ -n "${otlp_endpoint:-}" ] && return 0
+    target/release/examples/otlp_sink >"$tmp/otlp_sink.out" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        otlp_endpoint=$(head -n1 "$tmp/otlp_sink.out")
+        [[ "$otlp_endpoint" = http://* ]] && return 0
+        sleep 0.1
+    done
+    echo "examples/otlp_sink.rs printed no endpoint" >&2
+    exit 1
 }
 
 # Creates one item on a babylon side and prints its path, for the database read route.

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["build", "settings", "routing", "limits", "memory", "trace"],
     ),
     ("cores", &["metrics", "logging"]),
+    ("span export", &["otlp"]),
     ("request context", &["request"]),
     ("shared engines", &["redis_client"]),
     ("independent subsystems", &["blocking", "db", "cache"]),

@@ -59,6 +59,18 @@ fn wrong_values_name_the_key_and_the_problem() {
             ["metrics.export", "adress"],
         ),
         (
+            json!({ "tracing": { "enabled": false, "otlp": { "endpoint": "http://127.0.0.1:4317" } } }),
+            ["tracing.otlp.endpoint", "needs `tracing.enabled = true`"],
+        ),
+        (
+            json!({ "tracing": { "otlp": { "endpoint": "collector:4317" } } }),
+            ["tracing.otlp.endpoint", "no scheme"],
+        ),
+        (
+            json!({ "tracing": { "otlp": { "service_name": " " } } }),
+            ["tracing.otlp.service_name", "is empty"],
+        ),
+        (
             json!({ "metrics": { "enabeld": false } }),
             ["metrics", "enabeld"],
         ),

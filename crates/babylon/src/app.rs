@@ -21,6 +21,7 @@ use crate::export::{
 };
 use crate::metrics::{CustomMetricError, Families, Metrics};
 use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver, RequestLines};
+use crate::otlp::{SpanCounts, SpanExport, Spans};
 use crate::pipeline::{RequestPipeline, Tracing};
 use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
@@ -97,6 +98,8 @@ struct Parts {
     rocket_prometheus: Option<std::sync::Arc<rocket_prometheus::PrometheusMetrics>>,
     /// The export port's TLS, when `metrics.export.tls` is set.
     export_tls: Option<std::sync::Arc<ExportTls>>,
+    /// Where spans go, when `tracing.otlp.endpoint` is set.
+    spans: Option<Spans>,
 }
 
 /// rocket_prometheus' own fairing, its two families registered in `registry`.
@@ -122,10 +125,15 @@ impl Parts {
         let http = HttpFamilies::register(registry, metrics_settings, exemplars)?;
         let api = ApiFamilies::register(registry, exemplars)?;
         let native = &metrics_settings.native_histograms;
-        let db = DbFamilies::register(registry, native, exemplars)?;
+        let span_counts = SpanCounts::register(registry)?;
+        let spans = match settings.tracing.enabled {
+            true => Spans::new(&settings.tracing.otlp, span_counts),
+            false => None,
+        };
+        let db = DbFamilies::register(registry, native, exemplars, spans.clone())?;
         let models = ModelFamilies::register(registry)?;
         let cache_families = CacheFamilies::register(registry)?;
-        let redis_families = RedisFamilies::register(registry, native, exemplars)?;
+        let redis_families = RedisFamilies::register(registry, native, exemplars, spans.clone())?;
         // Nothing connects to Redis unless a backend in use lives there.
         let redis = match settings.uses_redis() {
             true => SharedRedis::new(&settings.redis, redis_families)?,
@@ -155,6 +163,7 @@ impl Parts {
         Ok(Parts {
             rocket_prometheus,
             export_tls,
+            spans,
             metrics,
             http,
             api,
@@ -326,6 +335,7 @@ impl Babylon {
             clients,
             rocket_prometheus,
             export_tls,
+            spans,
         } = &self.parts;
         let metrics_settings = &self.settings.metrics;
         let mut problems = Problems::default();
@@ -368,8 +378,12 @@ impl Babylon {
                 tracing_settings.continue_traceparent_from,
                 clients.clone(),
                 tracing_settings.response_headers,
+                spans.clone(),
             )
         });
+        if let Some(spans) = spans {
+            rocket = rocket.attach(SpanExport(spans.clone()));
+        }
         let lines = crate::logging::writes_request_lines(
             self.settings.logging,
             self.rocket_config().log_level,

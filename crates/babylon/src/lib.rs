@@ -47,6 +47,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 mod observe;
+mod otlp;
 mod pipeline;
 mod redis_client;
 mod request;

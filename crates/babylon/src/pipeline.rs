@@ -1,7 +1,7 @@
 //! The one request fairing: each request gets its trace context, the HTTP observer sees
 //! it as it arrived, then the gatekeeper screens it; at the response, the observer records
 //! it, the answer gets the request's `traceparent` and `X-Request-Id`, and the request its
-//! log line.
+//! log line and, with `tracing.otlp.endpoint`, its span.
 //!
 //! One fairing rather than one per concern, for two reasons:
 //! - the order is a property of this type, not of `attach` calls: a refused request is
@@ -15,7 +15,8 @@ use rocket::http::Header;
 use rocket::{Build, Data, Orbit, Request, Response, Rocket};
 
 use crate::blocking::{ClientAddr, Gatekeeper};
-use crate::observe::{HttpObserver, RequestLines};
+use crate::observe::{route_template, HttpObserver, RequestLines};
+use crate::otlp::{RequestSpan, Spans};
 use crate::request::{Arrival, RequestRecord};
 use crate::settings::TraceparentSenders;
 use crate::trace::TraceContext;
@@ -38,6 +39,8 @@ pub(crate) struct Tracing {
     clients: ClientAddr,
     /// `tracing.response_headers`.
     response_headers: bool,
+    /// `tracing.otlp.*`: where each request's span goes, if anywhere.
+    spans: Option<Spans>,
 }
 
 impl Tracing {
@@ -45,12 +48,37 @@ impl Tracing {
         senders: TraceparentSenders,
         clients: ClientAddr,
         response_headers: bool,
+        spans: Option<Spans>,
     ) -> Self {
         Tracing {
             senders,
             clients,
             response_headers,
+            spans,
         }
+    }
+
+    /// Sends the span of `request`, answered with `status`, if spans are exported.
+    fn export_span(&self, request: &Request<'_>, status: u16) {
+        let Some(spans) = &self.spans else {
+            return;
+        };
+        let record = RequestRecord::of(request);
+        let (Some(trace), Some(arrival)) = (record.trace(), record.arrival()) else {
+            return;
+        };
+        spans.request(
+            trace,
+            arrival.started,
+            std::time::Instant::now(),
+            RequestSpan {
+                method: arrival.method,
+                route: route_template(request, record),
+                status,
+                client: self.clients.of(request),
+                blocked: record.blocked().map(|reason| reason.label()),
+            },
+        );
     }
 
     /// The context of `request`: its `traceparent` continued if its sender may set one.
@@ -79,6 +107,10 @@ impl RequestPipeline {
             gatekeeper,
         }
     }
+
+    fn exports_spans(&self) -> bool {
+        self.tracing.as_ref().is_some_and(|t| t.spans.is_some())
+    }
 }
 
 #[rocket::async_trait]
@@ -86,7 +118,8 @@ impl Fairing for RequestPipeline {
     fn info(&self) -> Info {
         let mut kind = Kind::Ignite | Kind::Liftoff;
         let headers = self.tracing.as_ref().is_some_and(|t| t.response_headers);
-        let sees_responses = self.observer.is_some() || self.lines.is_some() || headers;
+        let sees_responses =
+            self.observer.is_some() || self.lines.is_some() || headers || self.exports_spans();
         if sees_responses || self.tracing.is_some() || !self.gatekeeper.is_idle() {
             kind = kind | Kind::Request;
         }
@@ -116,7 +149,7 @@ impl Fairing for RequestPipeline {
             .observer
             .as_ref()
             .is_some_and(|observer| observer.observes(request));
-        let arrival = (observed || self.lines.is_some()).then(|| Arrival {
+        let arrival = (observed || self.lines.is_some() || self.exports_spans()).then(|| Arrival {
             started: std::time::Instant::now(),
             method: request.method(),
             observed,
@@ -153,6 +186,9 @@ impl Fairing for RequestPipeline {
         }
         if let Some(lines) = &self.lines {
             lines.write(request, response.status().code);
+        }
+        if let Some(tracing) = &self.tracing {
+            tracing.export_span(request, response.status().code);
         }
     }
 }
@@ -227,6 +263,7 @@ mod tests {
             TraceparentSenders::TrustedProxies,
             ClientAddr::default(),
             true,
+            None,
         );
         let kind = kind(RequestPipeline::new(
             None,

@@ -26,6 +26,7 @@ use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, Sc
 use crate::metrics::native::NativeConfig;
 use crate::metrics::sharded::{Recording, ShardedHistogramVec};
 use crate::metrics::{counter_vec, register_full, ExemplarSource};
+use crate::otlp::{Call, Spans};
 use crate::prometheus::{IntCounterVec, Registry};
 use crate::settings::{Buckets, NativeHistogramSettings, RedisSettings};
 
@@ -46,14 +47,18 @@ pub(crate) struct RedisFamilies {
     commands: IntCounterVec,
     errors: IntCounterVec,
     duration: ShardedHistogramVec,
+    /// Where the span of a command sent for a request goes (`tracing.otlp.*`).
+    spans: Option<Spans>,
 }
 
 impl RedisFamilies {
-    /// Registers the families; command durations record native buckets as `native` says.
+    /// Registers the families; command durations record native buckets as `native` says;
+    /// commands sent for a request get a span in `spans`.
     pub(crate) fn register(
         registry: &Registry,
         native: &NativeHistogramSettings,
         exemplars: bool,
+        spans: Option<Spans>,
     ) -> crate::prometheus::Result<Self> {
         Ok(RedisFamilies {
             commands: counter_vec(
@@ -87,6 +92,7 @@ impl RedisFamilies {
                     ),
                 )?,
             )?,
+            spans,
         })
     }
 }
@@ -375,16 +381,34 @@ impl SharedRedis {
         let labels = [ALIAS, name];
         self.families.commands.with_label_values(&labels).inc();
         let now = Instant::now();
-        let exemplar = ExemplarSource::of_current_request(now);
+        let trace = crate::trace::current();
+        let exemplar = trace.map(|trace| ExemplarSource::new(&trace, now));
         self.families.duration.observe_with(
             &labels,
             (now - started).as_secs_f64(),
             exemplar.as_ref(),
         );
-        let failure = match answer {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => RedisFailure::of(&error),
-            Err(_elapsed) => RedisFailure::Timeout,
+        let outcome = match answer {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(RedisFailure::of(&error)),
+            Err(_elapsed) => Err(RedisFailure::Timeout),
+        };
+        if let (Some(spans), Some(trace)) = (&self.families.spans, trace) {
+            spans.call(
+                &trace,
+                started,
+                now,
+                Call {
+                    system: "redis",
+                    operation: Some(name),
+                    collection: None,
+                    error: outcome.as_ref().err().map(|failure| failure.label()),
+                },
+            );
+        }
+        let failure = match outcome {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
         };
         self.count_failure(failure);
         // An error answer says the connection works; anything else may be a dead one.
@@ -597,7 +621,7 @@ pub(crate) mod testing {
             key_prefix: format!("babylon-unit-{test}-{}-{nanos}", std::process::id()),
             ..RedisSettings::default()
         };
-        let families = RedisFamilies::register(&Registry::new(), &Default::default(), true)
+        let families = RedisFamilies::register(&Registry::new(), &Default::default(), true, None)
             .expect("fresh registry");
         SharedRedis::new(&settings, families)
             .expect("a valid client")

@@ -132,6 +132,12 @@ impl TraceContext {
         self.parent
     }
 
+    /// Whether the trace is recorded (the `sampled` flag): a new trace is; a continued
+    /// one is when its caller's was. Only sampled requests' spans are exported.
+    pub fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+
     /// The request id: the span id, written as 16 hex digits.
     pub fn request_id(&self) -> String {
         let mut id = String::with_capacity(16);
@@ -151,6 +157,12 @@ impl TraceContext {
         header.push_str(if self.sampled { "-01" } else { "-00" });
         header
     }
+}
+
+/// A new span id, for a span opened under a request's (a database statement, a Redis
+/// command).
+pub(crate) fn mint_span_id() -> SpanId {
+    SpanId::mint()
 }
 
 thread_local! {

@@ -8,9 +8,11 @@ use std::time::Instant;
 use sqlx::AnyPool;
 
 use super::errors::DbErrorKind;
+use super::models::{model_write, operation};
 use crate::metrics::native::NativeConfig;
 use crate::metrics::sharded::{Recording, ShardedHistogram, ShardedHistogramVec};
 use crate::metrics::{counter_vec, gauge_vec, register_full, ExemplarSource};
+use crate::otlp::{Call, Spans};
 use crate::prometheus::core::{Collector, Desc};
 use crate::prometheus::proto::MetricFamily;
 use crate::prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -33,15 +35,18 @@ pub(crate) struct DbFamilies {
     query_duration: ShardedHistogramVec,
     pub migrations_applied: IntGaugeVec,
     pub migrations_unapplied: IntGaugeVec,
+    /// Where the span of a statement made for a request goes (`tracing.otlp.*`).
+    spans: Option<Spans>,
 }
 
 impl DbFamilies {
     /// Registers the families; statement durations record native buckets as `native`
-    /// says.
+    /// says; statements made for a request get a span in `spans`.
     pub(crate) fn register(
         registry: &Registry,
         native: &NativeHistogramSettings,
         exemplars: bool,
+        spans: Option<Spans>,
     ) -> crate::prometheus::Result<Self> {
         let alias_vendor = &["alias", "vendor"];
         Ok(DbFamilies {
@@ -108,6 +113,7 @@ impl DbFamilies {
                 "Migrations shipped with this build but not applied.",
                 &["alias"],
             )?,
+            spans,
         })
     }
 
@@ -126,6 +132,7 @@ impl DbFamilies {
             refusals: self.refusals.clone(),
             alias: alias.to_string(),
             vendor,
+            spans: self.spans.clone(),
         };
         for kind in DbErrorKind::ALL {
             instruments.counter(kind);
@@ -152,6 +159,7 @@ pub struct Instruments {
     refusals: IntCounterVec,
     alias: String,
     vendor: Vendor,
+    spans: Option<Spans>,
 }
 
 impl Instruments {
@@ -181,11 +189,13 @@ impl Instruments {
         family.with_label_values(&[&self.alias, self.vendor.label(), kind.label()])
     }
 
-    /// Runs one statement, counting and timing it. Its error is the caller's to classify
-    /// and count ([`Instruments::error`]), once per failed operation.
+    /// Runs one statement (`sql`), counting and timing it, and giving it a span when it
+    /// is made for a request whose spans are exported. Its error is the caller's to
+    /// classify and count ([`Instruments::error`]), once per failed operation.
     pub async fn time<T>(
         &self,
         statement: Statement,
+        sql: &str,
         run: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
         match statement {
@@ -195,9 +205,27 @@ impl Instruments {
         let started = Instant::now();
         let result = run.await;
         let now = Instant::now();
-        let exemplar = ExemplarSource::of_current_request(now);
+        let trace = crate::trace::current();
+        let exemplar = trace.map(|trace| ExemplarSource::new(&trace, now));
         self.query_duration
             .observe_with((now - started).as_secs_f64(), exemplar.as_ref());
+        if let (Some(spans), Some(trace)) = (&self.spans, trace) {
+            let write = model_write(sql);
+            spans.call(
+                &trace,
+                started,
+                now,
+                Call {
+                    system: self.vendor.label(),
+                    operation: operation(sql),
+                    collection: write.as_ref().map(|write| write.table.as_str()),
+                    error: result
+                        .as_ref()
+                        .err()
+                        .map(|error| DbErrorKind::of(error).label()),
+                },
+            );
+        }
         result
     }
 }

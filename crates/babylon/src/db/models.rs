@@ -40,6 +40,19 @@ pub(crate) struct ModelWrite {
     pub(crate) table: String,
 }
 
+/// What `sql` does, as its span names it (`db.operation.name`): its first keyword,
+/// upper-cased, when that is one of SQL's statements.
+pub(crate) fn operation(sql: &str) -> Option<&'static str> {
+    const OPERATIONS: [&str; 16] = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "VALUES", "CREATE", "ALTER",
+        "DROP", "BEGIN", "COMMIT", "ROLLBACK", "PRAGMA", "EXPLAIN", "TRUNCATE",
+    ];
+    let first = Words::new(sql).keyword()?;
+    OPERATIONS
+        .into_iter()
+        .find(|operation| operation.eq_ignore_ascii_case(first))
+}
+
 /// The write `sql` makes, if it is an `INSERT`, `UPDATE` or `DELETE` of one table. Runs
 /// on every statement: a read is told apart by its first word, without allocating.
 pub(crate) fn model_write(sql: &str) -> Option<ModelWrite> {

@@ -88,10 +88,11 @@ impl Shared {
     async fn time<T>(
         &self,
         statement: Statement,
+        sql: &str,
         run: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
         match self.instruments.get() {
-            Some(instruments) => instruments.time(statement, run).await,
+            Some(instruments) => instruments.time(statement, sql, run).await,
             None => run.await,
         }
     }
@@ -352,6 +353,7 @@ impl DbConn {
     async fn single<'c, T, F>(
         &'c mut self,
         access: Access,
+        sql: &str,
         run: impl FnOnce(&'c mut sqlx::AnyConnection) -> F,
     ) -> Result<T, DbError>
     where
@@ -363,7 +365,7 @@ impl DbConn {
             session,
         } = self;
         *session = Session::Unknown;
-        let result = shared.time(Statement::Single, run(conn)).await;
+        let result = shared.time(Statement::Single, sql, run(conn)).await;
         let outcome = shared.settled(access, result);
         if outcome
             .as_ref()
@@ -381,9 +383,10 @@ impl DbConn {
         &mut self,
         query: Query<'q, Any, AnyArguments<'q>>,
     ) -> Result<u64, DbError> {
-        let write = model_write(query.sql());
+        let sql = query.sql();
+        let write = model_write(sql);
         let done: AnyQueryResult = self
-            .single(Access::Write, |conn| query.execute(conn))
+            .single(Access::Write, sql, |conn| query.execute(conn))
             .await?;
         let rows = done.rows_affected();
         if let Some(write) = write {
@@ -409,7 +412,7 @@ impl DbConn {
             None => Access::Read,
         };
         let shared = self.shared.clone();
-        let fetched = self.single(access, run).await?;
+        let fetched = self.single(access, sql, run).await?;
         if let Some(write) = write {
             shared.committed(&[(write, rows(&fetched))]);
         }
@@ -418,7 +421,8 @@ impl DbConn {
 
     /// `SELECT 1`: whether the database answers at all.
     pub async fn ping(&mut self) -> Result<(), DbError> {
-        self.single(Access::Read, |conn| sqlx::query("SELECT 1").execute(conn))
+        const PING: &str = "SELECT 1";
+        self.single(Access::Read, PING, |conn| sqlx::query(PING).execute(conn))
             .await
             .map(drop)
     }
@@ -486,9 +490,10 @@ impl DbConn {
             let mut transaction = conn.begin().await?;
             let mut rows = 0;
             for statement in statements {
-                let write = model_write(statement.sql());
+                let sql = statement.sql();
+                let write = model_write(sql);
                 let executed = shared
-                    .time(Statement::Bulk, statement.execute(&mut *transaction))
+                    .time(Statement::Bulk, sql, statement.execute(&mut *transaction))
                     .await;
                 match executed {
                     Ok(done) => {

@@ -38,17 +38,12 @@ impl ExemplarSource {
             at: unix_nanos(now),
         }
     }
-
-    /// The span of the [current](crate::trace::current) request, observed at `now`; `None`
-    /// outside a request's handler.
-    pub fn of_current_request(now: Instant) -> Option<Self> {
-        crate::trace::current().map(|trace| ExemplarSource::new(&trace, now))
-    }
 }
 
 /// The wall-clock time of `instant`, in nanoseconds since the epoch: both clocks are read
-/// once, at the first call, and the monotonic difference is added to the wall-clock one.
-fn unix_nanos(instant: Instant) -> u64 {
+/// once, at the first call, and the monotonic difference is added to the wall-clock one
+/// (exemplars and exported spans place their times alike).
+pub(crate) fn unix_nanos(instant: Instant) -> u64 {
     static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
     let (anchor, anchor_nanos) = *ANCHOR.get_or_init(|| {
         let wall = SystemTime::now()

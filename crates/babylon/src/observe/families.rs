@@ -31,6 +31,18 @@ pub(super) fn route_of<'r>(
     }
 }
 
+/// The route template a request matched; `None` when it matched none or was refused
+/// before routing.
+pub(crate) fn route_template<'r>(
+    request: &'r rocket::Request<'_>,
+    record: &crate::request::RequestRecord,
+) -> Option<&'r str> {
+    match route_of(request, record) {
+        UNMATCHED_ROUTE | BLOCKED_ROUTE => None,
+        route => Some(route),
+    }
+}
+
 /// django-prometheus' HTTP families, renamed `django_` -> `rocket_`, `view` -> `route`.
 #[derive(Clone)]
 pub struct HttpFamilies {

@@ -16,7 +16,7 @@ mod panics;
 mod per_request;
 mod request_line;
 
-pub(crate) use families::{ApiFamilies, HttpFamilies};
+pub(crate) use families::{route_template, ApiFamilies, HttpFamilies};
 pub(crate) use observer::HttpObserver;
 pub use panics::instrument;
 pub(crate) use request_line::RequestLines;

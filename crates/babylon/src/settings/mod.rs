@@ -12,6 +12,7 @@
 mod database_url;
 mod errors;
 mod files;
+mod otlp_endpoint;
 mod redis_url;
 mod rocket_keys;
 mod tls;
@@ -31,6 +32,7 @@ pub(crate) use self::errors::Problems;
 pub(crate) use database_url::state_directory;
 pub use database_url::{DatabaseUrl, Vendor};
 pub use errors::{ConfigError, Problem};
+pub use otlp_endpoint::OtlpEndpoint;
 pub use redis_url::RedisUrl;
 pub use rocket_keys::{MAX_BLOCKING, MAX_DATABASE_CONNECTIONS, MAX_DATABASE_SECONDS, MAX_WORKERS};
 pub(crate) use tls::{unix_seconds, Fingerprint, TlsFileError, TlsIdentity};
@@ -79,6 +81,54 @@ pub struct TracingSettings {
     /// Whether answers carry `traceparent` and `X-Request-Id` (off: the ids stay inside,
     /// in exemplars and error bodies).
     pub response_headers: bool,
+    /// `tracing.otlp.*`: spans sent to an OpenTelemetry collector.
+    pub otlp: OtlpSettings,
+}
+
+/// `tracing.otlp.*`: a span per request, with a child span per database statement and
+/// Redis command, sent over OTLP/gRPC to a collector (an OpenTelemetry Collector, Tempo,
+/// Jaeger). Off unless `endpoint` is set.
+///
+/// The exporter also reads the OpenTelemetry SDK's environment variables for what these
+/// settings leave open: `OTEL_EXPORTER_OTLP_HEADERS` (e.g. a token for a hosted backend),
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// `OTEL_RESOURCE_ATTRIBUTES`, and the batch size and delay (`OTEL_BSP_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct OtlpSettings {
+    /// The collector's OTLP/gRPC address, `http://host:4317` (or `https://`, which
+    /// trusts Mozilla's root certificates); `None` exports nothing.
+    pub endpoint: Option<OtlpEndpoint>,
+    /// The `service.name` of every exported span.
+    pub service_name: String,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        OtlpSettings {
+            endpoint: None,
+            service_name: "babylon".to_string(),
+        }
+    }
+}
+
+impl TracingSettings {
+    fn validate(&self, problems: &mut Problems) {
+        if self.otlp.endpoint.is_some() && !self.enabled {
+            problems.invalid(
+                "tracing.otlp.endpoint",
+                "exporting spans needs `tracing.enabled = true` (without it requests have no trace context); set one or remove the other".to_string(),
+            );
+        }
+        if self.otlp.service_name.trim().is_empty() {
+            problems.invalid(
+                "tracing.otlp.service_name",
+                "is empty; name the service its spans are filed under, e.g. \"babylon\""
+                    .to_string(),
+            );
+        }
+    }
 }
 
 impl Default for TracingSettings {
@@ -87,6 +137,7 @@ impl Default for TracingSettings {
             enabled: true,
             continue_traceparent_from: TraceparentSenders::TrustedProxies,
             response_headers: true,
+            otlp: OtlpSettings::default(),
         }
     }
 }
@@ -1010,6 +1061,7 @@ impl Settings {
         }
         cache.validate(&mut problems);
         redis.validate(&mut problems);
+        tracing.validate(&mut problems);
         rocket_keys::check_database(&database, &mut problems);
         let database_url = match DatabaseUrl::parse(&database.url, state_directory().as_deref()) {
             Ok(url) => url,

@@ -1,0 +1,452 @@
+//! Span export over OTLP (`tracing.otlp.*`): a server span per request and a client span
+//! per database statement and Redis command, under the request's own trace context, so
+//! that the trace id a collector shows is the one of the answer's `traceparent`, the
+//! exemplars and the log line.
+//!
+//! The spans are built here from ids babylon already has (`crate::trace`), not by an
+//! OpenTelemetry tracer: one `SpanData` per finished span, handed to the SDK's batch
+//! processor, which queues it (bounded, never blocking a request) and exports batches from
+//! a thread of its own through opentelemetry-otlp's gRPC exporter. With no endpoint set
+//! nothing of this exists and requests pay one `None` check.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, SpanData, SpanEvents, SpanExporter, SpanLinks, SpanProcessor,
+};
+use opentelemetry_sdk::Resource;
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::{Build, Orbit, Rocket};
+
+use crate::metrics::counter_vec;
+use crate::metrics::exemplar::unix_nanos;
+use crate::prometheus::{IntCounter, Registry};
+use crate::settings::{OtlpEndpoint, OtlpSettings};
+use crate::trace::TraceContext;
+
+/// `babylon_otlp_spans_total{outcome}`: registered whether or not spans are exported, so
+/// that the exposition lists the same families in every configuration.
+#[derive(Clone)]
+pub(crate) struct SpanCounts {
+    exported: IntCounter,
+    failed: IntCounter,
+}
+
+impl SpanCounts {
+    pub(crate) fn register(registry: &Registry) -> crate::prometheus::Result<Self> {
+        let family = counter_vec(
+            registry,
+            "babylon_otlp_spans_total",
+            "Spans sent to the OTLP collector of tracing.otlp.endpoint, by outcome: exported \
+             (the collector accepted them) or failed (the export failed; the spans are \
+             lost).",
+            &["outcome"],
+        )?;
+        Ok(SpanCounts {
+            exported: family.with_label_values(&["exported"]),
+            failed: family.with_label_values(&["failed"]),
+        })
+    }
+}
+
+/// Where finished spans go. Cloned into every layer that makes spans; the exporter starts
+/// when Rocket ignites (its gRPC channel runs on Rocket's runtime), and spans finished
+/// before that are dropped.
+#[derive(Clone)]
+pub(crate) struct Spans(Arc<Exporting>);
+
+struct Exporting {
+    endpoint: OtlpEndpoint,
+    service_name: String,
+    counts: SpanCounts,
+    processor: OnceLock<BatchSpanProcessor>,
+    scope: InstrumentationScope,
+}
+
+/// Why the exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExportError {
+    #[error("tracing.otlp.endpoint = \"{endpoint}\": the OTLP exporter cannot be built: {reason}")]
+    Build {
+        endpoint: OtlpEndpoint,
+        reason: String,
+    },
+    #[error("the OTLP exporter must start inside the Tokio runtime that serves requests")]
+    NoRuntime,
+}
+
+impl Spans {
+    /// The span sink of `settings`, `None` when no endpoint is set.
+    pub(crate) fn new(settings: &OtlpSettings, counts: SpanCounts) -> Option<Spans> {
+        let endpoint = settings.endpoint.clone()?;
+        Some(Spans(Arc::new(Exporting {
+            endpoint,
+            service_name: settings.service_name.clone(),
+            counts,
+            processor: OnceLock::new(),
+            scope: InstrumentationScope::builder("babylon")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        })))
+    }
+
+    /// Builds the exporter and its batch processor; call it inside the runtime that will
+    /// keep running while spans are exported (tonic's channel spawns its worker there).
+    /// Nothing connects yet: the channel connects on the first export, and again after a
+    /// failure, so a collector that comes up later is reached then.
+    pub(crate) fn start(&self) -> Result<(), ExportError> {
+        let runtime =
+            rocket::tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
+        let exporting = &self.0;
+        // The SDK's detectors first (OTEL_RESOURCE_ATTRIBUTES, telemetry.sdk.*), then the
+        // setting, which wins over OTEL_SERVICE_NAME.
+        let resource = Resource::builder()
+            .with_service_name(exporting.service_name.clone())
+            .build();
+        let exporter = Exporter {
+            connection: RwLock::new(Arc::new(connect(&exporting.endpoint, &resource, &runtime)?)),
+            resource,
+            runtime,
+            counts: exporting.counts.clone(),
+            failing: AtomicBool::new(false),
+            endpoint: exporting.endpoint.clone(),
+        };
+        let processor = BatchSpanProcessor::builder(exporter).build();
+        if let Err(processor) = exporting.processor.set(processor) {
+            // Ignited twice: the first processor stays.
+            let _ = processor.shutdown();
+        }
+        Ok(())
+    }
+
+    /// Exports what is queued and stops the processor's thread, waiting up to its
+    /// timeout (5 s). It blocks: call it off the runtime's workers.
+    pub(crate) fn shut_down(&self) {
+        if let Some(processor) = self.0.processor.get() {
+            if let Err(error) = processor.shutdown() {
+                rocket::warn!("babylon: spans still queued at shutdown may be lost: {error}");
+            }
+        }
+    }
+
+    /// The server span of a request answered with `span.status`, from `started` (its
+    /// arrival) to `ended`.
+    pub(crate) fn request(
+        &self,
+        trace: &TraceContext,
+        started: Instant,
+        ended: Instant,
+        span: RequestSpan<'_>,
+    ) {
+        if !trace.is_sampled() {
+            return;
+        }
+        let method = span.method.as_str();
+        let mut attributes = Vec::with_capacity(6);
+        attributes.push(KeyValue::new("http.request.method", method));
+        let name = match span.route {
+            Some(route) => {
+                attributes.push(KeyValue::new("http.route", route.to_string()));
+                Cow::Owned(format!("{method} {route}"))
+            }
+            None => Cow::Borrowed(method),
+        };
+        attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(span.status),
+        ));
+        if let Some(client) = span.client {
+            attributes.push(KeyValue::new("client.address", client.to_string()));
+        }
+        if let Some(reason) = span.blocked {
+            attributes.push(KeyValue::new("babylon.blocked", reason));
+        }
+        // A server span is an error for the server's own failures only (OpenTelemetry's
+        // HTTP conventions): a 4xx is the client's.
+        let status = if span.status >= 500 {
+            attributes.push(KeyValue::new("error.type", span.status.to_string()));
+            Status::error("")
+        } else {
+            Status::Unset
+        };
+        let parent = trace.parent_span_id();
+        self.finish(Finished {
+            trace,
+            parent: parent.map(|parent| parent.get()),
+            parent_is_remote: parent.is_some(),
+            kind: SpanKind::Server,
+            name,
+            started,
+            ended,
+            attributes,
+            status,
+        });
+    }
+
+    /// A client span under the request `trace`: one statement or command it made, from
+    /// `started` to `ended`.
+    pub(crate) fn call(&self, trace: &TraceContext, started: Instant, ended: Instant, call: Call) {
+        if !trace.is_sampled() {
+            return;
+        }
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new("db.system.name", call.system));
+        let name = match (call.operation, call.collection) {
+            (Some(operation), Some(collection)) => Cow::Owned(format!("{operation} {collection}")),
+            (Some(operation), None) => Cow::Borrowed(operation),
+            (None, _) => Cow::Borrowed(call.system),
+        };
+        if let Some(operation) = call.operation {
+            attributes.push(KeyValue::new("db.operation.name", operation));
+        }
+        if let Some(collection) = call.collection {
+            attributes.push(KeyValue::new("db.collection.name", collection.to_string()));
+        }
+        let status = match call.error {
+            Some(error) => {
+                attributes.push(KeyValue::new("error.type", error));
+                Status::error("")
+            }
+            None => Status::Unset,
+        };
+        self.finish(Finished {
+            trace,
+            parent: Some(trace.span_id().get()),
+            parent_is_remote: false,
+            kind: SpanKind::Client,
+            name,
+            started,
+            ended,
+            attributes,
+            status,
+        });
+    }
+
+    fn finish(&self, span: Finished<'_>) {
+        let Some(processor) = self.0.processor.get() else {
+            return;
+        };
+        let trace_id = opentelemetry::trace::TraceId::from(span.trace.trace_id().get());
+        // The request's span is its own; a call gets a new one.
+        let span_id = match span.kind {
+            SpanKind::Server => span.trace.span_id().get(),
+            _ => crate::trace::mint_span_id().get(),
+        };
+        processor.on_end(SpanData {
+            span_context: SpanContext::new(
+                trace_id,
+                opentelemetry::trace::SpanId::from(span_id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: opentelemetry::trace::SpanId::from(span.parent.unwrap_or(0)),
+            parent_span_is_remote: span.parent_is_remote,
+            span_kind: span.kind,
+            name: span.name,
+            start_time: wall_clock(span.started),
+            end_time: wall_clock(span.ended),
+            attributes: span.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: span.status,
+            instrumentation_scope: self.0.scope.clone(),
+        });
+    }
+}
+
+/// What the server span of a request says besides its ids and times.
+pub(crate) struct RequestSpan<'a> {
+    pub(crate) method: rocket::http::Method,
+    /// The route template; `None` for a request no route matched or one refused before
+    /// routing (the span is then named by the method alone: never by the raw path).
+    pub(crate) route: Option<&'a str>,
+    pub(crate) status: u16,
+    pub(crate) client: Option<IpAddr>,
+    /// Why the blocking policy refused the request, if it did.
+    pub(crate) blocked: Option<&'static str>,
+}
+
+/// A database statement or Redis command, as its client span names it (OpenTelemetry's
+/// database conventions).
+pub(crate) struct Call<'a> {
+    /// `db.system.name`: `postgresql`, `sqlite`, `redis`.
+    pub(crate) system: &'static str,
+    /// `db.operation.name`: `INSERT`, `GET`, `EVALSHA`, when known.
+    pub(crate) operation: Option<&'static str>,
+    /// `db.collection.name`: the table written, when known.
+    pub(crate) collection: Option<&'a str>,
+    /// `error.type` of a failed call.
+    pub(crate) error: Option<&'static str>,
+}
+
+struct Finished<'a> {
+    trace: &'a TraceContext,
+    parent: Option<u64>,
+    parent_is_remote: bool,
+    kind: SpanKind,
+    name: Cow<'static, str>,
+    started: Instant,
+    ended: Instant,
+    attributes: Vec<KeyValue>,
+    status: Status,
+}
+
+/// The wall-clock time of `instant`, as exemplars place theirs.
+fn wall_clock(instant: Instant) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_nanos(instant))
+}
+
+/// opentelemetry-otlp's gRPC exporter of `endpoint`, its spans filed under `resource`.
+/// Built inside `runtime`: tonic's channel spawns its worker there. Nothing connects yet.
+fn connect(
+    endpoint: &OtlpEndpoint,
+    resource: &Resource,
+    runtime: &rocket::tokio::runtime::Handle,
+) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+    let _inside = runtime.enter();
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.as_str())
+        .build()
+        .map_err(|error| ExportError::Build {
+            endpoint: endpoint.clone(),
+            reason: error.to_string(),
+        })?;
+    exporter.set_resource(resource);
+    Ok(exporter)
+}
+
+/// The exporter the batch processor calls: it counts what it sends into
+/// `babylon_otlp_spans_total`, says once when exports start failing and once when they
+/// work again, and after a failed export sends the next batch on a new connection.
+///
+/// Why a new connection: a collector whose host died or whose link dropped leaves the
+/// HTTP/2 connection open with nobody at the other end; every export on it times out, for
+/// ever, while tonic waits for a reset that never comes. HTTP/2 pings would find it out,
+/// but gRPC servers refuse frequent pings (grpc-go's default allows one per five minutes),
+/// so the failed export itself is the signal.
+struct Exporter {
+    connection: RwLock<Arc<opentelemetry_otlp::SpanExporter>>,
+    resource: Resource,
+    runtime: rocket::tokio::runtime::Handle,
+    counts: SpanCounts,
+    failing: AtomicBool,
+    endpoint: OtlpEndpoint,
+}
+
+impl Exporter {
+    fn connection(&self) -> Arc<opentelemetry_otlp::SpanExporter> {
+        // Only this exporter's batch thread takes the lock; a poisoned one still holds
+        // a whole exporter.
+        self.connection
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the connection after a failed export.
+    fn reconnect(&self) {
+        if let Ok(exporter) = connect(&self.endpoint, &self.resource, &self.runtime) {
+            *self
+                .connection
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(exporter);
+        }
+    }
+}
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exporter")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanExporter for Exporter {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        let spans = batch.len() as u64;
+        let connection = self.connection();
+        async move {
+            let result = connection.export(batch).await;
+            match &result {
+                Ok(()) => {
+                    self.counts.exported.inc_by(spans);
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        rocket::info!(
+                            "babylon: spans reach the OTLP collector at {} again",
+                            self.endpoint
+                        );
+                    }
+                }
+                Err(error) => {
+                    self.counts.failed.inc_by(spans);
+                    if !self.failing.swap(true, Ordering::Relaxed) {
+                        rocket::warn!(
+                            "babylon: {spans} spans could not be exported to the OTLP collector at {} and are lost ({error}); babylon_otlp_spans_total{{outcome=\"failed\"}} counts every lost span until exports work again",
+                            self.endpoint
+                        );
+                    }
+                    self.reconnect();
+                }
+            }
+            result
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.connection().shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.connection().force_flush()
+    }
+}
+
+/// Starts the exporter when Rocket ignites and drains it when Rocket shuts down.
+pub(crate) struct SpanExport(pub(crate) Spans);
+
+#[rocket::async_trait]
+impl Fairing for SpanExport {
+    fn info(&self) -> Info {
+        Info {
+            name: "babylon OTLP span export",
+            kind: Kind::Ignite | Kind::Shutdown,
+        }
+    }
+
+    async fn on_ignite(&self, rocket: Rocket<Build>) -> rocket::fairing::Result {
+        match self.0.start() {
+            Ok(()) => {
+                crate::logging::start_up(format_args!(
+                    "babylon: exporting spans to {} (OTLP/gRPC)",
+                    self.0 .0.endpoint
+                ));
+                Ok(rocket)
+            }
+            Err(error) => {
+                crate::logging::start_up_failed(format_args!("babylon: {error}"));
+                Err(rocket)
+            }
+        }
+    }
+
+    async fn on_shutdown(&self, _: &Rocket<Orbit>) {
+        let spans = self.0.clone();
+        let _ = rocket::tokio::task::spawn_blocking(move || spans.shut_down()).await;
+    }
+}
