@@ -333,18 +333,9 @@ fn an_exemplar_in_prometheus_leads_to_the_requests_log_line() {
     let answer = http_answer(worker.app_port, "GET", "/api/items", &[], "");
     assert_eq!(answer.status, 200);
 
-    let exemplar_ids = || -> Vec<(String, String)> {
-        let promql = r#"rocket_http_request_duration_seconds_bucket{route="/api/items"}"#;
+    let exemplar_ids = || {
         prometheus
-            .query_exemplars(promql)
-            .iter()
-            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
-            .map(|exemplar| {
-                let label =
-                    |name: &str| exemplar["labels"][name].as_str().unwrap_or("").to_string();
-                (label("trace_id"), label("span_id"))
-            })
-            .collect()
+            .exemplar_ids(r#"rocket_http_request_duration_seconds_bucket{route="/api/items"}"#)
     };
     let mut found = Vec::new();
     common::wait_for(Duration::from_secs(30), || {

@@ -122,16 +122,41 @@ fn of_trace<'s>(
     by_kind
 }
 
-#[test]
-fn a_requests_span_and_its_calls_carry_the_trace_of_its_answer_and_of_its_exemplar() {
+/// A collector, and a worker exporting to it, with what the worker needs kept alive.
+struct Scene {
+    collector: Collector,
+    worker: Worker,
+    _keys: Keys,
+    _ports: common::ports::PortBlock,
+    _dir: tempfile::TempDir,
+}
+
+/// The scene of `test`; `None` (a skip, which fails under CI=true) without the shared
+/// Redis.
+fn scene(test: &str) -> Option<Scene> {
     if !common::redis_server::redis_available() {
-        return;
+        return None;
     }
-    let mut collector = Collector::start();
+    let collector = Collector::start();
     let dir = tempfile::tempdir().unwrap();
     let ports = common::ports::PortBlock::reserve(1);
-    let keys = Keys(unique_prefix("otlp"));
-    let mut worker = worker(&dir, &ports, &collector.server.endpoint(), &keys);
+    let keys = Keys(unique_prefix(test));
+    let worker = worker(&dir, &ports, &collector.server.endpoint(), &keys);
+    Some(Scene {
+        collector,
+        worker,
+        _keys: keys,
+        _ports: ports,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn a_requests_span_and_its_calls_carry_the_trace_of_its_answer_and_of_its_exemplar() {
+    let Some(mut scene) = scene("otlp") else {
+        return;
+    };
+    let (collector, worker) = (&mut scene.collector, &mut scene.worker);
 
     // A write (INSERT) under a caller's trace, then a cached read (Redis, then SELECT).
     let write_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -238,18 +263,9 @@ fn a_requests_span_and_its_calls_carry_the_trace_of_its_answer_and_of_its_exempl
     let prometheus = common::prometheus::Prometheus::keeping_exemplars_of(worker.export_port());
     let mut exemplars = Vec::new();
     common::wait_for(Duration::from_secs(30), || {
-        exemplars = prometheus
-            .query_exemplars(
-                r#"rocket_http_request_duration_seconds_bucket{route="/api/items",method="POST"}"#,
-            )
-            .iter()
-            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
-            .map(|exemplar| {
-                let label =
-                    |name: &str| exemplar["labels"][name].as_str().unwrap_or("").to_string();
-                (label("trace_id"), label("span_id"))
-            })
-            .collect();
+        exemplars = prometheus.exemplar_ids(
+            r#"rocket_http_request_duration_seconds_bucket{route="/api/items",method="POST"}"#,
+        );
         !exemplars.is_empty()
     });
     assert_eq!(
@@ -263,19 +279,15 @@ fn a_requests_span_and_its_calls_carry_the_trace_of_its_answer_and_of_its_exempl
         r#"babylon_otlp_spans_total{outcome="exported"}"#,
     );
     assert!(exported >= 5.0, "{exported}");
-    common::workers::terminate(&mut worker);
+    common::workers::terminate(worker);
 }
 
 #[test]
 fn a_trace_its_caller_did_not_sample_is_not_exported() {
-    let mut collector = Collector::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ports = common::ports::PortBlock::reserve(1);
-    if !common::redis_server::redis_available() {
+    let Some(mut scene) = scene("otlp-sampling") else {
         return;
-    }
-    let keys = Keys(unique_prefix("otlp-sampling"));
-    let worker = worker(&dir, &ports, &collector.server.endpoint(), &keys);
+    };
+    let (collector, worker) = (&mut scene.collector, &mut scene.worker);
     let unsampled = "11111111111111111111111111111111";
     let sampled = "22222222222222222222222222222222";
     for (trace, is_sampled) in [(unsampled, false), (sampled, true)] {
@@ -385,14 +397,10 @@ fn export_heals_by_itself_when_a_silent_collector_comes_back() {
 /// named by the method alone and holds no part of the path, as its metrics and log line.
 #[test]
 fn an_unmatched_requests_span_names_no_part_of_its_path() {
-    if !common::redis_server::redis_available() {
+    let Some(mut scene) = scene("otlp-unmatched") else {
         return;
-    }
-    let mut collector = Collector::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ports = common::ports::PortBlock::reserve(1);
-    let keys = Keys(unique_prefix("otlp-unmatched"));
-    let worker = worker(&dir, &ports, &collector.server.endpoint(), &keys);
+    };
+    let (collector, worker) = (&mut scene.collector, &mut scene.worker);
     let answer = http_answer(worker.app_port, "GET", "/reset/s3cr3t?token=t0k3n", &[], "");
     assert_eq!(answer.status, 404);
     let (trace_id, span_id) = ids_of(&answer);

@@ -153,6 +153,20 @@ impl Prometheus {
         answer["data"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The `(trace_id, span_id)` of every exemplar [`Prometheus::query_exemplars`]
+    /// finds for `promql`.
+    pub fn exemplar_ids(&self, promql: &str) -> Vec<(String, String)> {
+        self.query_exemplars(promql)
+            .iter()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .map(|exemplar| {
+                let label =
+                    |name: &str| exemplar["labels"][name].as_str().unwrap_or("").to_string();
+                (label("trace_id"), label("span_id"))
+            })
+            .collect()
+    }
+
     /// A Prometheus on loopback keeping exemplars, whose one job `openmetrics` scrapes
     /// `127.0.0.1:port` every second in its default format (OpenMetrics), once that
     /// target is up.
