@@ -61,13 +61,15 @@ impl Collector {
 }
 
 /// A worker on its own SQLite database in `dir`, exporting spans to `endpoint` at once
-/// (a batch every 100 ms rather than the SDK's 5 s), continuing anyone's trace, with its
-/// item reads cached in the shared Redis under `prefix` and its export port on loopback.
+/// (a batch every 100 ms rather than every 5 s) and giving up on an export after 1 s,
+/// continuing anyone's trace, with its item reads cached in the shared Redis under
+/// `prefix` and its export port on loopback; `env` goes on top.
 fn worker(
     dir: &tempfile::TempDir,
     ports: &common::ports::PortBlock,
     endpoint: &str,
     prefix: &Keys,
+    env: &[(&str, &str)],
 ) -> Worker {
     let mut command = command_in(dir.path(), ports);
     command
@@ -78,8 +80,9 @@ fn worker(
         .env("BABYLON_REDIS__URL", REDIS)
         .env("BABYLON_REDIS__KEY_PREFIX", &prefix.0)
         .env("BABYLON_METRICS__EXPORT__ADDRESS", "127.0.0.1")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("BABYLON_TRACING__OTLP__EXPORT_INTERVAL_MS", "100")
         .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000");
+    command.envs(env.iter().copied());
     start_command(command)
 }
 
@@ -141,7 +144,7 @@ fn scene(test: &str) -> Option<Scene> {
     let dir = tempfile::tempdir().unwrap();
     let ports = common::ports::PortBlock::reserve(1);
     let keys = Keys(unique_prefix(test));
-    let worker = worker(&dir, &ports, &collector.server.endpoint(), &keys);
+    let worker = worker(&dir, &ports, &collector.server.endpoint(), &keys, &[]);
     Some(Scene {
         collector,
         worker,
@@ -335,7 +338,13 @@ fn export_heals_by_itself_when_a_silent_collector_comes_back() {
         return;
     }
     let keys = Keys(unique_prefix("otlp-heal"));
-    let mut worker = worker(&dir, &ports, &format!("http://{}", proxy.address), &keys);
+    let mut worker = worker(
+        &dir,
+        &ports,
+        &format!("http://{}", proxy.address),
+        &keys,
+        &[],
+    );
     let request = |trace: &str| {
         let started = Instant::now();
         let answer = http_answer(
@@ -417,4 +426,59 @@ fn an_unmatched_requests_span_names_no_part_of_its_path() {
         !written.contains("s3cr3t") && !written.contains("t0k3n"),
         "{written}"
     );
+}
+
+/// Every finished span is counted once, as exported, failed or dropped, whatever the
+/// collector does: here it is silent from the start (each export waits out its 3 s
+/// timeout) and the queue holds four spans, so the requests made during an export find
+/// it full.
+#[test]
+fn every_span_is_counted_once_as_exported_failed_or_dropped() {
+    if !common::redis_server::redis_available() {
+        return;
+    }
+    let collector = Collector::start();
+    let proxy = SilentProxy::start(collector.server.address());
+    proxy.go_silent();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::ports::PortBlock::reserve(1);
+    let keys = Keys(unique_prefix("otlp-counted"));
+    let worker = worker(
+        &dir,
+        &ports,
+        &format!("http://{}", proxy.address),
+        &keys,
+        &[
+            ("BABYLON_TRACING__OTLP__QUEUE_SIZE", "4"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+        ],
+    );
+    let port = worker.export_port();
+    let count = |outcome: &str| {
+        common::sample_or_zero(
+            &common::http_get(port, "/metrics").1,
+            &format!("babylon_otlp_spans_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    let live = || {
+        assert_eq!(
+            http_answer(worker.app_port, "GET", "/api/live", &[], "").status,
+            200
+        )
+    };
+    // One span, whose export then blocks the export thread; the rest arrive meanwhile.
+    live();
+    std::thread::sleep(Duration::from_millis(500));
+    const REQUESTS: f64 = 40.0;
+    for _ in 1..REQUESTS as usize {
+        live();
+    }
+    let counted = || count("exported") + count("failed") + count("dropped");
+    common::wait_until("every span is counted", || counted() == REQUESTS);
+    assert_eq!(count("exported"), 0.0);
+    assert!(count("dropped") >= 1.0, "dropped {}", count("dropped"));
+    assert!(count("failed") >= 1.0, "failed {}", count("failed"));
+    // Counted once: nothing more comes.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(counted(), REQUESTS);
 }

@@ -4,25 +4,23 @@
 //! exemplars and the log line.
 //!
 //! The spans are built here from ids babylon already has (`crate::trace`), not by an
-//! OpenTelemetry tracer: one `SpanData` per finished span, handed to the SDK's batch
-//! processor, which queues it (bounded, never blocking a request) and exports batches from
-//! a thread of its own through opentelemetry-otlp's gRPC exporter. With no endpoint set
+//! OpenTelemetry tracer: one `SpanData` per finished span, put in a bounded queue (never
+//! blocking a request: a span that finds it full is dropped and counted), from which a
+//! thread of its own sends batches through opentelemetry-otlp's gRPC exporter. Not the
+//! SDK's `BatchSpanProcessor`: it drops spans from a full queue without a trace outside
+//! its own logs, and babylon counts every span it does not deliver. With no endpoint set
 //! nothing of this exists and requests pay one `None` check.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, SpanData, SpanEvents, SpanExporter, SpanLinks, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use opentelemetry_sdk::Resource;
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::{Build, Orbit, Rocket};
@@ -39,6 +37,7 @@ use crate::trace::TraceContext;
 pub(crate) struct SpanCounts {
     exported: IntCounter,
     failed: IntCounter,
+    dropped: IntCounter,
 }
 
 impl SpanCounts {
@@ -46,14 +45,16 @@ impl SpanCounts {
         let family = counter_vec(
             registry,
             "babylon_otlp_spans_total",
-            "Spans sent to the OTLP collector of tracing.otlp.endpoint, by outcome: exported \
-             (the collector accepted them) or failed (the export failed; the spans are \
-             lost).",
+            "Finished spans for the OTLP collector of tracing.otlp.endpoint, by outcome: \
+             exported (the collector accepted them), failed (their export failed) or \
+             dropped (the queue of tracing.otlp.queue_size was full); failed and dropped \
+             spans are lost.",
             &["outcome"],
         )?;
         Ok(SpanCounts {
             exported: family.with_label_values(&["exported"]),
             failed: family.with_label_values(&["failed"]),
+            dropped: family.with_label_values(&["dropped"]),
         })
     }
 }
@@ -65,11 +66,22 @@ impl SpanCounts {
 pub(crate) struct Spans(Arc<Exporting>);
 
 struct Exporting {
+    settings: OtlpSettings,
     endpoint: OtlpEndpoint,
-    service_name: String,
     counts: SpanCounts,
-    processor: OnceLock<BatchSpanProcessor>,
+    /// Set when the exporter starts.
+    queue: OnceLock<SyncSender<Message>>,
     scope: InstrumentationScope,
+}
+
+/// What the export thread is sent.
+// Every message but the last is a span: boxing it would cost an allocation per span and
+// save nothing.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Span(SpanData),
+    /// Send what is queued, then say so and stop.
+    Drain(SyncSender<()>),
 }
 
 /// Why the exporter could not start.
@@ -82,6 +94,8 @@ pub(crate) enum ExportError {
     },
     #[error("the OTLP exporter must start inside the Tokio runtime that serves requests")]
     NoRuntime,
+    #[error("the OTLP export thread cannot be started: {0}")]
+    Thread(std::io::Error),
 }
 
 impl Spans {
@@ -89,52 +103,85 @@ impl Spans {
     pub(crate) fn new(settings: &OtlpSettings, counts: SpanCounts) -> Option<Spans> {
         let endpoint = settings.endpoint.clone()?;
         Some(Spans(Arc::new(Exporting {
+            settings: settings.clone(),
             endpoint,
-            service_name: settings.service_name.clone(),
             counts,
-            processor: OnceLock::new(),
+            queue: OnceLock::new(),
             scope: InstrumentationScope::builder("babylon")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         })))
     }
 
-    /// Builds the exporter and its batch processor; call it inside the runtime that will
-    /// keep running while spans are exported (tonic's channel spawns its worker there).
-    /// Nothing connects yet: the channel connects on the first export, and again after a
-    /// failure, so a collector that comes up later is reached then.
+    /// Builds the exporter and starts the thread that sends its batches; call it inside
+    /// the runtime that will keep running while spans are exported (tonic's channel
+    /// spawns its worker there). Nothing connects yet: the channel connects on the first
+    /// export, and anew after a failure, so a collector that comes up later is reached.
     pub(crate) fn start(&self) -> Result<(), ExportError> {
         let runtime =
             rocket::tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
         let exporting = &self.0;
+        if exporting.queue.get().is_some() {
+            return Ok(());
+        }
         // The SDK's detectors first (OTEL_RESOURCE_ATTRIBUTES, telemetry.sdk.*), then the
         // setting, which wins over OTEL_SERVICE_NAME.
         let resource = Resource::builder()
-            .with_service_name(exporting.service_name.clone())
+            .with_service_name(exporting.settings.service_name.clone())
             .build();
         let exporter = Exporter {
-            connection: RwLock::new(Arc::new(connect(&exporting.endpoint, &resource, &runtime)?)),
+            connection: connect(&exporting.endpoint, &resource, &runtime)?,
             resource,
             runtime,
             counts: exporting.counts.clone(),
-            failing: AtomicBool::new(false),
+            failing: false,
             endpoint: exporting.endpoint.clone(),
         };
-        let processor = BatchSpanProcessor::builder(exporter).build();
-        if let Err(processor) = exporting.processor.set(processor) {
-            // Ignited twice: the first processor stays.
-            let _ = processor.shutdown();
-        }
+        let (queue, waiting) =
+            std::sync::mpsc::sync_channel(exporting.settings.queue_size.get() as usize);
+        let interval =
+            Duration::from_millis(u64::from(exporting.settings.export_interval_ms.get()));
+        std::thread::Builder::new()
+            .name("babylon-otlp".to_string())
+            .spawn(move || send_batches(waiting, exporter, interval))
+            .map_err(ExportError::Thread)?;
+        let _ = exporting.queue.set(queue);
         Ok(())
     }
 
-    /// Exports what is queued and stops the processor's thread, waiting up to its
-    /// timeout (5 s). It blocks: call it off the runtime's workers.
+    /// Sends what is queued and stops the export thread, waiting at most 5 s for it. It
+    /// blocks: call it off the runtime's workers.
     pub(crate) fn shut_down(&self) {
-        if let Some(processor) = self.0.processor.get() {
-            if let Err(error) = processor.shutdown() {
-                rocket::warn!("babylon: spans still queued at shutdown may be lost: {error}");
+        const PATIENCE: Duration = Duration::from_secs(5);
+        let Some(queue) = self.0.queue.get() else {
+            return;
+        };
+        let deadline = Instant::now() + PATIENCE;
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        let mut drain = Message::Drain(done);
+        // Behind every span queued so far; a full queue is waited for, up to the patience.
+        loop {
+            match queue.try_send(drain) {
+                Ok(()) => break,
+                Err(TrySendError::Full(again)) if Instant::now() < deadline => {
+                    drain = again;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => {
+                    rocket::warn!(
+                        "babylon: spans still queued for the OTLP collector at shutdown are lost"
+                    );
+                    return;
+                }
             }
+        }
+        if finished
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            rocket::warn!(
+                "babylon: spans still queued for the OTLP collector at shutdown may be lost"
+            );
         }
     }
 
@@ -232,7 +279,7 @@ impl Spans {
     }
 
     fn finish(&self, span: Finished<'_>) {
-        let Some(processor) = self.0.processor.get() else {
+        let Some(queue) = self.0.queue.get() else {
             return;
         };
         let trace_id = opentelemetry::trace::TraceId::from(span.trace.trace_id().get());
@@ -241,7 +288,7 @@ impl Spans {
             SpanKind::Server => span.trace.span_id().get(),
             _ => crate::trace::mint_span_id().get(),
         };
-        processor.on_end(SpanData {
+        let span = SpanData {
             span_context: SpanContext::new(
                 trace_id,
                 opentelemetry::trace::SpanId::from(span_id),
@@ -261,7 +308,11 @@ impl Spans {
             links: SpanLinks::default(),
             status: span.status,
             instrumentation_scope: self.0.scope.clone(),
-        });
+        };
+        // Never waits: a request is not held up by a slow or absent collector.
+        if queue.try_send(Message::Span(span)).is_err() {
+            self.0.counts.dropped.inc();
+        }
     }
 }
 
@@ -327,9 +378,42 @@ fn connect(
     Ok(exporter)
 }
 
-/// The exporter the batch processor calls: it counts what it sends into
-/// `babylon_otlp_spans_total`, says once when exports start failing and once when they
-/// work again, and after a failed export sends the next batch on a new connection.
+/// Sends the spans of `waiting` in batches of at most [`OtlpSettings::BATCH_SIZE`], a
+/// batch as soon as it is full or `interval` after the last one, until told to drain.
+fn send_batches(waiting: Receiver<Message>, mut exporter: Exporter, interval: Duration) {
+    let mut batch = Vec::with_capacity(OtlpSettings::BATCH_SIZE);
+    let mut due = Instant::now() + interval;
+    loop {
+        match waiting.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Ok(Message::Span(span)) => {
+                batch.push(span);
+                if batch.len() < OtlpSettings::BATCH_SIZE {
+                    continue;
+                }
+            }
+            Ok(Message::Drain(done)) => {
+                exporter.export(std::mem::take(&mut batch));
+                let _ = done.send(());
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                exporter.export(std::mem::take(&mut batch));
+                return;
+            }
+        }
+        exporter.export(std::mem::replace(
+            &mut batch,
+            Vec::with_capacity(OtlpSettings::BATCH_SIZE),
+        ));
+        due = Instant::now() + interval;
+    }
+}
+
+/// opentelemetry-otlp's exporter, used by the export thread alone: it counts what it
+/// sends into `babylon_otlp_spans_total`, says once when exports start failing and once
+/// when they work again, and after a failed export sends the next batch on a new
+/// connection.
 ///
 /// Why a new connection: a collector whose host died or whose link dropped leaves the
 /// HTTP/2 connection open with nobody at the other end; every export on it times out, for
@@ -337,83 +421,46 @@ fn connect(
 /// but gRPC servers refuse frequent pings (grpc-go's default allows one per five minutes),
 /// so the failed export itself is the signal.
 struct Exporter {
-    connection: RwLock<Arc<opentelemetry_otlp::SpanExporter>>,
+    connection: opentelemetry_otlp::SpanExporter,
     resource: Resource,
     runtime: rocket::tokio::runtime::Handle,
     counts: SpanCounts,
-    failing: AtomicBool,
+    /// Whether the last export failed.
+    failing: bool,
     endpoint: OtlpEndpoint,
 }
 
 impl Exporter {
-    fn connection(&self) -> Arc<opentelemetry_otlp::SpanExporter> {
-        // Only this exporter's batch thread takes the lock; a poisoned one still holds
-        // a whole exporter.
-        self.connection
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Replaces the connection after a failed export.
-    fn reconnect(&self) {
-        if let Ok(exporter) = connect(&self.endpoint, &self.resource, &self.runtime) {
-            *self
-                .connection
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(exporter);
+    /// Sends `batch`, waiting for the collector's answer (at most
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s).
+    fn export(&mut self, batch: Vec<SpanData>) {
+        if batch.is_empty() {
+            return;
         }
-    }
-}
-
-impl fmt::Debug for Exporter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Exporter")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SpanExporter for Exporter {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         let spans = batch.len() as u64;
-        let connection = self.connection();
-        async move {
-            let result = connection.export(batch).await;
-            match &result {
-                Ok(()) => {
-                    self.counts.exported.inc_by(spans);
-                    if self.failing.swap(false, Ordering::Relaxed) {
-                        rocket::info!(
-                            "babylon: spans reach the OTLP collector at {} again",
-                            self.endpoint
-                        );
-                    }
-                }
-                Err(error) => {
-                    self.counts.failed.inc_by(spans);
-                    if !self.failing.swap(true, Ordering::Relaxed) {
-                        rocket::warn!(
-                            "babylon: {spans} spans could not be exported to the OTLP collector at {} and are lost ({error}); babylon_otlp_spans_total{{outcome=\"failed\"}} counts every lost span until exports work again",
-                            self.endpoint
-                        );
-                    }
-                    self.reconnect();
+        match self.runtime.block_on(self.connection.export(batch)) {
+            Ok(()) => {
+                self.counts.exported.inc_by(spans);
+                if std::mem::replace(&mut self.failing, false) {
+                    rocket::info!(
+                        "babylon: spans reach the OTLP collector at {} again",
+                        self.endpoint
+                    );
                 }
             }
-            result
+            Err(error) => {
+                self.counts.failed.inc_by(spans);
+                if !std::mem::replace(&mut self.failing, true) {
+                    rocket::warn!(
+                        "babylon: {spans} spans could not be exported to the OTLP collector at {} and are lost ({error}); babylon_otlp_spans_total{{outcome=\"failed\"}} counts every lost span until exports work again",
+                        self.endpoint
+                    );
+                }
+                if let Ok(connection) = connect(&self.endpoint, &self.resource, &self.runtime) {
+                    self.connection = connection;
+                }
+            }
         }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.connection().shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.connection().force_flush()
     }
 }
 

@@ -91,8 +91,8 @@ pub struct TracingSettings {
 ///
 /// The exporter also reads the OpenTelemetry SDK's environment variables for what these
 /// settings leave open: `OTEL_EXPORTER_OTLP_HEADERS` (e.g. a token for a hosted backend),
-/// `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
-/// `OTEL_RESOURCE_ATTRIBUTES`, and the batch size and delay (`OTEL_BSP_*`).
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_TIMEOUT` and
+/// `OTEL_RESOURCE_ATTRIBUTES`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -102,6 +102,21 @@ pub struct OtlpSettings {
     pub endpoint: Option<OtlpEndpoint>,
     /// The `service.name` of every exported span.
     pub service_name: String,
+    /// Most finished spans waiting for export; a span that finds the queue full is
+    /// dropped and counted (`babylon_otlp_spans_total{outcome="dropped"}`).
+    pub queue_size: NonZeroU32,
+    /// Longest a span waits before its batch is sent (a batch also leaves as soon as
+    /// [`OtlpSettings::BATCH_SIZE`] spans wait).
+    pub export_interval_ms: NonZeroU32,
+}
+
+impl OtlpSettings {
+    /// Spans sent in one export call at most.
+    pub const BATCH_SIZE: usize = 512;
+    /// The largest `queue_size`: about 2 GB of waiting spans at their typical size.
+    pub const MAX_QUEUE_SIZE: u32 = 1_000_000;
+    /// The longest `export_interval_ms`: a minute.
+    pub const MAX_EXPORT_INTERVAL_MS: u32 = 60_000;
 }
 
 impl Default for OtlpSettings {
@@ -109,6 +124,8 @@ impl Default for OtlpSettings {
         OtlpSettings {
             endpoint: None,
             service_name: "babylon".to_string(),
+            queue_size: NonZeroU32::new(2048).expect("nonzero"),
+            export_interval_ms: NonZeroU32::new(5000).expect("nonzero"),
         }
     }
 }
@@ -119,6 +136,26 @@ impl TracingSettings {
             problems.invalid(
                 "tracing.otlp.endpoint",
                 "exporting spans needs `tracing.enabled = true` (without it requests have no trace context); set one or remove the other".to_string(),
+            );
+        }
+        if self.otlp.queue_size.get() > OtlpSettings::MAX_QUEUE_SIZE {
+            problems.invalid(
+                "tracing.otlp.queue_size",
+                format!(
+                    "{} is more than {}, the most spans that may wait for export",
+                    self.otlp.queue_size,
+                    OtlpSettings::MAX_QUEUE_SIZE
+                ),
+            );
+        }
+        if self.otlp.export_interval_ms.get() > OtlpSettings::MAX_EXPORT_INTERVAL_MS {
+            problems.invalid(
+                "tracing.otlp.export_interval_ms",
+                format!(
+                    "{} ms is more than a minute ({} ms), the longest a span may wait for export",
+                    self.otlp.export_interval_ms,
+                    OtlpSettings::MAX_EXPORT_INTERVAL_MS
+                ),
             );
         }
         if self.otlp.service_name.trim().is_empty() {
