@@ -482,3 +482,73 @@ fn every_span_is_counted_once_as_exported_failed_or_dropped() {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(counted(), REQUESTS);
 }
+
+/// A handler's own work, timed with the public `Tracer`: a client span under the
+/// request's span, with the handler's name, attributes and failure, and whose
+/// `traceparent` is the one the handler would pass on.
+#[rocket::get("/partner")]
+fn partner(tracer: babylon::otlp::Tracer) -> String {
+    let mut span = tracer.span("GET partner /prices");
+    span.set_attribute("server.address", "partner.internal");
+    span.set_attribute("http.response.status_code", 503u16);
+    span.fail("503");
+    let traceparent = span.traceparent().unwrap_or_default();
+    span.end();
+    traceparent
+}
+
+#[test]
+fn a_handlers_own_span_is_exported_under_its_request() {
+    let mut collector = Collector::start();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = common::settings_in(
+        &dir,
+        serde_json::json!({ "tracing": { "otlp": {
+            "endpoint": collector.server.endpoint(),
+            "export_interval_ms": 100,
+        } } }),
+    );
+    let rocket = babylon_app::App::from_figment(settings)
+        .unwrap()
+        .rocket()
+        .unwrap()
+        .mount("/test", rocket::routes![partner]);
+    // Rocket's runtime must keep running while spans are exported: the collector's
+    // multi-threaded one, not the blocking client's own.
+    let (request_id, handed_on, client) = collector.runtime.block_on(async {
+        let client = rocket::local::asynchronous::Client::tracked(rocket)
+            .await
+            .unwrap();
+        let response = client.get("/test/partner").dispatch().await;
+        let request_id = response
+            .headers()
+            .get_one("X-Request-Id")
+            .unwrap()
+            .to_string();
+        let handed_on = response.into_string().await.unwrap();
+        (request_id, handed_on, client)
+    });
+    let parts: Vec<&str> = handed_on.split('-').collect();
+    assert_eq!(parts.len(), 4, "{handed_on}");
+    let (trace_id, span_id) = (parts[1].to_string(), parts[2].to_string());
+    let spans = collector.spans_once(|spans| {
+        of_trace(spans, &trace_id).contains_key("SPAN_KIND_CLIENT")
+            && of_trace(spans, &trace_id).contains_key("SPAN_KIND_SERVER")
+    });
+    let by_kind = of_trace(spans, &trace_id);
+    let own = by_kind
+        .get("SPAN_KIND_CLIENT")
+        .unwrap_or_else(|| panic!("no span of the handler's own: {spans:#?}"))[0];
+    assert_eq!(own.span_id, span_id, "the span the traceparent named");
+    assert_eq!(own.parent_span_id, request_id, "under the request's span");
+    assert_eq!(own.name, "GET partner /prices");
+    assert_eq!(attribute(own, "server.address"), Some("partner.internal"));
+    assert_eq!(attribute(own, "http.response.status_code"), Some("503"));
+    assert_eq!(attribute(own, "error.type"), Some("503"));
+    assert_eq!(
+        own.status.as_ref().map(|s| s.code.as_str()),
+        Some("STATUS_CODE_ERROR")
+    );
+    assert_eq!(by_kind["SPAN_KIND_SERVER"][0].span_id, request_id);
+    drop(client);
+}

@@ -21,7 +21,7 @@ use crate::export::{
 };
 use crate::metrics::{CustomMetricError, Families, Metrics};
 use crate::observe::{self, ApiFamilies, HttpFamilies, HttpObserver, RequestLines};
-use crate::otlp::{SpanCounts, SpanExport, Spans};
+use crate::otlp::{SpanCounts, SpanExport, SpanSink, Spans};
 use crate::pipeline::{RequestPipeline, Tracing};
 use crate::redis_client::{RedisFamilies, SharedRedis};
 use crate::routing;
@@ -360,6 +360,7 @@ impl Babylon {
             .manage(db_families.clone())
             .manage(models.clone())
             .manage(api.clone())
+            .manage(SpanSink(spans.clone()))
             .attach(db::Db::init())
             .attach(db::DbSetup::new(self.migrations, self.model_names.clone()))
             .mount("/", self.instrument(api::routes()))

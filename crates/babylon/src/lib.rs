@@ -19,6 +19,8 @@
 //!   refuses, and field validation that refuses with one 422;
 //! - [`instrument`]: counts panics of application routes as `type="panic"`;
 //! - [`logging`]: every log line in one format, for a `main` to start;
+//! - [`trace`] and [`otlp`]: a request's trace context, and spans of a handler's own work
+//!   ([`Tracer`](otlp::Tracer)) exported with the request's;
 //! - [`memory`] and [`limits`]: process set-up for a `main` (allocator, open files);
 //! - [`build`]: the version, commit and compiler of this build.
 //!
@@ -47,7 +49,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 mod observe;
-mod otlp;
+pub mod otlp;
 mod pipeline;
 mod redis_client;
 mod request;

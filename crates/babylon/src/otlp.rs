@@ -3,6 +3,24 @@
 //! that the trace id a collector shows is the one of the answer's `traceparent`, the
 //! exemplars and the log line.
 //!
+//! For application code: [`Tracer`], a request guard, opens a [`Span`] of the handler's
+//! own work (a call to another service, say) under the request's span:
+//!
+//! ```
+//! use babylon::otlp::Tracer;
+//!
+//! #[rocket::get("/quote")]
+//! async fn quote(tracer: Tracer) -> String {
+//!     let mut span = tracer.span("GET partner /prices");
+//!     span.set_attribute("server.address", "partner.internal");
+//!     // The partner's spans become children of this one.
+//!     let _traceparent = span.traceparent();
+//!     // … the call; on failure: span.fail("timeout");
+//!     span.end();
+//!     "42".to_string()
+//! }
+//! ```
+//!
 //! The spans are built here from ids babylon already has (`crate::trace`), not by an
 //! OpenTelemetry tracer: one `SpanData` per finished span, put in a bounded queue (never
 //! blocking a request: a span that finds it full is dropped and counted), from which a
@@ -56,6 +74,167 @@ impl SpanCounts {
             failed: family.with_label_values(&["failed"]),
             dropped: family.with_label_values(&["dropped"]),
         })
+    }
+}
+
+/// The spans of this process' requests, for [`Tracer`]: `None` when none are exported.
+/// Managed as Rocket state whatever the settings.
+pub(crate) struct SpanSink(pub(crate) Option<Spans>);
+
+/// A request guard that opens [`Span`]s of a handler's own work under its request's span:
+/// `tracer: Tracer` among the handler's parameters. It never fails: with
+/// `tracing.otlp.endpoint` unset, for a trace its caller did not sample, or with
+/// `tracing.enabled = false`, its spans are exported nowhere (and without tracing they
+/// have no `traceparent`).
+pub struct Tracer {
+    spans: Option<Spans>,
+    trace: Option<TraceContext>,
+}
+
+impl Tracer {
+    /// The tracer of a request with context `trace`, exporting to `sink`.
+    pub(crate) fn new(sink: Option<&SpanSink>, trace: Option<TraceContext>) -> Tracer {
+        Tracer {
+            spans: sink.and_then(|sink| sink.0.clone()),
+            trace,
+        }
+    }
+
+    /// Opens a client span named `name` under the request's span, starting now; it ends
+    /// when [`Span::end`] is called or it is dropped. Name it by what it does, with few
+    /// distinct values (`GET partner /prices`, not the full URL): trace backends group by
+    /// name.
+    pub fn span(&self, name: impl Into<Cow<'static, str>>) -> Span {
+        let context = self.trace.map(|trace| trace.child());
+        Span {
+            export: self
+                .spans
+                .clone()
+                .filter(|_| context.is_some_and(|context| context.is_sampled())),
+            context,
+            name: name.into(),
+            started: Instant::now(),
+            attributes: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+/// A span of a handler's own work, from [`Tracer::span`]: exported under the request's
+/// span when it ends (with [`Span::end`] or when dropped).
+pub struct Span {
+    export: Option<Spans>,
+    context: Option<TraceContext>,
+    name: Cow<'static, str>,
+    started: Instant,
+    attributes: Vec<KeyValue>,
+    error: Option<Cow<'static, str>>,
+}
+
+/// The value of a span attribute: text, an integer, a float or a flag.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttributeValue {
+    /// Text, e.g. `server.address`.
+    Text(String),
+    /// An integer, e.g. `http.response.status_code`.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A flag.
+    Bool(bool),
+}
+
+impl From<&str> for AttributeValue {
+    fn from(text: &str) -> Self {
+        AttributeValue::Text(text.to_string())
+    }
+}
+
+impl From<String> for AttributeValue {
+    fn from(text: String) -> Self {
+        AttributeValue::Text(text)
+    }
+}
+
+impl From<i64> for AttributeValue {
+    fn from(value: i64) -> Self {
+        AttributeValue::Int(value)
+    }
+}
+
+impl From<u16> for AttributeValue {
+    fn from(value: u16) -> Self {
+        AttributeValue::Int(i64::from(value))
+    }
+}
+
+impl From<f64> for AttributeValue {
+    fn from(value: f64) -> Self {
+        AttributeValue::Float(value)
+    }
+}
+
+impl From<bool> for AttributeValue {
+    fn from(value: bool) -> Self {
+        AttributeValue::Bool(value)
+    }
+}
+
+impl Span {
+    /// The `traceparent` header naming this span, for the call it times: the callee
+    /// continues the trace under it. `None` with `tracing.enabled = false`.
+    pub fn traceparent(&self) -> Option<String> {
+        self.context.map(|context| context.traceparent())
+    }
+
+    /// Sets attribute `key`; OpenTelemetry's semantic conventions name the usual ones
+    /// (`server.address`, `http.request.method`, `http.response.status_code`,
+    /// `rpc.service`). A key set twice keeps the last value.
+    pub fn set_attribute(&mut self, key: &'static str, value: impl Into<AttributeValue>) {
+        let value = match value.into() {
+            AttributeValue::Text(text) => opentelemetry::Value::from(text),
+            AttributeValue::Int(value) => opentelemetry::Value::from(value),
+            AttributeValue::Float(value) => opentelemetry::Value::from(value),
+            AttributeValue::Bool(value) => opentelemetry::Value::from(value),
+        };
+        self.attributes
+            .retain(|attribute| attribute.key.as_str() != key);
+        self.attributes.push(KeyValue::new(key, value));
+    }
+
+    /// Marks the work failed: the span gets an error status and `error.type =
+    /// error_type`, a short class of failure (`timeout`, `500`, `connection_refused`).
+    pub fn fail(&mut self, error_type: impl Into<Cow<'static, str>>) {
+        self.error = Some(error_type.into());
+    }
+
+    /// Ends the span now; dropping it does the same.
+    pub fn end(self) {}
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let (Some(spans), Some(context)) = (&self.export, &self.context) else {
+            return;
+        };
+        let mut attributes = std::mem::take(&mut self.attributes);
+        let status = match self.error.take() {
+            Some(error) => {
+                attributes.push(KeyValue::new("error.type", error));
+                Status::error("")
+            }
+            None => Status::Unset,
+        };
+        spans.finish(Finished {
+            span: context,
+            parent_is_remote: false,
+            kind: SpanKind::Client,
+            name: std::mem::take(&mut self.name),
+            started: self.started,
+            ended: Instant::now(),
+            attributes,
+            status,
+        });
     }
 }
 
@@ -123,6 +302,11 @@ impl Spans {
         let exporting = &self.0;
         if exporting.queue.get().is_some() {
             return Ok(());
+        }
+        if runtime.runtime_flavor() == rocket::tokio::runtime::RuntimeFlavor::CurrentThread {
+            // The export thread waits for each export on this runtime, which only a
+            // thread inside its `block_on` drives (Rocket's blocking local client, say).
+            rocket::warn!("babylon: Rocket runs on a single-threaded runtime: spans reach the OTLP collector only while it is serving a request");
         }
         // The SDK's detectors first (OTEL_RESOURCE_ATTRIBUTES, telemetry.sdk.*), then the
         // setting, which wins over OTEL_SERVICE_NAME.
@@ -225,11 +409,9 @@ impl Spans {
         } else {
             Status::Unset
         };
-        let parent = trace.parent_span_id();
         self.finish(Finished {
-            trace,
-            parent: parent.map(|parent| parent.get()),
-            parent_is_remote: parent.is_some(),
+            span: trace,
+            parent_is_remote: true,
             kind: SpanKind::Server,
             name,
             started,
@@ -266,8 +448,7 @@ impl Spans {
             None => Status::Unset,
         };
         self.finish(Finished {
-            trace,
-            parent: Some(trace.span_id().get()),
+            span: &trace.child(),
             parent_is_remote: false,
             kind: SpanKind::Client,
             name,
@@ -282,12 +463,9 @@ impl Spans {
         let Some(queue) = self.0.queue.get() else {
             return;
         };
-        let trace_id = opentelemetry::trace::TraceId::from(span.trace.trace_id().get());
-        // The request's span is its own; a call gets a new one.
-        let span_id = match span.kind {
-            SpanKind::Server => span.trace.span_id().get(),
-            _ => crate::trace::mint_span_id().get(),
-        };
+        let trace_id = opentelemetry::trace::TraceId::from(span.span.trace_id().get());
+        let span_id = span.span.span_id().get();
+        let parent = span.span.parent_span_id();
         let span = SpanData {
             span_context: SpanContext::new(
                 trace_id,
@@ -296,8 +474,8 @@ impl Spans {
                 false,
                 TraceState::NONE,
             ),
-            parent_span_id: opentelemetry::trace::SpanId::from(span.parent.unwrap_or(0)),
-            parent_span_is_remote: span.parent_is_remote,
+            parent_span_id: opentelemetry::trace::SpanId::from(parent.map_or(0, |p| p.get())),
+            parent_span_is_remote: parent.is_some() && span.parent_is_remote,
             span_kind: span.kind,
             name: span.name,
             start_time: wall_clock(span.started),
@@ -342,8 +520,9 @@ pub(crate) struct Call<'a> {
 }
 
 struct Finished<'a> {
-    trace: &'a TraceContext,
-    parent: Option<u64>,
+    /// The span's own ids and its parent's.
+    span: &'a TraceContext,
+    /// Whether the parent is another process' (a caller's span).
     parent_is_remote: bool,
     kind: SpanKind,
     name: Cow<'static, str>,

@@ -138,6 +138,17 @@ impl TraceContext {
         self.sampled
     }
 
+    /// A span of this trace opened under this one: a new span id, this span its parent,
+    /// the same sampling decision.
+    pub(crate) fn child(&self) -> TraceContext {
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id: SpanId::mint(),
+            parent: Some(self.span_id),
+            sampled: self.sampled,
+        }
+    }
+
     /// The request id: the span id, written as 16 hex digits.
     pub fn request_id(&self) -> String {
         let mut id = String::with_capacity(16);
@@ -157,12 +168,6 @@ impl TraceContext {
         header.push_str(if self.sampled { "-01" } else { "-00" });
         header
     }
-}
-
-/// A new span id, for a span opened under a request's (a database statement, a Redis
-/// command).
-pub(crate) fn mint_span_id() -> SpanId {
-    SpanId::mint()
 }
 
 thread_local! {

@@ -15,6 +15,7 @@ use rocket::Request;
 
 use super::BlockReason;
 use super::JsonError;
+use crate::otlp::{SpanSink, Tracer};
 use crate::trace::{NoTraceContext, TraceContext};
 
 #[derive(Default)]
@@ -126,6 +127,19 @@ impl<'r> FromRequest<'r> for TraceContext {
             Some(trace) => Outcome::Success(*trace),
             None => Outcome::Error((Status::InternalServerError, NoTraceContext)),
         }
+    }
+}
+
+/// The tracer of a handler's own spans: `tracer: Tracer` among its parameters.
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Tracer {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(Tracer::new(
+            request.rocket().state::<SpanSink>(),
+            RequestRecord::of(request).trace().copied(),
+        ))
     }
 }
 
