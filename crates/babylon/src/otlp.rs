@@ -218,13 +218,7 @@ impl Drop for Span {
             return;
         };
         let mut attributes = std::mem::take(&mut self.attributes);
-        let status = match self.error.take() {
-            Some(error) => {
-                attributes.push(KeyValue::new("error.type", error));
-                Status::error("")
-            }
-            None => Status::Unset,
-        };
+        let status = status_of(self.error.take(), &mut attributes);
         spans.finish(Finished {
             span: context,
             parent_is_remote: false,
@@ -403,12 +397,8 @@ impl Spans {
         }
         // A server span is an error for the server's own failures only (OpenTelemetry's
         // HTTP conventions): a 4xx is the client's.
-        let status = if span.status >= 500 {
-            attributes.push(KeyValue::new("error.type", span.status.to_string()));
-            Status::error("")
-        } else {
-            Status::Unset
-        };
+        let error = (span.status >= 500).then(|| span.status.to_string());
+        let status = status_of(error, &mut attributes);
         self.finish(Finished {
             span: trace,
             parent_is_remote: true,
@@ -440,13 +430,7 @@ impl Spans {
         if let Some(collection) = call.collection {
             attributes.push(KeyValue::new("db.collection.name", collection.to_string()));
         }
-        let status = match call.error {
-            Some(error) => {
-                attributes.push(KeyValue::new("error.type", error));
-                Status::error("")
-            }
-            None => Status::Unset,
-        };
+        let status = status_of(call.error, &mut attributes);
         self.finish(Finished {
             span: &trace.child(),
             parent_is_remote: false,
@@ -517,6 +501,21 @@ pub(crate) struct Call<'a> {
     pub(crate) collection: Option<&'a str>,
     /// `error.type` of a failed call.
     pub(crate) error: Option<&'static str>,
+}
+
+/// The status of a span whose work failed with `error` (an error status, and `error.type`
+/// among its `attributes`), or of one that did not.
+fn status_of(
+    error: Option<impl Into<opentelemetry::Value>>,
+    attributes: &mut Vec<KeyValue>,
+) -> Status {
+    match error {
+        Some(error) => {
+            attributes.push(KeyValue::new("error.type", error));
+            Status::error("")
+        }
+        None => Status::Unset,
+    }
 }
 
 struct Finished<'a> {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use sqlx::AnyPool;
 
 use super::errors::DbErrorKind;
-use super::models::{model_write, operation};
+use super::models::{operation, ModelWrite};
 use crate::metrics::native::NativeConfig;
 use crate::metrics::sharded::{Recording, ShardedHistogram, ShardedHistogramVec};
 use crate::metrics::{counter_vec, gauge_vec, register_full, ExemplarSource};
@@ -143,7 +143,7 @@ impl DbFamilies {
 
 /// What kind of statement is being run: `execute` or `execute_many`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Statement {
+pub(crate) enum Statement {
     Single,
     Bulk,
 }
@@ -189,13 +189,15 @@ impl Instruments {
         family.with_label_values(&[&self.alias, self.vendor.label(), kind.label()])
     }
 
-    /// Runs one statement (`sql`), counting and timing it, and giving it a span when it
-    /// is made for a request whose spans are exported. Its error is the caller's to
+    /// Runs one statement (`sql`, whose model write the caller has read from it),
+    /// counting and timing it, and giving it a span when it is made for a request whose
+    /// spans are exported. Its error is the caller's to
     /// classify and count ([`Instruments::error`]), once per failed operation.
-    pub async fn time<T>(
+    pub(crate) async fn time<T>(
         &self,
         statement: Statement,
         sql: &str,
+        write: Option<&ModelWrite>,
         run: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
         match statement {
@@ -210,7 +212,6 @@ impl Instruments {
         self.query_duration
             .observe_with((now - started).as_secs_f64(), exemplar.as_ref());
         if let (Some(spans), Some(trace)) = (&self.spans, trace) {
-            let write = model_write(sql);
             spans.call(
                 &trace,
                 started,
@@ -218,7 +219,7 @@ impl Instruments {
                 Call {
                     system: self.vendor.label(),
                     operation: operation(sql),
-                    collection: write.as_ref().map(|write| write.table.as_str()),
+                    collection: write.map(|write| write.table.as_str()),
                     error: result
                         .as_ref()
                         .err()

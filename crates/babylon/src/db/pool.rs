@@ -89,10 +89,11 @@ impl Shared {
         &self,
         statement: Statement,
         sql: &str,
+        write: Option<&ModelWrite>,
         run: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
         match self.instruments.get() {
-            Some(instruments) => instruments.time(statement, sql, run).await,
+            Some(instruments) => instruments.time(statement, sql, write, run).await,
             None => run.await,
         }
     }
@@ -354,6 +355,7 @@ impl DbConn {
         &'c mut self,
         access: Access,
         sql: &str,
+        write: Option<&ModelWrite>,
         run: impl FnOnce(&'c mut sqlx::AnyConnection) -> F,
     ) -> Result<T, DbError>
     where
@@ -365,7 +367,7 @@ impl DbConn {
             session,
         } = self;
         *session = Session::Unknown;
-        let result = shared.time(Statement::Single, sql, run(conn)).await;
+        let result = shared.time(Statement::Single, sql, write, run(conn)).await;
         let outcome = shared.settled(access, result);
         if outcome
             .as_ref()
@@ -386,7 +388,9 @@ impl DbConn {
         let sql = query.sql();
         let write = model_write(sql);
         let done: AnyQueryResult = self
-            .single(Access::Write, sql, |conn| query.execute(conn))
+            .single(Access::Write, sql, write.as_ref(), |conn| {
+                query.execute(conn)
+            })
             .await?;
         let rows = done.rows_affected();
         if let Some(write) = write {
@@ -412,7 +416,7 @@ impl DbConn {
             None => Access::Read,
         };
         let shared = self.shared.clone();
-        let fetched = self.single(access, sql, run).await?;
+        let fetched = self.single(access, sql, write.as_ref(), run).await?;
         if let Some(write) = write {
             shared.committed(&[(write, rows(&fetched))]);
         }
@@ -422,9 +426,11 @@ impl DbConn {
     /// `SELECT 1`: whether the database answers at all.
     pub async fn ping(&mut self) -> Result<(), DbError> {
         const PING: &str = "SELECT 1";
-        self.single(Access::Read, PING, |conn| sqlx::query(PING).execute(conn))
-            .await
-            .map(drop)
+        self.single(Access::Read, PING, None, |conn| {
+            sqlx::query(PING).execute(conn)
+        })
+        .await
+        .map(drop)
     }
 
     /// Every row of `query`, counted and timed in the DB families.
@@ -493,7 +499,12 @@ impl DbConn {
                 let sql = statement.sql();
                 let write = model_write(sql);
                 let executed = shared
-                    .time(Statement::Bulk, sql, statement.execute(&mut *transaction))
+                    .time(
+                        Statement::Bulk,
+                        sql,
+                        write.as_ref(),
+                        statement.execute(&mut *transaction),
+                    )
                     .await;
                 match executed {
                     Ok(done) => {

@@ -113,7 +113,9 @@ pub struct OtlpSettings {
 impl OtlpSettings {
     /// Spans sent in one export call at most.
     pub const BATCH_SIZE: usize = 512;
-    /// The largest `queue_size`: about 2 GB of waiting spans at their typical size.
+    /// The largest `queue_size`. The queue reserves a slot of about 360 bytes per span
+    /// when export starts (some 360 MB at this bound), and a waiting span holds its
+    /// attributes besides.
     pub const MAX_QUEUE_SIZE: u32 = 1_000_000;
     /// The longest `export_interval_ms`: a minute.
     pub const MAX_EXPORT_INTERVAL_MS: u32 = 60_000;
